@@ -1,0 +1,392 @@
+//! What a handler sees: [`TaskContext`], with durable `step`s and replay-aware `emit`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::Location;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::engine::Inner;
+use crate::error::{PayloadKind, StoreError, TaskError};
+use crate::identity::UserContext;
+use crate::ids::{Epoch, IdempotencyKey, StepKey, TaskId};
+use crate::metrics::Metrics;
+use crate::names::{validate_event_name, validate_name};
+use crate::status::StoredEvent;
+use crate::store::{Fence, StepRecord, Write, WriteBatch};
+use crate::task::Events;
+
+/// Whether a step's value was computed now or read back from the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOrigin {
+    /// The closure ran in this attempt and its result was committed.
+    Executed,
+    /// A recorded result was returned; the closure did not run.
+    Replayed,
+}
+
+/// Code of the error a fenced-off attempt's `step`/`emit` returns.
+pub const STOPPED_CODE: &str = "stopped";
+
+/// Everything one attempt shares between its context clones.
+pub(crate) struct AttemptState {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) task_name: &'static str,
+    pub(crate) task_id: TaskId,
+    pub(crate) ik: IdempotencyKey,
+    pub(crate) epoch: Epoch,
+    pub(crate) attempt: u32,
+    pub(crate) is_recovery: bool,
+    pub(crate) user: Option<UserContext>,
+    pub(crate) previous_events: Vec<StoredEvent>,
+    pub(crate) recorded: Mutex<HashMap<StepKey, StepRecord>>,
+    pub(crate) step_calls: Mutex<HashMap<String, u32>>,
+    pub(crate) emits: Mutex<usize>,
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+impl AttemptState {
+    fn fence(&self) -> Fence {
+        Fence {
+            task: self.task_id,
+            epoch: self.epoch,
+        }
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+}
+
+fn stopped() -> TaskError {
+    TaskError::internal(
+        STOPPED_CODE,
+        "the task was stopped or cancelled; this attempt may not write any more",
+    )
+}
+
+fn store_error(e: StoreError) -> TaskError {
+    match e {
+        StoreError::Fenced => stopped(),
+        other => TaskError::internal("storage_unavailable", other.to_string()),
+    }
+}
+
+/// The handler's view of its run. Cheap to clone; all clones belong to one attempt.
+pub struct TaskContext<E> {
+    state: Arc<AttemptState>,
+    _events: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for TaskContext<E> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            _events: PhantomData,
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for TaskContext<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("task", &self.state.task_name)
+            .field("task_id", &self.state.task_id)
+            .field("attempt", &self.state.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Events> TaskContext<E> {
+    pub(crate) fn new(state: Arc<AttemptState>) -> Self {
+        Self {
+            state,
+            _events: PhantomData,
+        }
+    }
+
+    /// This run's id.
+    #[must_use]
+    pub fn task_id(&self) -> TaskId {
+        self.state.task_id
+    }
+
+    /// This run's idempotency key.
+    #[must_use]
+    pub fn idempotency_key(&self) -> &IdempotencyKey {
+        &self.state.ik
+    }
+
+    /// The attempt number, from 1.
+    #[must_use]
+    pub fn attempt(&self) -> u32 {
+        self.state.attempt
+    }
+
+    /// Whether this attempt resumes a run that a crash or restart interrupted.
+    #[must_use]
+    pub fn is_recovery(&self) -> bool {
+        self.state.is_recovery
+    }
+
+    /// The user events this run emitted in earlier attempts (replayed emits are skipped).
+    #[must_use]
+    pub fn previous_events(&self) -> &[StoredEvent] {
+        &self.state.previous_events
+    }
+
+    /// The live context of the user the run belongs to, if it has one in this process.
+    #[must_use]
+    pub fn user(&self) -> Option<&UserContext> {
+        self.state.user.as_ref()
+    }
+
+    /// Resolves when the run is stopped, cancelled or the flow shuts down. A handler that does
+    /// not return soon after is dropped at its next `.await` once the grace period ends.
+    pub async fn cancelled(&self) {
+        let mut stop = self.state.stop.clone();
+        // An Err means the run's control is gone, which also means: stop.
+        let _ = stop.wait_for(|s| *s).await;
+    }
+
+    /// Whether [`cancelled`](Self::cancelled) has fired.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.state.is_stopped()
+    }
+
+    /// Records that the attempt is alive (the engine also does this every few seconds).
+    ///
+    /// # Errors
+    /// When the attempt was stopped, or storage failed.
+    pub async fn heartbeat(&self) -> Result<(), TaskError> {
+        let mut patch = crate::store::TaskPatch::at(self.state.inner.now());
+        patch.heartbeat = true;
+        let batch = WriteBatch::fenced(
+            self.state.fence(),
+            vec![Write::Update {
+                task: self.state.task_id,
+                patch,
+            }],
+        );
+        self.state
+            .inner
+            .store
+            .commit(batch)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Emits a progress event, durably, before returning.
+    ///
+    /// On a retry or a recovery the handler runs again from the top: the n-th emit of the new
+    /// attempt is skipped when the run's log already holds an n-th user event, so subscribers
+    /// never see an event twice.
+    ///
+    /// # Errors
+    /// When the attempt was stopped (code `stopped`), the event's name is invalid, its payload
+    /// is over the limit (`payload_too_large`), or storage failed.
+    pub async fn emit(&self, event: E) -> Result<(), TaskError> {
+        let name = event.name();
+        validate_event_name(name)
+            .map_err(|e| TaskError::internal("invalid_event_name", e.to_string()))?;
+        let position = {
+            let mut emits = self
+                .state
+                .emits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let n = *emits;
+            *emits += 1;
+            n
+        };
+        if let Some(previous) = self.state.previous_events.get(position) {
+            if previous.name != name {
+                tracing::warn!(
+                    task = self.state.task_name,
+                    position,
+                    recorded = %previous.name,
+                    emitted = name,
+                    "non-deterministic handler: the event at this position differs from the recorded one; branch only on input and step results"
+                );
+            } else if tracing::enabled!(tracing::Level::DEBUG)
+                && event.to_payload().ok().as_ref() != Some(&previous.data)
+            {
+                tracing::debug!(
+                    task = self.state.task_name,
+                    position,
+                    "replayed event payload differs from the recorded one"
+                );
+            }
+            return Ok(());
+        }
+        if self.state.is_stopped() {
+            return Err(stopped());
+        }
+        let data = event
+            .to_payload()
+            .map_err(|e| TaskError::internal("invalid_event", e.to_string()))?;
+        self.state
+            .inner
+            .check_payload(PayloadKind::Event, &data)
+            .map_err(|e| TaskError::internal("payload_too_large", e.to_string()))?;
+        let batch = WriteBatch::fenced(
+            self.state.fence(),
+            vec![Write::Event {
+                ik: self.state.ik.clone(),
+                task: self.state.task_id,
+                name: name.to_owned(),
+                data,
+            }],
+        );
+        self.state
+            .inner
+            .store
+            .commit(batch)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Runs `body` once per run, durably: the n-th call of `name` in an attempt has key
+    /// `name#n`; when a result is recorded under that key it is returned without calling
+    /// `body`, otherwise `body` runs and its `Ok` value is committed before `step` returns (an
+    /// `Err` is returned and not recorded).
+    ///
+    /// # Errors
+    /// `body`'s error; `stopped` when the attempt was fenced off; `incompatible_state` when a
+    /// recorded result no longer decodes as `T`; `payload_too_large`; `invalid_step_name`.
+    #[track_caller]
+    pub fn step<'a, T, F, Fut, Err>(
+        &'a self,
+        name: &str,
+        body: F,
+    ) -> impl Future<Output = Result<T, TaskError>> + Send + 'a
+    where
+        T: Serialize + DeserializeOwned + Send + 'a,
+        F: FnOnce() -> Fut + Send + 'a,
+        Fut: Future<Output = Result<T, Err>> + Send + 'a,
+        Err: Into<TaskError> + 'a,
+    {
+        let run = self.step_with_origin(name, body);
+        async move { run.await.map(|(value, _)| value) }
+    }
+
+    /// Like [`step`](Self::step), and also tells whether the value was executed or replayed.
+    ///
+    /// # Errors
+    /// As [`step`](Self::step).
+    #[track_caller]
+    pub fn step_with_origin<'a, T, F, Fut, Err>(
+        &'a self,
+        name: &str,
+        body: F,
+    ) -> impl Future<Output = Result<(T, StepOrigin), TaskError>> + Send + 'a
+    where
+        T: Serialize + DeserializeOwned + Send + 'a,
+        F: FnOnce() -> Fut + Send + 'a,
+        Fut: Future<Output = Result<T, Err>> + Send + 'a,
+        Err: Into<TaskError> + 'a,
+    {
+        let site = Location::caller();
+        // The key is fixed now, at call time, so concurrent steps get keys in call order.
+        let key = validate_name(name)
+            .map(|()| {
+                let mut calls = self
+                    .state
+                    .step_calls
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let n = calls.entry(name.to_owned()).or_insert(0);
+                let key = StepKey::new(name, *n);
+                *n += 1;
+                key
+            })
+            .map_err(|e| TaskError::internal("invalid_step_name", e.to_string()));
+        async move {
+            let key = key?;
+            let site = format!("{}:{}:{}", site.file(), site.line(), site.column());
+            let recorded = self
+                .state
+                .recorded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key)
+                .cloned();
+            if let Some(record) = recorded {
+                return self
+                    .replay(&key, record, &site)
+                    .map(|v| (v, StepOrigin::Replayed));
+            }
+            if self.state.is_stopped() {
+                return Err(stopped());
+            }
+            let span = tracing::debug_span!("step", task = self.state.task_name, key = %key);
+            let value = body().instrument(span).await.map_err(Into::into)?;
+            let json = serde_json::to_value(&value)
+                .map_err(|e| TaskError::internal("invalid_step_result", e.to_string()))?;
+            self.state
+                .inner
+                .check_payload(PayloadKind::StepResult, &json)
+                .map_err(|e| TaskError::internal("payload_too_large", e.to_string()))?;
+            let record = StepRecord {
+                key: key.clone(),
+                value: json,
+                site,
+            };
+            let batch = WriteBatch::fenced(
+                self.state.fence(),
+                vec![Write::Step {
+                    task: self.state.task_id,
+                    record: record.clone(),
+                }],
+            );
+            self.state
+                .inner
+                .store
+                .commit(batch)
+                .await
+                .map_err(store_error)?;
+            Metrics::inc(&self.state.inner.metrics.steps_executed);
+            self.state
+                .recorded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key, record);
+            Ok((value, StepOrigin::Executed))
+        }
+    }
+
+    fn replay<T: DeserializeOwned>(
+        &self,
+        key: &StepKey,
+        record: StepRecord,
+        site: &str,
+    ) -> Result<T, TaskError> {
+        if record.site != site {
+            tracing::warn!(
+                task = self.state.task_name,
+                step = %key,
+                recorded_at = %record.site,
+                called_at = site,
+                "step replayed from a different call site; step names must be unique per call site and the handler deterministic"
+            );
+        }
+        Metrics::inc(&self.state.inner.metrics.steps_replayed);
+        serde_json::from_value(record.value).map_err(|e| {
+            TaskError::internal(
+                "incompatible_state",
+                format!(
+                    "task `{}`, step `{key}`: the recorded result no longer decodes: {e}",
+                    self.state.task_name
+                ),
+            )
+        })
+    }
+}

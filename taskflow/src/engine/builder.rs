@@ -1,0 +1,273 @@
+//! [`TaskFlowBuilder`]: data dir, registrations, limits, clock, environment.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::TaskFlow;
+use super::admission::Limits;
+use super::registry::{Registered, Registry};
+use crate::clock::{Clock, SystemClock};
+use crate::error::BuildError;
+use crate::names::validate_name;
+use crate::task::Task;
+
+/// Development warns where production refuses, and production masks error messages at the
+/// HTTP edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Environment {
+    /// Lenient (the default).
+    #[default]
+    Development,
+    /// Strict.
+    Production,
+}
+
+impl Environment {
+    /// Reads `TASKFLOW_ENV`: `production`, `development`, or unset (development).
+    ///
+    /// # Errors
+    /// [`BuildError::InvalidEnvironment`] for any other value.
+    pub fn from_env() -> Result<Self, BuildError> {
+        match std::env::var("TASKFLOW_ENV") {
+            Err(_) => Ok(Self::Development),
+            Ok(v) if v == "production" => Ok(Self::Production),
+            Ok(v) if v == "development" => Ok(Self::Development),
+            Ok(v) => Err(BuildError::InvalidEnvironment(v)),
+        }
+    }
+}
+
+/// Engine settings fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) environment: Environment,
+    pub(crate) limits: Limits,
+    pub(crate) payload_limit: usize,
+    pub(crate) stop_grace: Duration,
+    pub(crate) retry_base: Duration,
+    pub(crate) retry_cap: Duration,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) retain_terminal: Duration,
+    pub(crate) retain_suspended: Duration,
+    pub(crate) gc_interval: Duration,
+    pub(crate) compact_after: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            environment: Environment::Development,
+            limits: Limits::default(),
+            payload_limit: 1024 * 1024,
+            stop_grace: Duration::from_secs(2),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            retain_terminal: Duration::from_secs(24 * 3600),
+            retain_suspended: Duration::from_secs(7 * 24 * 3600),
+            gc_interval: Duration::from_secs(600),
+            compact_after: 1000,
+        }
+    }
+}
+
+/// Where the write-ahead log lives.
+pub(crate) enum StoreChoice {
+    DataDir(PathBuf),
+    #[cfg(feature = "test-util")]
+    Backend(PathBuf, crate::testing::InstrumentedBackend),
+}
+
+/// Configures and opens a [`TaskFlow`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), taskflow::Error> {
+/// let flow = taskflow::TaskFlow::builder().data_dir(".taskflow").build().await?;
+/// # flow.shutdown().await?; Ok(()) }
+/// ```
+#[must_use]
+pub struct TaskFlowBuilder {
+    store: StoreChoice,
+    tasks: Vec<Registered>,
+    environment: Option<Environment>,
+    clock: Arc<dyn Clock>,
+    config: Config,
+}
+
+impl std::fmt::Debug for TaskFlowBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskFlowBuilder")
+            .field(
+                "tasks",
+                &self.tasks.iter().map(|t| t.name).collect::<Vec<_>>(),
+            )
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TaskFlowBuilder {
+    fn default() -> Self {
+        Self {
+            store: StoreChoice::DataDir(PathBuf::from(".taskflow")),
+            tasks: Vec::new(),
+            environment: None,
+            clock: Arc::new(SystemClock),
+            config: Config::default(),
+        }
+    }
+}
+
+impl TaskFlowBuilder {
+    /// The directory of the redb file `taskflow.redb` (default `.taskflow`; created if missing).
+    pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.store = StoreChoice::DataDir(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Test hook: open the redb file through an instrumented backend.
+    #[cfg(feature = "test-util")]
+    pub fn storage_backend(
+        mut self,
+        dir: impl AsRef<Path>,
+        backend: crate::testing::InstrumentedBackend,
+    ) -> Self {
+        self.store = StoreChoice::Backend(dir.as_ref().to_owned(), backend);
+        self
+    }
+
+    /// Registers a task. Registering one name twice is an error in production and replaces
+    /// the earlier registration (with a warning) in development.
+    pub fn register<T: Task>(mut self, task: T) -> Self {
+        self.tasks.push(Registered::of(task));
+        self
+    }
+
+    /// Sets the environment (default: from `TASKFLOW_ENV`).
+    pub fn environment(mut self, env: Environment) -> Self {
+        self.environment = Some(env);
+        self
+    }
+
+    /// Injects the clock every persisted time comes from.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Runs executing at once, across all owners (default 50).
+    pub fn max_concurrent(mut self, n: usize) -> Self {
+        self.config.limits.global_concurrency = n;
+        self
+    }
+
+    /// Runs executing at once per user (default 10; not applied to the service identity).
+    pub fn max_concurrent_per_user(mut self, n: usize) -> Self {
+        self.config.limits.user_concurrency = n;
+        self
+    }
+
+    /// New runs per minute, across all owners (default 1000).
+    pub fn start_rate_per_minute(mut self, n: usize) -> Self {
+        self.config.limits.global_rate_per_minute = n;
+        self
+    }
+
+    /// New runs per minute per user (default 100; not applied to the service identity).
+    pub fn start_rate_per_minute_per_user(mut self, n: usize) -> Self {
+        self.config.limits.user_rate_per_minute = n;
+        self
+    }
+
+    /// Runs waiting in `created` for a slot (default 1000); more are refused with `queue_full`.
+    pub fn queue_limit(mut self, n: usize) -> Self {
+        self.config.limits.queue = n;
+        self
+    }
+
+    /// Bytes of JSON allowed for an input, an output, a step result or an event (default 1 MiB).
+    pub fn payload_limit(mut self, bytes: usize) -> Self {
+        self.config.payload_limit = bytes;
+        self
+    }
+
+    /// How long a stopped handler may run on before it is dropped (default 2 s).
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.config.stop_grace = grace;
+        self
+    }
+
+    /// Retry backoff: `base × 2ⁿ` capped at `cap` (default 1 s and 30 s).
+    pub fn retry_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.config.retry_base = base;
+        self.config.retry_cap = cap;
+        self
+    }
+
+    /// How often a running attempt records a heartbeat (default 5 s).
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.config.heartbeat_interval = every;
+        self
+    }
+
+    /// How long finished runs (default 24 h) and suspended runs (default 7 days) are kept.
+    pub fn retention(mut self, terminal: Duration, suspended: Duration) -> Self {
+        self.config.retain_terminal = terminal;
+        self.config.retain_suspended = suspended;
+        self
+    }
+
+    /// How often retention runs in the background (default 10 min).
+    pub fn gc_interval(mut self, every: Duration) -> Self {
+        self.config.gc_interval = every;
+        self
+    }
+
+    /// Opens the log, checks the registrations and recovers interrupted runs before returning.
+    ///
+    /// # Errors
+    /// [`BuildError`]: the data dir is in use or unreadable, a duplicate registration in
+    /// production, an invalid name or setting, an invalid `TASKFLOW_ENV`.
+    pub async fn build(self) -> Result<TaskFlow, BuildError> {
+        let mut config = self.config;
+        config.environment = match self.environment {
+            Some(env) => env,
+            None => Environment::from_env()?,
+        };
+        if config.limits.global_concurrency == 0 || config.payload_limit == 0 {
+            return Err(BuildError::InvalidSetting(
+                "max_concurrent and payload_limit must be at least 1".into(),
+            ));
+        }
+        let mut registry = Registry::default();
+        for task in self.tasks {
+            validate_name(task.name)?;
+            if task.options.max_attempts == 0 {
+                return Err(BuildError::InvalidSetting(format!(
+                    "task `{}`: max_attempts must be at least 1",
+                    task.name
+                )));
+            }
+            let name = task.name;
+            if registry.insert(task).is_some() {
+                if config.environment == Environment::Production {
+                    return Err(BuildError::DuplicateTask(name.to_owned()));
+                }
+                tracing::warn!(
+                    task = name,
+                    "task registered twice; keeping the last registration (an error in production)"
+                );
+            }
+        }
+        TaskFlow::open(self.store, registry, self.clock, config).await
+    }
+}
+
+pub(crate) fn database_path(dir: &Path) -> Result<PathBuf, BuildError> {
+    std::fs::create_dir_all(dir).map_err(|source| BuildError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    Ok(dir.join("taskflow.redb"))
+}

@@ -1,0 +1,367 @@
+//! A run's driver: admission slot held, attempts run one after another, outcomes settled.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::admission::Ticket;
+use super::registry::Registered;
+use super::{Inner, RunControl, lock};
+use crate::context::{AttemptState, STOPPED_CODE};
+use crate::error::{StoreError, TaskError};
+use crate::ids::{Epoch, Seq};
+use crate::metrics::Metrics;
+use crate::status::{StoredEvent, TaskState};
+use crate::store::{Committed, Fence, TaskPatch, TaskRecord, Write, WriteBatch};
+
+/// How an attempt ended.
+enum Attempt {
+    /// The handler returned (or panicked).
+    Finished(Result<serde_json::Value, TaskError>),
+    /// Stopped, cancelled or shut down before it returned; nothing to settle.
+    Stopped,
+}
+
+/// Starts a driver for a run that holds an admission slot.
+pub(super) fn spawn(inner: Arc<Inner>, ticket: Ticket) {
+    let generation = inner
+        .generations
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    inner.active_drivers.send_modify(|n| *n += 1);
+    let mut runs = lock(&inner.runs);
+    runs.insert(
+        ticket.id,
+        RunControl {
+            generation,
+            stop: stop_tx,
+            driver: None,
+            handler: None,
+        },
+    );
+    let span = tracing::info_span!("run", task_id = %ticket.id);
+    let task =
+        tokio::spawn(drive(inner.clone(), ticket.clone(), generation, stop_rx).instrument(span));
+    if let Some(control) = runs.get_mut(&ticket.id) {
+        control.driver = Some(task.abort_handle());
+    }
+}
+
+async fn drive(
+    inner: Arc<Inner>,
+    ticket: Ticket,
+    generation: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut first = true;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let record = match inner.store.task(ticket.id).await {
+            Ok(Some(r)) if matches!(r.status, TaskState::Created | TaskState::Running) => r,
+            _ => break,
+        };
+        let Some(registered) = inner.registry.get(&record.name) else {
+            break;
+        };
+        let is_recovery = first && record.status == TaskState::Running;
+        first = false;
+        if let Some(at) = record.next_attempt_at {
+            let wait = at.since(inner.now());
+            if !wait.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        }
+        let user = inner.live_user(record.id);
+        if record.on_behalf_of && user.is_none() {
+            if let Err(e) = inner.suspend_run(&record, "user_context_required").await {
+                tracing::warn!(error = %e, "could not suspend a run without its user context");
+            }
+            break;
+        }
+        let Some(epoch) = begin_attempt(&inner, &record).await else {
+            // Fenced: someone changed the run meanwhile; read it again.
+            if inner.store.is_failed() {
+                break;
+            }
+            continue;
+        };
+        let attempt = record.attempt + 1;
+        let outcome = run_attempt(
+            &inner,
+            registered,
+            &record,
+            epoch,
+            attempt,
+            is_recovery,
+            user,
+            &mut stop,
+            generation,
+        )
+        .await;
+        match outcome {
+            Attempt::Stopped => break,
+            Attempt::Finished(result) => {
+                if !settle(&inner, &record, epoch, result).await {
+                    break;
+                }
+            }
+        }
+    }
+    inner.driver_finished(&ticket, generation);
+}
+
+/// Commits the start of an attempt; returns its epoch, or `None` if fenced or failed.
+async fn begin_attempt(inner: &Inner, record: &TaskRecord) -> Option<Epoch> {
+    let mut patch = TaskPatch::at(inner.now());
+    patch.status = Some(TaskState::Running);
+    patch.attempt = Some(record.attempt + 1);
+    patch.next_attempt_at = Some(None);
+    patch.bump_epoch = true;
+    patch.heartbeat = true;
+    let fence = Fence {
+        task: record.id,
+        epoch: record.epoch,
+    };
+    let batch = WriteBatch::fenced(
+        fence,
+        vec![Write::Update {
+            task: record.id,
+            patch,
+        }],
+    );
+    match inner.store.commit(batch).await {
+        Ok(c) => match c.first() {
+            Some(Committed::Epoch(e)) => Some(*e),
+            _ => None,
+        },
+        Err(StoreError::Fenced) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start an attempt");
+            None
+        }
+    }
+}
+
+async fn previous_user_events(
+    inner: &Inner,
+    record: &TaskRecord,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut out = Vec::new();
+    let mut cursor = Seq(record.first_seq.0.saturating_sub(1));
+    loop {
+        let chunk = inner.store.events(&record.ik, cursor, 1024).await?;
+        let Some(last) = chunk.last() else { break };
+        cursor = last.seq;
+        out.extend(chunk.into_iter().filter(|e| !e.is_lifecycle()));
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_attempt(
+    inner: &Arc<Inner>,
+    registered: &Registered,
+    record: &TaskRecord,
+    epoch: Epoch,
+    attempt: u32,
+    is_recovery: bool,
+    user: Option<crate::identity::UserContext>,
+    stop: &mut watch::Receiver<bool>,
+    generation: u64,
+) -> Attempt {
+    let loaded = async {
+        let steps = inner.store.steps(record.id).await?;
+        let previous = previous_user_events(inner, record).await?;
+        Ok::<_, StoreError>((steps, previous))
+    }
+    .await;
+    let (steps, previous) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "could not load the run's log");
+            return Attempt::Stopped;
+        }
+    };
+    let state = Arc::new(AttemptState {
+        inner: inner.clone(),
+        task_name: registered.name,
+        task_id: record.id,
+        ik: record.ik.clone(),
+        epoch,
+        attempt,
+        is_recovery,
+        user,
+        previous_events: previous,
+        recorded: Mutex::new(steps.into_iter().collect::<HashMap<_, _>>()),
+        step_calls: Mutex::new(HashMap::new()),
+        emits: Mutex::new(0),
+        stop: stop.clone(),
+    });
+    let span = tracing::info_span!("attempt", task = registered.name, attempt, is_recovery);
+    let mut handler = tokio::spawn((registered.run)(state, record.input.clone()).instrument(span));
+    if let Some(control) = lock(&inner.runs).get_mut(&record.id)
+        && control.generation == generation
+    {
+        control.handler = Some(handler.abort_handle());
+    }
+    let beat_every = inner.config.heartbeat_interval;
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + beat_every, beat_every);
+    loop {
+        tokio::select! {
+            joined = &mut handler => return Attempt::Finished(outcome(joined)),
+            _ = beat.tick() => heartbeat(inner, record, epoch).await,
+            _ = stop.changed() => break,
+        }
+    }
+    // Stopped: give the handler the grace period to return, then drop it. A success that
+    // arrives in the grace still settles (the fence decides whether it may); an error is the
+    // stop itself and must not use up an attempt.
+    match tokio::time::timeout(inner.config.stop_grace, &mut handler).await {
+        Ok(joined) => match outcome(joined) {
+            Ok(v) => Attempt::Finished(Ok(v)),
+            Err(_) => Attempt::Stopped,
+        },
+        Err(_) => {
+            handler.abort();
+            tracing::info!("handler ignored the stop signal; dropped after the grace period");
+            Attempt::Stopped
+        }
+    }
+}
+
+fn outcome(
+    joined: Result<Result<serde_json::Value, TaskError>, tokio::task::JoinError>,
+) -> Result<serde_json::Value, TaskError> {
+    match joined {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the handler panicked".to_owned());
+            Err(TaskError::new(message).with_code("panicked"))
+        }
+        Err(_) => Err(TaskError::internal(STOPPED_CODE, "the handler was dropped")),
+    }
+}
+
+async fn heartbeat(inner: &Inner, record: &TaskRecord, epoch: Epoch) {
+    let mut patch = TaskPatch::at(inner.now());
+    patch.heartbeat = true;
+    let batch = WriteBatch::fenced(
+        Fence {
+            task: record.id,
+            epoch,
+        },
+        vec![Write::Update {
+            task: record.id,
+            patch,
+        }],
+    );
+    if let Err(e) = inner.store.commit(batch).await
+        && !matches!(e, StoreError::Fenced)
+    {
+        tracing::warn!(error = %e, "heartbeat failed");
+    }
+}
+
+/// Commits an attempt's outcome. Returns `true` when a retry is scheduled.
+async fn settle(
+    inner: &Inner,
+    record: &TaskRecord,
+    epoch: Epoch,
+    result: Result<serde_json::Value, TaskError>,
+) -> bool {
+    let fence = Fence {
+        task: record.id,
+        epoch,
+    };
+    let now = inner.now();
+    let mut patch = TaskPatch::at(now);
+    let (event, retry) = match result {
+        Ok(output) => {
+            patch.status = Some(TaskState::Completed);
+            patch.output = Some(output.clone());
+            (
+                Some(("completed", serde_json::json!({ "result": output }))),
+                false,
+            )
+        }
+        Err(error) if error.code() == STOPPED_CODE => {
+            // The attempt was fenced off by a stop or cancel that already committed its state.
+            return false;
+        }
+        Err(error) => {
+            let failed = record.failed_attempts + 1;
+            patch.failed_attempts = Some(failed);
+            if error.is_permanent() || failed >= record.max_attempts {
+                tracing::warn!(
+                    code = error.code(),
+                    error = error.message(),
+                    failed,
+                    "run failed"
+                );
+                patch.status = Some(TaskState::Failed);
+                patch.error = Some(error.to_record());
+                let data = serde_json::json!({"message": error.message(), "code": error.code()});
+                (Some(("failed", data)), false)
+            } else {
+                let exp = u32::min(failed - 1, 16);
+                let backoff = inner
+                    .config
+                    .retry_base
+                    .saturating_mul(1 << exp)
+                    .min(inner.config.retry_cap);
+                tracing::info!(
+                    code = error.code(),
+                    error = error.message(),
+                    failed,
+                    ?backoff,
+                    "attempt failed; retrying"
+                );
+                patch.next_attempt_at = Some(Some(now.plus(backoff)));
+                (None, true)
+            }
+        }
+    };
+    let status = patch.status;
+    let mut writes = vec![Write::Update {
+        task: record.id,
+        patch,
+    }];
+    if let Some((name, data)) = event {
+        writes.push(Write::Event {
+            ik: record.ik.clone(),
+            task: record.id,
+            name: name.to_owned(),
+            data,
+        });
+    }
+    match inner.store.commit(WriteBatch::fenced(fence, writes)).await {
+        Ok(_) => {
+            match status {
+                Some(TaskState::Completed) => Metrics::inc(&inner.metrics.tasks_completed),
+                Some(TaskState::Failed) => Metrics::inc(&inner.metrics.tasks_failed),
+                _ => {}
+            }
+            if status.is_some() {
+                inner.forget_user(record.id);
+            }
+            retry
+        }
+        Err(StoreError::Fenced) => false,
+        Err(e) => {
+            tracing::error!(error = %e, "could not record the attempt's outcome");
+            false
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! In-process fan-out of committed events to live subscribers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::broadcast;
+
+use crate::ids::IdempotencyKey;
+use crate::status::StoredEvent;
+use crate::store::CommitListener;
+
+/// Events buffered per key for slow subscribers; one that falls further behind reads the log.
+const CAPACITY: usize = 1024;
+
+/// One broadcast channel per key that has live subscribers.
+#[derive(Debug, Default)]
+pub(crate) struct Hub {
+    channels: Mutex<HashMap<IdempotencyKey, broadcast::Sender<Arc<StoredEvent>>>>,
+}
+
+impl Hub {
+    /// A receiver of every event committed to `ik` from now on.
+    pub(crate) fn receiver(&self, ik: &IdempotencyKey) -> broadcast::Receiver<Arc<StoredEvent>> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if channels.len() > 4 * CAPACITY {
+            channels.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        channels
+            .entry(ik.clone())
+            .or_insert_with(|| broadcast::channel(CAPACITY).0)
+            .subscribe()
+    }
+}
+
+impl CommitListener for Hub {
+    fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]) {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(tx) = channels.get(ik) else {
+            return;
+        };
+        for event in events {
+            if tx.send(Arc::new(event.clone())).is_err() {
+                channels.remove(ik);
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Registered tasks, with their types erased to JSON in and JSON out.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::context::{AttemptState, TaskContext};
+use crate::error::{PayloadKind, TaskError};
+use crate::task::{Task, TaskOptions};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+type RunFn = dyn Fn(Arc<AttemptState>, serde_json::Value) -> BoxFuture<Result<serde_json::Value, TaskError>>
+    + Send
+    + Sync;
+
+/// One registered task.
+#[derive(Clone)]
+pub(crate) struct Registered {
+    pub(crate) name: &'static str,
+    /// Decodes raw JSON into the input type and back, so equal inputs have equal JSON.
+    pub(crate) normalize_input: fn(serde_json::Value) -> Result<serde_json::Value, InputError>,
+    pub(crate) options: TaskOptions,
+    pub(crate) run: Arc<RunFn>,
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registered {
+    pub(crate) fn of<T: Task>(task: T) -> Self {
+        let run = move |state: Arc<AttemptState>, input: serde_json::Value| -> BoxFuture<_> {
+            Box::pin(async move {
+                let input: T::Input = serde_json::from_value(input).map_err(|e| {
+                    TaskError::internal(
+                        "incompatible_state",
+                        format!(
+                            "task `{}`: the recorded input no longer decodes: {e}",
+                            T::NAME
+                        ),
+                    )
+                })?;
+                let ctx = TaskContext::<T::Events>::new(state.clone());
+                let output = task.run(ctx, input).await?;
+                let json = serde_json::to_value(&output)
+                    .map_err(|e| TaskError::internal("invalid_output", e.to_string()))?;
+                state
+                    .inner
+                    .check_payload(PayloadKind::Output, &json)
+                    .map_err(|e| TaskError::internal("payload_too_large", e.to_string()))?;
+                Ok(json)
+            })
+        };
+        Self {
+            name: T::NAME,
+            normalize_input: normalize::<T::Input>,
+            options: task.options(),
+            run: Arc::new(run),
+        }
+    }
+}
+
+/// Input JSON that does not decode into the task's input type.
+#[derive(Debug)]
+pub(crate) struct InputError {
+    pub(crate) path: Option<String>,
+    pub(crate) message: String,
+}
+
+fn normalize<I: crate::task::TaskInput>(
+    value: serde_json::Value,
+) -> Result<serde_json::Value, InputError> {
+    let typed: I = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        InputError {
+            path: (path != ".").then_some(path),
+            message: e.into_inner().to_string(),
+        }
+    })?;
+    serde_json::to_value(&typed).map_err(|e| InputError {
+        path: None,
+        message: e.to_string(),
+    })
+}
+
+/// Task name → registration.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    tasks: HashMap<&'static str, Registered>,
+}
+
+impl Registry {
+    pub(crate) fn insert(&mut self, task: Registered) -> Option<Registered> {
+        self.tasks.insert(task.name, task)
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Registered> {
+        self.tasks.get(name)
+    }
+}

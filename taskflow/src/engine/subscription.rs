@@ -1,0 +1,130 @@
+//! [`EventSubscription`]: a run's log from a position, then live events, with no gap.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::StoreError;
+use crate::ids::{IdempotencyKey, Seq};
+use crate::status::StoredEvent;
+use crate::store::DynStore;
+
+/// Events read from the log per store round trip.
+const CHUNK: usize = 256;
+
+/// An ordered stream of one key's events: first what the log holds after the start position,
+/// then live events as they commit. Ends after the current run's terminal event
+/// (`completed`, `failed`, `cancelled`) or when the flow shuts down.
+///
+/// Live events come from an in-memory broadcast; a subscriber that falls behind it is not
+/// dropped but reads the missing range back from the log.
+pub struct EventSubscription {
+    store: DynStore,
+    ik: IdempotencyKey,
+    live: broadcast::Receiver<Arc<StoredEvent>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    cursor: Seq,
+    /// Terminal events at or after this seq end the stream (the current run's).
+    run_first_seq: Seq,
+    buffer: VecDeque<StoredEvent>,
+    catching_up: bool,
+    done: bool,
+}
+
+impl std::fmt::Debug for EventSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSubscription")
+            .field("ik", &self.ik)
+            .field("cursor", &self.cursor)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventSubscription {
+    pub(crate) fn new(
+        store: DynStore,
+        ik: IdempotencyKey,
+        live: broadcast::Receiver<Arc<StoredEvent>>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        after: Seq,
+        run_first_seq: Seq,
+    ) -> Self {
+        Self {
+            store,
+            ik,
+            live,
+            shutdown,
+            cursor: after,
+            run_first_seq,
+            buffer: VecDeque::new(),
+            catching_up: true,
+            done: false,
+        }
+    }
+
+    /// The seq of the last event returned (or the start position).
+    #[must_use]
+    pub fn cursor(&self) -> Seq {
+        self.cursor
+    }
+
+    /// The next event, or `None` once the run has ended or the flow shut down.
+    ///
+    /// # Errors
+    /// When reading the log fails.
+    pub async fn next(&mut self) -> Option<Result<StoredEvent, StoreError>> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Some(Ok(self.deliver(event)));
+            }
+            if self.done {
+                return None;
+            }
+            if self.catching_up {
+                match self.read_log().await {
+                    Ok(true) => continue,
+                    Ok(false) => self.catching_up = false,
+                    Err(e) => return Some(Err(e)),
+                }
+                continue;
+            }
+            let received = tokio::select! {
+                biased;
+                r = self.live.recv() => r,
+                _ = self.shutdown.wait_for(|s| *s) => {
+                    self.done = true;
+                    continue;
+                }
+            };
+            match received {
+                Ok(event) if event.seq <= self.cursor => {}
+                Ok(event) if event.seq == self.cursor.next() => {
+                    return Some(Ok(self.deliver(StoredEvent::clone(&event))));
+                }
+                // A gap (the log moved on before this receiver existed) or a lag: read back.
+                Ok(_) | Err(RecvError::Lagged(_)) => self.catching_up = true,
+                Err(RecvError::Closed) => self.done = true,
+            }
+        }
+    }
+
+    fn deliver(&mut self, event: StoredEvent) -> StoredEvent {
+        self.cursor = event.seq;
+        if event.is_terminal() && event.seq >= self.run_first_seq {
+            self.done = true;
+            self.buffer.clear();
+        }
+        event
+    }
+
+    /// Reads the next chunk of the log into the buffer; `false` when the log had nothing new.
+    async fn read_log(&mut self) -> Result<bool, StoreError> {
+        let chunk = self.store.events(&self.ik, self.cursor, CHUNK).await?;
+        let got = !chunk.is_empty();
+        self.buffer.extend(chunk);
+        Ok(got)
+    }
+}

@@ -1,0 +1,192 @@
+//! The write-ahead log behind the engine.
+//!
+//! The engine talks to storage only through [`Store`], so the embedded redb store and the
+//! multi-process PostgreSQL store (feature `postgres`, later) are interchangeable, and tests can
+//! wrap either to inject I/O errors, count fsyncs or take crash images.
+//!
+//! Writes go in [`WriteBatch`]es: all-or-nothing, optionally fenced by a run's [`Epoch`] (the
+//! store refuses the whole batch inside its transaction when the run's epoch moved on, which is
+//! how a stopped attempt's late `step` or `emit` is rejected, here and across processes).
+//! Sequence numbers are assigned inside the committing transaction. After a commit the store
+//! reports the new events to its [`CommitListener`], in commit order.
+
+mod record;
+pub(crate) mod redb;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use self::record::{StepRecord, TaskPatch, TaskRecord};
+use crate::error::StoreError;
+use crate::identity::UserId;
+use crate::ids::{Epoch, IdempotencyKey, Seq, StepKey, TaskId};
+use crate::status::{StoredEvent, TaskState};
+
+/// A boxed future returned by [`Store`] methods.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Refuses a batch unless `task`'s current epoch equals `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The run.
+    pub task: TaskId,
+    /// The epoch the writer holds.
+    pub epoch: Epoch,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Write {
+    /// Creates a run and makes it the key's current run. The store assigns `id`, `epoch` and
+    /// `first_seq` (the key's last seq + 1). Yields [`Committed::Run`].
+    CreateRun(Box<TaskRecord>),
+    /// Changes a run's record. Yields [`Committed::Epoch`] with the run's epoch after the write.
+    Update {
+        /// The run.
+        task: TaskId,
+        /// What changes.
+        patch: TaskPatch,
+    },
+    /// Appends an event to a key's log with the next seq. Yields [`Committed::Event`].
+    Event {
+        /// The key whose log grows.
+        ik: IdempotencyKey,
+        /// The run that wrote it.
+        task: TaskId,
+        /// Wire name.
+        name: String,
+        /// Payload.
+        data: serde_json::Value,
+    },
+    /// Records a step result. Yields [`Committed::Done`].
+    Step {
+        /// The run.
+        task: TaskId,
+        /// The result.
+        record: StepRecord,
+    },
+    /// Removes a run with its steps and events (retention). Yields [`Committed::Done`]. The
+    /// key keeps its last seq so a later run never reuses a sequence number.
+    DeleteRun {
+        /// The run.
+        task: TaskId,
+    },
+}
+
+/// What one [`Write`] produced.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Committed {
+    /// A run was created.
+    Run {
+        /// Its id.
+        id: TaskId,
+        /// Its epoch.
+        epoch: Epoch,
+        /// Seq its first event will get.
+        first_seq: Seq,
+    },
+    /// The run's epoch after an update.
+    Epoch(Epoch),
+    /// An event with its assigned seq.
+    Event(StoredEvent),
+    /// Nothing to report.
+    Done,
+}
+
+/// An atomic group of writes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    /// Refuse the batch unless this epoch is current.
+    pub fence: Option<Fence>,
+    /// The writes, applied in order.
+    pub writes: Vec<Write>,
+}
+
+impl WriteBatch {
+    /// An unfenced batch.
+    #[must_use]
+    pub fn new(writes: Vec<Write>) -> Self {
+        Self {
+            fence: None,
+            writes,
+        }
+    }
+
+    /// A batch fenced by `fence`.
+    #[must_use]
+    pub fn fenced(fence: Fence, writes: Vec<Write>) -> Self {
+        Self {
+            fence: Some(fence),
+            writes,
+        }
+    }
+}
+
+/// Which runs a scan returns.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Scan {
+    /// `Some(owner)`: only that owner's runs (`Some(None)` = the service identity's).
+    pub owner: Option<Option<UserId>>,
+    /// Only these states (all when empty).
+    pub states: Vec<TaskState>,
+    /// Only this task name.
+    pub task: Option<String>,
+    /// Only runs last updated before this time.
+    pub updated_before: Option<crate::clock::Timestamp>,
+    /// At most this many, newest first.
+    pub limit: Option<usize>,
+}
+
+/// Receives committed events, in commit order, after they are durable.
+pub trait CommitListener: Send + Sync + 'static {
+    /// `events` were committed to `ik`'s log.
+    fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]);
+}
+
+/// Durable storage for runs, steps and events.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Commits `batch` durably, then reports its events to the listener, then resolves.
+    fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, Vec<Committed>>;
+
+    /// One run's record.
+    fn task(&self, id: TaskId) -> StoreFuture<'_, Option<TaskRecord>>;
+
+    /// The key's current run and the key's last seq (which outlives deleted runs).
+    fn current_run<'a>(
+        &'a self,
+        ik: &'a IdempotencyKey,
+    ) -> StoreFuture<'a, (Option<TaskRecord>, Seq)>;
+
+    /// Up to `limit` events of `ik` with seq > `after`, in order.
+    fn events<'a>(
+        &'a self,
+        ik: &'a IdempotencyKey,
+        after: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<StoredEvent>>;
+
+    /// Every recorded step of a run.
+    fn steps(&self, task: TaskId) -> StoreFuture<'_, Vec<(StepKey, StepRecord)>>;
+
+    /// Runs matching `scan`.
+    fn scan(&self, scan: Scan) -> StoreFuture<'_, Vec<TaskRecord>>;
+
+    /// Gives space freed by deleted runs back to the file system.
+    fn compact(&self) -> StoreFuture<'_, ()>;
+
+    /// Whether an earlier commit failed (fail-stop).
+    fn is_failed(&self) -> bool;
+
+    /// Finishes queued writes and closes the database. Idempotent.
+    fn close(&self) -> StoreFuture<'_, ()>;
+
+    /// Test hook: drops queued writes, writes nothing more and releases the database, as if
+    /// the process had been killed.
+    fn crash(&self);
+}
+
+pub(crate) type DynStore = Arc<dyn Store>;

@@ -1,0 +1,200 @@
+//! The persisted shape of a run and of a step result.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::error::ErrorRecord;
+use crate::identity::UserId;
+use crate::ids::{Epoch, IdempotencyKey, Seq, TaskId};
+use crate::status::TaskState;
+use crate::task::ExecuteMode;
+
+/// One run as stored. Never holds a secret of the user context: only the owner's id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskRecord {
+    /// The run's id (assigned by the store).
+    pub id: TaskId,
+    /// Registered task name.
+    pub name: String,
+    /// Idempotency key.
+    pub ik: IdempotencyKey,
+    /// Owner; `None` = service identity.
+    pub owner: Option<UserId>,
+    /// State.
+    pub status: TaskState,
+    /// Input JSON.
+    pub input: serde_json::Value,
+    /// Output JSON once completed.
+    pub output: Option<serde_json::Value>,
+    /// Error once failed.
+    pub error: Option<ErrorRecord>,
+    /// Attempts started.
+    pub attempt: u32,
+    /// Attempts that ended in `Err` or a panic.
+    pub failed_attempts: u32,
+    /// Attempt budget.
+    pub max_attempts: u32,
+    /// Resubmission rule.
+    pub execute_mode: ExecuteMode,
+    /// Needs a live user context.
+    pub on_behalf_of: bool,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change to the record.
+    pub updated_at: Timestamp,
+    /// Last heartbeat of a running attempt.
+    pub heartbeat_at: Timestamp,
+    /// When the next attempt may start (a retry's backoff).
+    pub next_attempt_at: Option<Timestamp>,
+    /// Why suspended or cancelled.
+    pub suspended_reason: Option<String>,
+    /// Seq of this run's first event.
+    pub first_seq: Seq,
+    /// Fencing epoch (assigned by the store).
+    pub epoch: Epoch,
+}
+
+impl TaskRecord {
+    /// A fresh `created` record; the store fills `id`, `epoch` and `first_seq`.
+    #[must_use]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new_run(
+        name: &str,
+        ik: IdempotencyKey,
+        owner: Option<UserId>,
+        input: serde_json::Value,
+        max_attempts: u32,
+        execute_mode: ExecuteMode,
+        on_behalf_of: bool,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id: TaskId(0),
+            name: name.to_owned(),
+            ik,
+            owner,
+            status: TaskState::Created,
+            input,
+            output: None,
+            error: None,
+            attempt: 0,
+            failed_attempts: 0,
+            max_attempts,
+            execute_mode,
+            on_behalf_of,
+            created_at: now,
+            updated_at: now,
+            heartbeat_at: now,
+            next_attempt_at: None,
+            suspended_reason: None,
+            first_seq: Seq(1),
+            epoch: Epoch(0),
+        }
+    }
+
+    /// When the run last showed signs of life: its last heartbeat or write.
+    #[must_use]
+    pub fn last_alive(&self) -> Timestamp {
+        self.heartbeat_at.max(self.updated_at)
+    }
+
+    /// Applies `patch` (the store calls this inside its transaction).
+    pub fn apply(&mut self, patch: &TaskPatch) {
+        if let Some(s) = patch.status {
+            self.status = s;
+        }
+        if let Some(a) = patch.attempt {
+            self.attempt = a;
+        }
+        if let Some(f) = patch.failed_attempts {
+            self.failed_attempts = f;
+        }
+        if let Some(o) = &patch.output {
+            self.output = Some(o.clone());
+        }
+        if let Some(e) = &patch.error {
+            self.error = Some(e.clone());
+        }
+        if let Some(n) = patch.next_attempt_at {
+            self.next_attempt_at = n;
+        }
+        if let Some(r) = &patch.suspended_reason {
+            self.suspended_reason.clone_from(r);
+        }
+        if patch.bump_epoch {
+            self.epoch = Epoch(self.epoch.0 + 1);
+        }
+        if patch.heartbeat {
+            self.heartbeat_at = patch.now;
+        }
+        self.updated_at = patch.now;
+    }
+}
+
+/// A change to a run's record.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TaskPatch {
+    /// The time of the change (becomes `updated_at`).
+    pub now: Timestamp,
+    /// New state.
+    pub status: Option<TaskState>,
+    /// New attempt counter.
+    pub attempt: Option<u32>,
+    /// New failed-attempt counter.
+    pub failed_attempts: Option<u32>,
+    /// Output.
+    pub output: Option<serde_json::Value>,
+    /// Error.
+    pub error: Option<ErrorRecord>,
+    /// New backoff deadline (`Some(None)` clears it).
+    pub next_attempt_at: Option<Option<Timestamp>>,
+    /// New suspend reason (`Some(None)` clears it).
+    pub suspended_reason: Option<Option<String>>,
+    /// Advance the fencing epoch (fences off the current attempt).
+    pub bump_epoch: bool,
+    /// Record a heartbeat at `now`.
+    pub heartbeat: bool,
+}
+
+impl TaskPatch {
+    /// A patch that only touches `updated_at`.
+    #[must_use]
+    pub fn at(now: Timestamp) -> Self {
+        Self {
+            now,
+            status: None,
+            attempt: None,
+            failed_attempts: None,
+            output: None,
+            error: None,
+            next_attempt_at: None,
+            suspended_reason: None,
+            bump_epoch: false,
+            heartbeat: false,
+        }
+    }
+}
+
+/// A recorded step result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step's key, `name#n`.
+    #[serde(rename = "k")]
+    pub key: crate::ids::StepKey,
+    /// The step's `Ok` value.
+    #[serde(rename = "v")]
+    pub value: serde_json::Value,
+    /// `file:line:col` of the call that recorded it.
+    #[serde(rename = "s")]
+    pub site: String,
+}
+
+impl TaskRecord {
+    pub(crate) fn id_for_store(&mut self, id: TaskId, epoch: Epoch, first_seq: Seq) {
+        self.id = id;
+        self.epoch = epoch;
+        self.first_seq = first_seq;
+    }
+}

@@ -1,0 +1,220 @@
+//! The one thread that writes: group commit.
+//!
+//! Whatever is queued when the previous commit finishes goes into one transaction and one
+//! fsync. A lone writer is committed at once (there is no linger timer): batching comes only
+//! from writers that arrived while the disk was busy, so it costs nobody latency.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, mpsc};
+use std::time::Instant;
+
+use redb::Durability;
+use tokio::sync::oneshot;
+
+use super::Shared;
+use super::tables::Tables;
+use crate::error::StoreError;
+use crate::ids::IdempotencyKey;
+use crate::metrics::Metrics;
+use crate::status::StoredEvent;
+use crate::store::{CommitListener, Committed, Write, WriteBatch};
+
+/// Upper bound on batches per transaction, so one huge group cannot starve fan-out.
+const MAX_GROUP: usize = 1024;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub(super) enum Request {
+    Write {
+        batch: WriteBatch,
+        reply: Reply<Vec<Committed>>,
+    },
+    Compact {
+        reply: Reply<()>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+    Crash,
+}
+
+struct Pending {
+    batch: WriteBatch,
+    reply: Reply<Vec<Committed>>,
+}
+
+pub(super) struct Committer {
+    shared: Arc<Shared>,
+    receiver: mpsc::Receiver<Request>,
+    listener: Arc<dyn CommitListener>,
+    held_back: VecDeque<Request>,
+}
+
+impl Committer {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        receiver: mpsc::Receiver<Request>,
+        listener: Arc<dyn CommitListener>,
+    ) -> Self {
+        Self {
+            shared,
+            receiver,
+            listener,
+            held_back: VecDeque::new(),
+        }
+    }
+
+    fn next(&mut self) -> Option<Request> {
+        self.held_back
+            .pop_front()
+            .or_else(|| self.receiver.recv().ok())
+    }
+
+    pub(super) fn run(mut self) {
+        while let Some(request) = self.next() {
+            if self.shared.crashed.load(Ordering::Acquire) {
+                return;
+            }
+            match request {
+                Request::Write { batch, reply } => {
+                    let mut group = vec![Pending { batch, reply }];
+                    while group.len() < MAX_GROUP {
+                        match self.receiver.try_recv() {
+                            Ok(Request::Write { batch, reply }) => {
+                                group.push(Pending { batch, reply });
+                            }
+                            Ok(other) => {
+                                self.held_back.push_back(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit_group(group);
+                }
+                Request::Compact { reply } => {
+                    let _ = reply.send(self.compact());
+                }
+                Request::Close { reply } => {
+                    let _ = reply.send(());
+                    return;
+                }
+                Request::Crash => return,
+            }
+        }
+    }
+
+    fn compact(&self) -> Result<(), StoreError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(StoreError::FailStopped);
+        }
+        let mut guard = self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let db = guard.as_mut().ok_or(StoreError::Closed)?;
+        db.compact().map_err(StoreError::io)?;
+        Ok(())
+    }
+
+    fn commit_group(&self, group: Vec<Pending>) {
+        if self.shared.failed.load(Ordering::Acquire) {
+            for p in group {
+                let _ = p.reply.send(Err(StoreError::FailStopped));
+            }
+            return;
+        }
+        let started = Instant::now();
+        let result = {
+            let guard = self
+                .shared
+                .db
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            match guard.as_ref() {
+                None => Err(None),
+                Some(db) => write_group(db, &group).map_err(Some),
+            }
+        };
+        let outcomes = match result {
+            Ok(outcomes) => outcomes,
+            Err(None) => {
+                for p in group {
+                    let _ = p.reply.send(Err(StoreError::Closed));
+                }
+                return;
+            }
+            Err(Some(error)) => {
+                self.fail_stop(&error);
+                let message = error.to_string();
+                for p in group {
+                    let _ = p
+                        .reply
+                        .send(Err(StoreError::io(std::io::Error::other(message.clone()))));
+                }
+                return;
+            }
+        };
+        if self.shared.crashed.load(Ordering::Acquire) {
+            // Durable but never acknowledged: exactly what a kill right after fsync looks like.
+            return;
+        }
+        self.record_metrics(started, group.len());
+        for (pending, outcome) in group.into_iter().zip(outcomes) {
+            if let Ok(committed) = &outcome {
+                self.fan_out(&pending.batch, committed);
+            }
+            let _ = pending.reply.send(outcome);
+        }
+    }
+
+    fn fail_stop(&self, error: &redb::Error) {
+        self.shared.failed.store(true, Ordering::Release);
+        self.shared.metrics.store_failed.store(1, Ordering::Relaxed);
+        tracing::error!(
+            %error,
+            "taskflow storage commit failed; the store is now fail-stopped (no writes are admitted) and the process must be restarted; every acknowledged write is durable"
+        );
+    }
+
+    fn record_metrics(&self, started: Instant, group: usize) {
+        let m: &Metrics = &self.shared.metrics;
+        Metrics::inc(&m.wal_commits);
+        m.wal_batches.fetch_add(group as u64, Ordering::Relaxed);
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        m.wal_commit_micros.fetch_add(micros, Ordering::Relaxed);
+        m.wal_max_group.fetch_max(group as u64, Ordering::Relaxed);
+    }
+
+    fn fan_out(&self, batch: &WriteBatch, committed: &[Committed]) {
+        let mut by_key: HashMap<&IdempotencyKey, Vec<StoredEvent>> = HashMap::new();
+        for (write, done) in batch.writes.iter().zip(committed) {
+            if let (Write::Event { ik, .. }, Committed::Event(event)) = (write, done) {
+                by_key.entry(ik).or_default().push(event.clone());
+            }
+        }
+        for (ik, events) in by_key {
+            self.listener.committed(ik, &events);
+        }
+    }
+}
+
+/// One transaction, one fsync, for the whole group.
+fn write_group(
+    db: &redb::Database,
+    group: &[Pending],
+) -> Result<Vec<Result<Vec<Committed>, StoreError>>, redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    {
+        let mut tables = Tables::open(&txn)?;
+        for pending in group {
+            outcomes.push(tables.apply(&pending.batch)?);
+        }
+    }
+    txn.commit()?;
+    Ok(outcomes)
+}

@@ -1,0 +1,329 @@
+//! The embedded store: one redb file, one committer thread with group commit.
+
+mod committer;
+mod schema;
+mod tables;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
+use std::thread::JoinHandle;
+
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, StorageBackend};
+use tokio::sync::oneshot;
+
+use self::committer::{Committer, Request};
+use self::schema::{EVENTS, KEYS, META, SCHEMA_VERSION, STEPS, TASKS};
+use super::{
+    CommitListener, Committed, Scan, StepRecord, Store, StoreFuture, TaskRecord, WriteBatch,
+};
+use crate::error::{BuildError, StoreError};
+use crate::ids::{IdempotencyKey, Seq, StepKey, TaskId};
+use crate::metrics::Metrics;
+use crate::status::StoredEvent;
+
+/// State shared by the store handle and its committer thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) db: RwLock<Option<Database>>,
+    pub(crate) failed: AtomicBool,
+    pub(crate) crashed: AtomicBool,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// The redb write-ahead log.
+#[derive(Debug)]
+pub(crate) struct RedbStore {
+    path: PathBuf,
+    shared: Arc<Shared>,
+    sender: Mutex<Option<mpsc::Sender<Request>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the file at `path`.
+    pub(crate) fn open(
+        path: &Path,
+        listener: Arc<dyn CommitListener>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BuildError> {
+        let db = redb::Builder::new()
+            .create(path)
+            .map_err(|e| open_error(path, e))?;
+        Self::start(path, db, listener, metrics)
+    }
+
+    /// Opens a database on a custom backend (tests: fault injection, fsync counting).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn open_with_backend(
+        path: &Path,
+        backend: impl StorageBackend,
+        listener: Arc<dyn CommitListener>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BuildError> {
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(path, e))?;
+        Self::start(path, db, listener, metrics)
+    }
+
+    fn start(
+        path: &Path,
+        db: Database,
+        listener: Arc<dyn CommitListener>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BuildError> {
+        init_schema(&db)?;
+        let shared = Arc::new(Shared {
+            db: RwLock::new(Some(db)),
+            failed: AtomicBool::new(false),
+            crashed: AtomicBool::new(false),
+            metrics,
+        });
+        let (sender, receiver) = mpsc::channel();
+        let committer = Committer::new(shared.clone(), receiver, listener);
+        let thread = std::thread::Builder::new()
+            .name("taskflow-committer".into())
+            .spawn(move || committer.run())
+            .map_err(|e| BuildError::Storage(StoreError::io(e)))?;
+        Ok(Self {
+            path: path.to_owned(),
+            shared,
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn send(&self, request: Request) -> Result<(), StoreError> {
+        let guard = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+        let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+        sender.send(request).map_err(|_| StoreError::Closed)
+    }
+
+    /// Runs `f` on a read transaction on the blocking pool.
+    fn read<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let guard = shared.db.read().unwrap_or_else(PoisonError::into_inner);
+                let db = guard.as_ref().ok_or(StoreError::Closed)?;
+                let txn = db.begin_read().map_err(StoreError::io)?;
+                f(&txn)
+            })
+            .await
+            .map_err(StoreError::io)?
+        })
+    }
+
+    fn stop_committer(&self, request: Option<Request>) {
+        if let Some(request) = request {
+            // A closed channel means the committer is already gone; nothing to do then.
+            let _ = self.send(request);
+        }
+        self.sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            // A panicking committer already failed every waiter; there is nothing left to do.
+            let _ = thread.join();
+        }
+    }
+
+    fn release_database(&self) {
+        let db = self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(db);
+    }
+}
+
+fn open_error(path: &Path, e: DatabaseError) -> BuildError {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => BuildError::DataDirInUse {
+            path: path.display().to_string(),
+        },
+        other => BuildError::Storage(StoreError::io(other)),
+    }
+}
+
+fn init_schema(db: &Database) -> Result<(), BuildError> {
+    let io = |e: redb::Error| BuildError::Storage(StoreError::io(e));
+    let txn = db.begin_write().map_err(|e| io(e.into()))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| io(e.into()))?;
+        let found = meta
+            .get("schema_version")
+            .map_err(|e| io(e.into()))?
+            .map(|v| v.value());
+        match found {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(BuildError::SchemaTooNew {
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION)
+                    .map_err(|e| io(e.into()))?;
+            }
+        }
+        txn.open_table(TASKS).map_err(|e| io(e.into()))?;
+        txn.open_table(schema::EPOCHS).map_err(|e| io(e.into()))?;
+        txn.open_table(KEYS).map_err(|e| io(e.into()))?;
+        txn.open_table(EVENTS).map_err(|e| io(e.into()))?;
+        txn.open_table(STEPS).map_err(|e| io(e.into()))?;
+    }
+    txn.commit().map_err(|e| io(e.into()))
+}
+
+fn storage(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::io(e.into())
+}
+
+impl Store for RedbStore {
+    fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, Vec<Committed>> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Box::pin(async { Err(StoreError::FailStopped) });
+        }
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(Request::Write { batch, reply });
+        Box::pin(async move {
+            sent?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn task(&self, id: TaskId) -> StoreFuture<'_, Option<TaskRecord>> {
+        self.read(move |txn| {
+            let tasks = txn.open_table(TASKS).map_err(storage)?;
+            tables::get_task(&tasks, id.0)
+        })
+    }
+
+    fn current_run<'a>(
+        &'a self,
+        ik: &'a IdempotencyKey,
+    ) -> StoreFuture<'a, (Option<TaskRecord>, Seq)> {
+        let ik = ik.as_str().to_owned();
+        self.read(move |txn| {
+            let keys = txn.open_table(KEYS).map_err(storage)?;
+            let Some((current, last)) = keys.get(ik.as_str()).map_err(storage)?.map(|v| v.value())
+            else {
+                return Ok((None, Seq::ZERO));
+            };
+            if current == 0 {
+                return Ok((None, Seq(last)));
+            }
+            let tasks = txn.open_table(TASKS).map_err(storage)?;
+            Ok((tables::get_task(&tasks, current)?, Seq(last)))
+        })
+    }
+
+    fn events<'a>(
+        &'a self,
+        ik: &'a IdempotencyKey,
+        after: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<StoredEvent>> {
+        let ik = ik.as_str().to_owned();
+        self.read(move |txn| {
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            let start = after.0.saturating_add(1);
+            let mut out = Vec::new();
+            for entry in events
+                .range((ik.as_str(), start)..=(ik.as_str(), u64::MAX))
+                .map_err(storage)?
+                .take(limit)
+            {
+                let (key, value) = entry.map_err(storage)?;
+                out.push(tables::decode_event(key.value().1, value.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn steps(&self, task: TaskId) -> StoreFuture<'_, Vec<(StepKey, StepRecord)>> {
+        self.read(move |txn| {
+            let steps = txn.open_table(STEPS).map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in steps
+                .range((task.0, "")..(task.0 + 1, ""))
+                .map_err(storage)?
+            {
+                let (key, value) = entry.map_err(storage)?;
+                let record: StepRecord = serde_json::from_slice(value.value())
+                    .map_err(|e| StoreError::Corrupt(format!("step {}: {e}", key.value().1)))?;
+                out.push((StepKey::from_stored(key.value().1.to_owned()), record));
+            }
+            Ok(out)
+        })
+    }
+
+    fn scan(&self, scan: Scan) -> StoreFuture<'_, Vec<TaskRecord>> {
+        self.read(move |txn| {
+            let tasks = txn.open_table(TASKS).map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in tasks.iter().map_err(storage)?.rev() {
+                let (_, value) = entry.map_err(storage)?;
+                let record = tables::decode_task(value.value())?;
+                if tables::matches(&scan, &record) {
+                    out.push(record);
+                    if scan.limit.is_some_and(|l| out.len() >= l) {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn compact(&self) -> StoreFuture<'_, ()> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(Request::Compact { reply });
+        Box::pin(async move {
+            sent?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn is_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            let sent = self.send(Request::Close { reply });
+            if sent.is_ok() {
+                // The committer answers after draining every earlier write.
+                let _ = answer.await;
+            }
+            // The committer has exited or is about to: joining it and dropping the database
+            // are short, bounded waits.
+            self.stop_committer(None);
+            self.release_database();
+            tracing::debug!(path = %self.path.display(), "store closed");
+            Ok(())
+        })
+    }
+
+    fn crash(&self) {
+        self.shared.crashed.store(true, Ordering::Release);
+        self.stop_committer(Some(Request::Crash));
+        self.release_database();
+    }
+}

@@ -1,0 +1,222 @@
+//! Encoding of records and the application of one write batch inside a write transaction.
+
+use std::borrow::Cow;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::schema::{EPOCHS, EVENTS, KEYS, META, STEPS, StoredEventValue, TASKS};
+use crate::error::StoreError;
+use crate::ids::{Epoch, Seq, TaskId};
+use crate::status::StoredEvent;
+use crate::store::{Committed, Scan, TaskRecord, Write, WriteBatch};
+
+pub(super) fn decode_task(bytes: &[u8]) -> Result<TaskRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("task record: {e}")))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(format!("encode: {e}")))
+}
+
+pub(super) fn get_task(
+    tasks: &impl ReadableTable<u64, &'static [u8]>,
+    id: u64,
+) -> Result<Option<TaskRecord>, StoreError> {
+    match tasks.get(id).map_err(super::storage)? {
+        Some(v) => decode_task(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn decode_event(seq: u64, bytes: &[u8]) -> Result<StoredEvent, StoreError> {
+    let v: StoredEventValue<'_> = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+    Ok(StoredEvent {
+        seq: Seq(seq),
+        name: v.name.into_owned(),
+        data: v.data,
+    })
+}
+
+pub(super) fn matches(scan: &Scan, r: &TaskRecord) -> bool {
+    scan.owner.as_ref().is_none_or(|o| *o == r.owner)
+        && (scan.states.is_empty() || scan.states.contains(&r.status))
+        && scan.task.as_ref().is_none_or(|t| *t == r.name)
+        && scan.updated_before.is_none_or(|t| r.updated_at < t)
+}
+
+/// The tables of one write transaction, opened once per group.
+pub(super) struct Tables<'txn> {
+    meta: Table<'txn, &'static str, u64>,
+    tasks: Table<'txn, u64, &'static [u8]>,
+    epochs: Table<'txn, u64, u64>,
+    keys: Table<'txn, &'static str, (u64, u64)>,
+    events: Table<'txn, (&'static str, u64), &'static [u8]>,
+    steps: Table<'txn, (u64, &'static str), &'static [u8]>,
+}
+
+impl<'txn> Tables<'txn> {
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
+        Ok(Self {
+            meta: txn.open_table(META)?,
+            tasks: txn.open_table(TASKS)?,
+            epochs: txn.open_table(EPOCHS)?,
+            keys: txn.open_table(KEYS)?,
+            events: txn.open_table(EVENTS)?,
+            steps: txn.open_table(STEPS)?,
+        })
+    }
+
+    fn epoch(&self, task: TaskId) -> Result<Option<u64>, redb::Error> {
+        Ok(self.epochs.get(task.0)?.map(|v| v.value()))
+    }
+
+    /// Applies one batch. The outer `Err` is a storage failure (the whole group is lost); the
+    /// inner one is this batch's refusal (fenced, or a write to a run that does not exist),
+    /// decided before anything of the batch is written.
+    pub(super) fn apply(
+        &mut self,
+        batch: &WriteBatch,
+    ) -> Result<Result<Vec<Committed>, StoreError>, redb::Error> {
+        if let Some(fence) = batch.fence
+            && self.epoch(fence.task)? != Some(fence.epoch.0)
+        {
+            return Ok(Err(StoreError::Fenced));
+        }
+        for write in &batch.writes {
+            if let Write::Update { task, .. } | Write::Step { task, .. } = write
+                && self.epoch(*task)?.is_none()
+            {
+                return Ok(Err(StoreError::Fenced));
+            }
+        }
+        let mut out = Vec::with_capacity(batch.writes.len());
+        for write in &batch.writes {
+            let done = match write {
+                Write::CreateRun(record) => self.create_run(record)?,
+                Write::Update { task, patch } => {
+                    let Some(mut record) = self.task(*task)? else {
+                        return Err(corrupt("run vanished inside its transaction"));
+                    };
+                    record.apply(patch);
+                    if patch.bump_epoch {
+                        self.epochs.insert(task.0, record.epoch.0)?;
+                    }
+                    self.put_task(&record)?;
+                    Committed::Epoch(record.epoch)
+                }
+                Write::Event {
+                    ik,
+                    task,
+                    name,
+                    data,
+                } => {
+                    let (current, last) = self.keys.get(ik.as_str())?.map_or((0, 0), |v| v.value());
+                    let seq = last + 1;
+                    let value = StoredEventValue {
+                        task: task.0,
+                        name: Cow::Borrowed(name),
+                        data: data.clone(),
+                    };
+                    self.events.insert(
+                        (ik.as_str(), seq),
+                        encode(&value).map_err(to_redb)?.as_slice(),
+                    )?;
+                    self.keys.insert(ik.as_str(), (current, seq))?;
+                    Committed::Event(StoredEvent {
+                        seq: Seq(seq),
+                        name: name.clone(),
+                        data: data.clone(),
+                    })
+                }
+                Write::Step { task, record } => {
+                    let bytes = encode(record).map_err(to_redb)?;
+                    self.steps
+                        .insert((task.0, record.key.as_str()), bytes.as_slice())?;
+                    Committed::Done
+                }
+                Write::DeleteRun { task } => {
+                    self.delete_run(*task)?;
+                    Committed::Done
+                }
+            };
+            out.push(done);
+        }
+        Ok(Ok(out))
+    }
+
+    fn task(&self, id: TaskId) -> Result<Option<TaskRecord>, redb::Error> {
+        get_task(&self.tasks, id.0).map_err(to_redb)
+    }
+
+    fn put_task(&mut self, record: &TaskRecord) -> Result<(), redb::Error> {
+        let bytes = encode(record).map_err(to_redb)?;
+        self.tasks.insert(record.id.0, bytes.as_slice())?;
+        Ok(())
+    }
+
+    fn create_run(&mut self, record: &TaskRecord) -> Result<Committed, redb::Error> {
+        let id = self.meta.get("next_task_id")?.map_or(1, |v| v.value());
+        self.meta.insert("next_task_id", id + 1)?;
+        let ik = record.ik.as_str();
+        let (_, last) = self.keys.get(ik)?.map_or((0, 0), |v| v.value());
+        let mut record = record.clone();
+        let epoch = Epoch(1);
+        let first_seq = Seq(last + 1);
+        record.id_for_store(TaskId(id), epoch, first_seq);
+        self.put_task(&record)?;
+        self.epochs.insert(id, epoch.0)?;
+        self.keys.insert(ik, (id, last))?;
+        Ok(Committed::Run {
+            id: TaskId(id),
+            epoch,
+            first_seq,
+        })
+    }
+
+    fn delete_run(&mut self, task: TaskId) -> Result<(), redb::Error> {
+        let Some(record) = self.task(task)? else {
+            return Ok(());
+        };
+        self.tasks.remove(task.0)?;
+        self.epochs.remove(task.0)?;
+        self.steps
+            .retain_in((task.0, "")..(task.0 + 1, ""), |_, _| false)?;
+        let ik = record.ik.as_str();
+        let mut doomed = Vec::new();
+        for entry in self
+            .events
+            .range((ik, record.first_seq.0)..=(ik, u64::MAX))?
+        {
+            let (key, value) = entry?;
+            let stored: StoredEventValue<'_> =
+                serde_json::from_slice(value.value()).map_err(|e| corrupt(&e.to_string()))?;
+            if stored.task != task.0 {
+                break;
+            }
+            doomed.push(key.value().1);
+        }
+        for seq in doomed {
+            self.events.remove((ik, seq))?;
+        }
+        let entry = self.keys.get(ik)?.map(|v| v.value());
+        if let Some((current, last)) = entry
+            && current == task.0
+        {
+            // Keep the key's last seq so that a later run never reuses a sequence number.
+            self.keys.insert(ik, (0, last))?;
+        }
+        Ok(())
+    }
+}
+
+fn corrupt(msg: &str) -> redb::Error {
+    redb::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        msg.to_owned(),
+    ))
+}
+
+fn to_redb(e: StoreError) -> redb::Error {
+    corrupt(&e.to_string())
+}

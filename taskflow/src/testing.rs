@@ -1,0 +1,247 @@
+//! Test helpers (feature `test-util`): temp data dirs and an instrumented redb backend that
+//! counts fsyncs, can hold them at a gate, and can fail every write from a chosen moment.
+
+use std::fs::OpenOptions;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use redb::StorageBackend;
+use redb::backends::FileBackend;
+
+use crate::TaskFlowBuilder;
+
+/// A temporary data dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDataDir {
+    dir: tempfile::TempDir,
+}
+
+impl TempDataDir {
+    /// Creates an empty directory.
+    ///
+    /// # Panics
+    /// When the OS cannot create a temp dir (a test environment problem).
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("create a temp dir for a test"),
+        }
+    }
+
+    /// Its path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A builder whose data dir is this directory.
+    pub fn builder(&self) -> TaskFlowBuilder {
+        crate::TaskFlow::builder().data_dir(self.path())
+    }
+}
+
+impl Default for TempDataDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    closed: bool,
+    waiting: usize,
+}
+
+#[derive(Debug, Default)]
+struct ProbeState {
+    syncs: AtomicU64,
+    writes: AtomicU64,
+    failing: AtomicBool,
+    gate: Mutex<Gate>,
+    changed: Condvar,
+}
+
+/// Observes and steers an [`InstrumentedBackend`] from a test.
+#[derive(Debug, Clone, Default)]
+pub struct BackendProbe(Arc<ProbeState>);
+
+impl BackendProbe {
+    /// Completed `sync_data` calls (each durable commit makes at least one).
+    #[must_use]
+    pub fn syncs(&self) -> u64 {
+        self.0.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Completed `write` calls.
+    #[must_use]
+    pub fn writes(&self) -> u64 {
+        self.0.writes.load(Ordering::SeqCst)
+    }
+
+    /// Makes every later `write` and `sync_data` fail with an I/O error.
+    pub fn fail_from_now(&self) {
+        self.0.failing.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes later `sync_data` calls block until [`release_syncs`](Self::release_syncs).
+    pub fn hold_syncs(&self) {
+        self.0
+            .gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+    }
+
+    /// Lets held and later `sync_data` calls through.
+    pub fn release_syncs(&self) {
+        self.0
+            .gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = false;
+        self.0.changed.notify_all();
+    }
+
+    /// Blocks until a `sync_data` call waits at the gate; `false` after `timeout`.
+    #[must_use]
+    pub fn wait_for_held_sync(&self, timeout: Duration) -> bool {
+        let gate = self.0.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        let (gate, _) = self
+            .0
+            .changed
+            .wait_timeout_while(gate, timeout, |g| g.waiting == 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        gate.waiting > 0
+    }
+
+    fn check(&self) -> std::io::Result<()> {
+        if self.0.failing.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected I/O error"));
+        }
+        Ok(())
+    }
+
+    fn pass_gate(&self) {
+        let mut gate = self.0.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        if gate.closed {
+            gate.waiting += 1;
+            self.0.changed.notify_all();
+            gate = self
+                .0
+                .changed
+                .wait_while(gate, |g| g.closed)
+                .unwrap_or_else(PoisonError::into_inner);
+            gate.waiting -= 1;
+        }
+    }
+}
+
+/// A redb file backend with a [`BackendProbe`].
+#[derive(Debug)]
+pub struct InstrumentedBackend {
+    file: FileBackend,
+    probe: BackendProbe,
+}
+
+impl InstrumentedBackend {
+    /// Opens (or creates) `dir/taskflow.redb`, the file a flow on `dir` uses.
+    ///
+    /// # Errors
+    /// When the directory or file cannot be created.
+    pub fn create(dir: &Path) -> std::io::Result<(Self, BackendProbe)> {
+        std::fs::create_dir_all(dir)?;
+        let path: PathBuf = dir.join("taskflow.redb");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let file = FileBackend::new(file).map_err(std::io::Error::other)?;
+        let probe = BackendProbe::default();
+        Ok((
+            Self {
+                file,
+                probe: probe.clone(),
+            },
+            probe,
+        ))
+    }
+}
+
+impl StorageBackend for InstrumentedBackend {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.file.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.probe.check()?;
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.probe.pass_gate();
+        self.probe.check()?;
+        self.file.sync_data()?;
+        self.probe.0.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.probe.check()?;
+        self.file.write(offset, data)?;
+        self.probe.0.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.file.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.query_lock_range(start, end)
+    }
+}
