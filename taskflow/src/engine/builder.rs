@@ -29,11 +29,18 @@ impl Environment {
     /// # Errors
     /// [`BuildError::InvalidEnvironment`] for any other value.
     pub fn from_env() -> Result<Self, BuildError> {
-        match std::env::var("TASKFLOW_ENV") {
-            Err(_) => Ok(Self::Development),
-            Ok(v) if v == "production" => Ok(Self::Production),
-            Ok(v) if v == "development" => Ok(Self::Development),
-            Ok(v) => Err(BuildError::InvalidEnvironment(v)),
+        Self::parse(std::env::var("TASKFLOW_ENV").ok().as_deref())
+    }
+
+    /// Parses a `TASKFLOW_ENV` value; `None` (unset) means development.
+    ///
+    /// # Errors
+    /// [`BuildError::InvalidEnvironment`] for anything but `production` or `development`.
+    pub fn parse(value: Option<&str>) -> Result<Self, BuildError> {
+        match value {
+            None | Some("development") => Ok(Self::Development),
+            Some("production") => Ok(Self::Production),
+            Some(other) => Err(BuildError::InvalidEnvironment(other.to_owned())),
         }
     }
 }

@@ -1,0 +1,227 @@
+//! The dedup table of SPEC §3, one test per cell, and the idempotency key's properties.
+
+use taskflow::testing::TempDataDir;
+use taskflow::{
+    AccessToken, ControlError, ExecuteMode, IdempotencyKey, StartOptions, SubscribeFrom,
+    TaskState, UserContext, UserId,
+};
+
+use crate::support::*;
+
+fn user(id: &str) -> UserContext {
+    UserContext::new(UserId::new(id).unwrap()).with_access_token(AccessToken::new("t"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_run_attaches() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).max_concurrent(1).build().await.unwrap();
+    let mut busy = Script::new("dedup-created-busy");
+    busy.hold = true;
+    flow.start(Scripted, busy).await.unwrap();
+    let queued = Script::new("dedup-created");
+    let a = flow.start(Scripted, queued.clone()).await.unwrap();
+    assert_eq!(flow.status(&a.idempotency_key).await.unwrap().status, TaskState::Created);
+    let b = flow.start(Scripted, queued).await.unwrap();
+    assert!(!a.attached && b.attached);
+    assert_eq!(a.task_id, b.task_id);
+    assert_eq!(flow.status(&a.idempotency_key).await.unwrap().status, TaskState::Created);
+    probe("dedup-created-busy").release();
+    flow.wait(&b).await.unwrap();
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_run_attaches() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let mut s = Script::new("dedup-running");
+    s.steps = 1;
+    s.hold = true;
+    let a = flow.start(Scripted, s.clone()).await.unwrap();
+    probe("dedup-running").wait_progress(1).await;
+    let b = flow.start(Scripted, s).await.unwrap();
+    assert!(b.attached);
+    assert_eq!(a.task_id, b.task_id);
+    assert_eq!(probe("dedup-running").attempts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    probe("dedup-running").release();
+    flow.wait(&a).await.unwrap();
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_run_attaches_and_resumes_but_subscribe_does_not() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let mut s = Script::new("dedup-suspended");
+    s.steps = 2;
+    s.hold = true;
+    let a = flow.start(Scripted, s.clone()).await.unwrap();
+    let p = probe("dedup-suspended");
+    p.wait_progress(2).await;
+    flow.stop(&a.idempotency_key, Some("pause")).await.unwrap();
+    // GET re-attach: replays, stays suspended.
+    let mut sub = flow.subscribe(&a.idempotency_key, SubscribeFrom::Start).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(sub.next().await.unwrap().unwrap().name);
+    }
+    assert_eq!(seen, ["tick", "tick", "suspended"]);
+    assert_eq!(flow.status(&a.idempotency_key).await.unwrap().status, TaskState::Suspended);
+    // POST / start: attaches and resumes.
+    let b = flow.start(Scripted, s).await.unwrap();
+    assert!(b.attached);
+    assert_eq!(a.task_id, b.task_id);
+    wait_status(&flow, &a.idempotency_key, |s| s == TaskState::Running).await;
+    p.release();
+    let out = flow.wait(&b).await.unwrap();
+    assert_eq!(out.values, vec![1, 1001], "steps replayed from the first attempt");
+    assert_eq!(p.executions_of(0), 1);
+    assert_eq!(p.executions_of(1), 1);
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_run_attaches_and_replays() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let mut s = Script::new("dedup-completed");
+    s.steps = 3;
+    let a = flow.start(Scripted, s.clone()).await.unwrap();
+    flow.wait(&a).await.unwrap();
+    let b = flow.start(Scripted, s).await.unwrap();
+    assert!(b.attached);
+    assert_eq!(a.task_id, b.task_id);
+    let events = all_events(&flow, &b.idempotency_key, SubscribeFrom::Start).await;
+    assert_eq!(events.len(), 4);
+    assert_eq!(events[3].name, "completed");
+    assert_gapless(&events, 1);
+    assert_eq!(probe("dedup-completed").attempts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    flow.shutdown().await.unwrap();
+}
+
+async fn finished_then_resubmit(tag: &str, cancel: bool, mode: ExecuteMode) -> (bool, u64, u64) {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let mut s = Script::new(tag);
+    s.steps = 1;
+    if cancel {
+        s.hold = true;
+    } else {
+        s.fail_times = 10;
+        s.permanent = true;
+    }
+    let opts = StartOptions::new().execute_mode(mode);
+    let a = flow.start_with(Scripted, s.clone(), opts.clone()).await.unwrap();
+    if cancel {
+        probe(tag).wait_progress(1).await;
+        flow.cancel(&a.idempotency_key, Some("no")).await.unwrap();
+    } else {
+        assert!(flow.wait(&a).await.is_err());
+    }
+    let old_last = flow.status(&a.idempotency_key).await.unwrap().last_seq.get();
+    let b = flow.start_with(Scripted, s, opts).await.unwrap();
+    let new_first = if b.attached {
+        0
+    } else {
+        probe(tag).release();
+        let events = all_events(&flow, &b.idempotency_key, SubscribeFrom::Start).await;
+        events[0].seq.get()
+    };
+    assert_eq!(b.attached, a.task_id == b.task_id);
+    flow.shutdown().await.unwrap();
+    (b.attached, old_last, new_first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_run_at_least_once_starts_new_run_with_continuing_seqs() {
+    let (attached, old_last, new_first) =
+        finished_then_resubmit("dedup-failed-alo", false, ExecuteMode::AtLeastOnce).await;
+    assert!(!attached);
+    assert_eq!(new_first, old_last + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_run_at_most_once_attaches() {
+    let (attached, _, _) =
+        finished_then_resubmit("dedup-failed-amo", false, ExecuteMode::AtMostOnce).await;
+    assert!(attached);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_run_at_least_once_starts_new_run() {
+    let (attached, old_last, new_first) =
+        finished_then_resubmit("dedup-cancelled-alo", true, ExecuteMode::AtLeastOnce).await;
+    assert!(!attached);
+    assert_eq!(new_first, old_last + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_run_at_most_once_attaches() {
+    let (attached, _, _) =
+        finished_then_resubmit("dedup-cancelled-amo", true, ExecuteMode::AtMostOnce).await;
+    assert!(attached);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_ignores_json_key_order_and_omitted_defaults() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let a = flow
+        .start_json("scripted", serde_json::json!({"tag": "dedup-json", "steps": 1}), StartOptions::new())
+        .await
+        .unwrap();
+    let b = flow
+        .start_json(
+            "scripted",
+            serde_json::from_str(r#"{"steps":1,"hold":false,"tag":"dedup-json","fail_times":0}"#).unwrap(),
+            StartOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.1, b.1);
+    assert!(b.2, "second submission attaches");
+    // The typed API computes the same key.
+    let mut s = Script::new("dedup-json");
+    s.steps = 1;
+    assert_eq!(flow.start(Scripted, s).await.unwrap().idempotency_key, a.1);
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_owners_key_behaves_like_an_unknown_key() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let ann = flow.as_user(&user("ann"));
+    let bob = flow.as_user(&user("bob"));
+    let mut s = Script::new("dedup-owner");
+    s.steps = 1;
+    let run = ann.start(Scripted, s.clone()).await.unwrap();
+    ann.wait(&run).await.unwrap();
+    let ik = &run.idempotency_key;
+    let unknown = IdempotencyKey::parse(&"A".repeat(43)).unwrap();
+
+    let describe = |r: Result<taskflow::TaskStatus, ControlError>| match r {
+        Err(e @ ControlError::NotFound) => e.to_string(),
+        other => panic!("expected NotFound, got {other:?}"),
+    };
+    let reference = describe(bob.status(&unknown).await);
+    assert_eq!(describe(bob.status(ik).await), reference);
+    assert_eq!(describe(flow.status(ik).await), reference);
+    assert_eq!(describe(bob.stop(ik, None).await), reference);
+    assert_eq!(describe(bob.resume(ik).await), reference);
+    assert_eq!(describe(bob.cancel(ik, None).await), reference);
+    assert!(matches!(bob.subscribe(ik, SubscribeFrom::Start).await, Err(ControlError::NotFound)));
+    assert!(matches!(bob.wait_json(ik).await, Err(taskflow::WaitError::NotFound)));
+    assert!(bob.list(taskflow::ListFilter::all()).await.unwrap().is_empty());
+    assert!(flow.list(taskflow::ListFilter::all()).await.unwrap().is_empty());
+    assert_eq!(ann.list(taskflow::ListFilter::all()).await.unwrap().len(), 1);
+
+    // Same input, other owners: other keys, separate runs.
+    let bobs = bob.start(Scripted, s.clone()).await.unwrap();
+    let service = flow.start(Scripted, s).await.unwrap();
+    assert!(!bobs.attached && !service.attached);
+    assert_ne!(&bobs.idempotency_key, ik);
+    assert_ne!(service.idempotency_key, bobs.idempotency_key);
+    flow.shutdown().await.unwrap();
+}

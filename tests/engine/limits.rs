@@ -1,0 +1,216 @@
+//! Admission limits, the queue bound, payload limits, registration and retention.
+
+use std::time::Duration;
+
+use taskflow::testing::TempDataDir;
+use taskflow::{
+    BuildError, ControlError, Environment, ListFilter, ManualClock, PayloadKind, StartError,
+    SubscribeFrom, TaskState, Timestamp, UserContext, UserId, WaitError,
+};
+
+use crate::support::*;
+
+fn held(tag: &str) -> Script {
+    let mut s = Script::new(tag);
+    s.hold = true;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_concurrency_limit_queues_in_created_and_the_queue_is_bounded() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir)
+        .max_concurrent(2)
+        .queue_limit(1)
+        .build()
+        .await
+        .unwrap();
+    let a = flow.start(Scripted, held("lim-g-a")).await.unwrap();
+    let b = flow.start(Scripted, held("lim-g-b")).await.unwrap();
+    let c = flow.start(Scripted, held("lim-g-c")).await.unwrap();
+    wait_status(&flow, &a.idempotency_key, |s| s == TaskState::Running).await;
+    wait_status(&flow, &b.idempotency_key, |s| s == TaskState::Running).await;
+    assert_eq!(flow.status(&c.idempotency_key).await.unwrap().status, TaskState::Created);
+    match flow.start(Scripted, held("lim-g-d")).await {
+        Err(StartError::QueueFull { limit: 1 }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Attaching to a queued run is not a new admission.
+    assert!(flow.start(Scripted, held("lim-g-c")).await.unwrap().attached);
+    probe("lim-g-a").release();
+    flow.wait(&a).await.unwrap();
+    wait_status(&flow, &c.idempotency_key, |s| s == TaskState::Running).await;
+    for tag in ["lim-g-b", "lim-g-c"] {
+        probe(tag).release();
+    }
+    flow.wait(&c).await.unwrap();
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_concurrency_limit_does_not_apply_to_the_service() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir)
+        .max_concurrent_per_user(1)
+        .build()
+        .await
+        .unwrap();
+    let ann = flow.as_user(&UserContext::new(UserId::new("ann").unwrap()));
+    let a1 = ann.start(Scripted, held("lim-u-a1")).await.unwrap();
+    let a2 = ann.start(Scripted, held("lim-u-a2")).await.unwrap();
+    let s1 = flow.start(Scripted, held("lim-u-s1")).await.unwrap();
+    let s2 = flow.start(Scripted, held("lim-u-s2")).await.unwrap();
+    wait_status(&flow, &s1.idempotency_key, |s| s == TaskState::Running).await;
+    wait_status(&flow, &s2.idempotency_key, |s| s == TaskState::Running).await;
+    assert_eq!(ann.status(&a1.idempotency_key).await.unwrap().status, TaskState::Running);
+    assert_eq!(ann.status(&a2.idempotency_key).await.unwrap().status, TaskState::Created);
+    probe("lim-u-a1").release();
+    ann.wait(&a1).await.unwrap();
+    probe("lim-u-a2").release();
+    ann.wait(&a2).await.unwrap();
+    for tag in ["lim-u-s1", "lim-u-s2"] {
+        probe(tag).release();
+    }
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_rate_limit_says_when_to_retry_and_attaching_is_free() {
+    let dir = TempDataDir::new();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let flow = fast_builder(&dir)
+        .clock(clock.clone())
+        .start_rate_per_minute_per_user(2)
+        .build()
+        .await
+        .unwrap();
+    let ann = flow.as_user(&UserContext::new(UserId::new("ann").unwrap()));
+    ann.start(Scripted, Script::new("lim-r-1")).await.unwrap();
+    clock.advance(Duration::from_secs(20));
+    ann.start(Scripted, Script::new("lim-r-2")).await.unwrap();
+    match ann.start(Scripted, Script::new("lim-r-3")).await {
+        Err(StartError::RateLimited { retry_after }) => {
+            assert_eq!(retry_after, Duration::from_secs(40));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(ann.start(Scripted, Script::new("lim-r-1")).await.unwrap().attached);
+    flow.start(Scripted, Script::new("lim-r-3")).await.expect("service has its own budget");
+    clock.advance(Duration::from_secs(41));
+    ann.start(Scripted, Script::new("lim-r-3")).await.unwrap();
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_limits_refuse_and_write_nothing() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).payload_limit(2_000).build().await.unwrap();
+
+    let mut big_input = Script::new("lim-p-input");
+    big_input.tag.push_str(&"x".repeat(2_000));
+    match flow.start(Scripted, big_input).await {
+        Err(StartError::PayloadTooLarge(e)) => {
+            assert_eq!(e.kind, PayloadKind::Input);
+            assert!(e.to_string().contains("payload_limit"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(flow.list(ListFilter::all()).await.unwrap().is_empty(), "nothing written");
+
+    for (tag, edit) in [
+        ("lim-p-step", (|s: &mut Script| s.step_bytes = 3_000) as fn(&mut Script)),
+        ("lim-p-event", |s: &mut Script| s.event_bytes = 3_000),
+        ("lim-p-output", |s: &mut Script| s.output_bytes = 3_000),
+    ] {
+        let mut s = Script::new(tag);
+        s.steps = 1;
+        edit(&mut s);
+        let run = flow.start(Scripted, s).await.unwrap();
+        match flow.wait(&run).await {
+            Err(WaitError::Failed(e)) => assert_eq!(e.code, "payload_too_large", "{tag}"),
+            other => panic!("{tag}: {other:?}"),
+        }
+        let events = all_events(&flow, &run.idempotency_key, SubscribeFrom::Start).await;
+        let names: Vec<_> = events.iter().map(|e| e.name.as_str()).collect();
+        let expected: &[&str] = if tag == "lim-p-event" {
+            &["failed"]
+        } else {
+            &["tick", "failed"]
+        };
+        assert_eq!(names, expected, "{tag}: the oversized payload was not written");
+        // Failed at once: a too-large payload is not retried.
+        assert_eq!(probe(tag).attempts.load(std::sync::atomic::Ordering::SeqCst), 1, "{tag}");
+    }
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_registration_fails_in_production_and_replaces_in_development() {
+    let dir = TempDataDir::new();
+    let err = dir
+        .builder()
+        .environment(Environment::Production)
+        .register(Scripted)
+        .register(Scripted)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BuildError::DuplicateTask(ref n) if n == "scripted"), "{err}");
+    let flow = dir
+        .builder()
+        .environment(Environment::Development)
+        .register(Scripted)
+        .register(Scripted)
+        .build()
+        .await
+        .unwrap();
+    flow.shutdown().await.unwrap();
+}
+
+#[test]
+fn environment_names() {
+    assert_eq!(Environment::parse(None).unwrap(), Environment::Development);
+    assert_eq!(Environment::parse(Some("production")).unwrap(), Environment::Production);
+    assert_eq!(Environment::parse(Some("development")).unwrap(), Environment::Development);
+    assert!(matches!(
+        Environment::parse(Some("prod")),
+        Err(BuildError::InvalidEnvironment(v)) if v == "prod"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_old_runs_by_the_clock_and_keys_keep_their_seqs() {
+    let dir = TempDataDir::new();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let flow = fast_builder(&dir).clock(clock.clone()).build().await.unwrap();
+    let mut done = Script::new("lim-gc-done");
+    done.steps = 2;
+    let finished = flow.start(Scripted, done.clone()).await.unwrap();
+    flow.wait(&finished).await.unwrap();
+    let mut paused = held("lim-gc-suspended");
+    paused.steps = 1;
+    let suspended = flow.start(Scripted, paused).await.unwrap();
+    probe("lim-gc-suspended").wait_progress(1).await;
+    flow.stop(&suspended.idempotency_key, None).await.unwrap();
+
+    clock.advance(Duration::from_secs(23 * 3600));
+    assert_eq!(flow.collect_garbage().await.unwrap(), 0, "too young");
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(flow.collect_garbage().await.unwrap(), 1);
+    assert!(matches!(
+        flow.status(&finished.idempotency_key).await,
+        Err(ControlError::NotFound)
+    ));
+    assert!(flow.status(&suspended.idempotency_key).await.is_ok(), "suspended kept 7 days");
+    clock.advance(Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(flow.collect_garbage().await.unwrap(), 1);
+    assert!(flow.status(&suspended.idempotency_key).await.is_err());
+    assert_eq!(flow.metrics().runs_collected, 2);
+
+    // A new run under a collected key continues its sequence numbers.
+    let again = flow.start(Scripted, done).await.unwrap();
+    assert!(!again.attached);
+    let events = all_events(&flow, &again.idempotency_key, SubscribeFrom::Start).await;
+    assert_eq!(events[0].seq.get(), 4, "seqs 1..=3 belonged to the collected run");
+    flow.shutdown().await.unwrap();
+}

@@ -1,0 +1,227 @@
+//! Recovery after a crash (the in-process crash hook), recovery_max_age, and in-flight state
+//! that no longer fits the code.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use taskflow::testing::TempDataDir;
+use taskflow::{
+    ManualClock, NoEvents, SubscribeFrom, Task, TaskContext, TaskError, TaskOptions, TaskState,
+    Timestamp, WaitError,
+};
+
+use crate::support::*;
+
+fn seed() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_in_process_crashes_lose_nothing_and_rerun_nothing() {
+    let dir = TempDataDir::new();
+    let mut s = Script::new("rec-crash");
+    s.steps = 50;
+    s.step_sleep_ms = 10;
+    let p = probe("rec-crash");
+    let mut rng = seed() | 1;
+    println!("crash test seed: {rng}");
+    for life in 0..20 {
+        let flow = fast_builder(&dir).build().await.unwrap();
+        let executed = || {
+            p.returned
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|r| r.2 == taskflow::StepOrigin::Executed)
+                .count()
+        };
+        let before = executed();
+        let run = flow.start(Scripted, s.clone()).await.unwrap();
+        assert_eq!(run.attached, life > 0);
+        // At least one step committed in this life, then a random extra moment (< one step).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while executed() == before {
+            assert!(tokio::time::Instant::now() < deadline, "no progress in life {life}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_micros(next(&mut rng) % 8000)).await;
+        let status = flow.status(&run.idempotency_key).await.unwrap();
+        assert!(!status.status.is_terminal(), "finished before crash {life}");
+        flow.crash();
+    }
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let run = flow.start(Scripted, s).await.unwrap();
+    let out = flow.wait(&run).await.unwrap();
+
+    assert_eq!(p.reran_after_commit.load(Ordering::SeqCst), 0);
+    // Recorded step results never changed: every return of step i gave the same value,
+    // and the output holds it.
+    let mut first: HashMap<u32, u64> = HashMap::new();
+    for (i, v, _) in p.returned.lock().unwrap().iter() {
+        assert_eq!(*first.entry(*i).or_insert(*v), *v, "step {i} changed its value");
+    }
+    for (i, v) in out.values.iter().enumerate() {
+        assert_eq!(first[&(i as u32)], *v);
+    }
+    // Events: 50 ticks, each once, in order, gapless, then completed.
+    let events = all_events(&flow, &run.idempotency_key, SubscribeFrom::Start).await;
+    assert_gapless(&events, 1);
+    assert_eq!(events.len(), 51);
+    for (i, e) in events[..50].iter().enumerate() {
+        assert_eq!(e.name, "tick");
+        assert_eq!(e.data["i"], i);
+    }
+    // Crashes do not use up attempts.
+    let status = flow.status(&run.idempotency_key).await.unwrap();
+    assert_eq!(status.failed_attempts, 0);
+    assert_eq!(status.attempt, 21);
+    assert!(flow.metrics().tasks_recovered <= 1);
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_age_interrupted_run_fails_and_a_new_start_runs_fresh() {
+    let dir = TempDataDir::new();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let mut s = Script::new("rec-age");
+    s.steps = 1;
+    s.hold = true;
+    let flow = fast_builder(&dir).clock(clock.clone()).build().await.unwrap();
+    let run = flow.start(Scripted, s.clone()).await.unwrap();
+    probe("rec-age").wait_progress(1).await;
+    flow.crash();
+
+    clock.advance(Duration::from_secs(5 * 60 + 1));
+    let flow = fast_builder(&dir).clock(clock.clone()).build().await.unwrap();
+    let status = flow.status(&run.idempotency_key).await.unwrap();
+    assert_eq!(status.status, TaskState::Failed);
+    assert_eq!(status.error.as_ref().unwrap().code, "recovery_max_age_exceeded");
+    let old_last = status.last_seq.get();
+    assert_eq!(old_last, 2, "tick, then failed");
+
+    probe("rec-age").release();
+    let again = flow.start(Scripted, s).await.unwrap();
+    assert!(!again.attached);
+    assert_ne!(again.task_id, run.task_id);
+    let events = all_events(&flow, &again.idempotency_key, SubscribeFrom::Start).await;
+    assert_eq!(events[0].seq.get(), old_last + 1);
+    assert_gapless(&events, old_last + 1);
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_age_interrupted_run_is_recovered() {
+    let dir = TempDataDir::new();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let mut s = Script::new("rec-young");
+    s.steps = 1;
+    s.hold = true;
+    let flow = fast_builder(&dir).clock(clock.clone()).build().await.unwrap();
+    let run = flow.start(Scripted, s).await.unwrap();
+    probe("rec-young").wait_progress(1).await;
+    flow.crash();
+    clock.advance(Duration::from_secs(4 * 60));
+    let flow = fast_builder(&dir).clock(clock.clone()).build().await.unwrap();
+    assert_eq!(flow.metrics().tasks_recovered, 1);
+    probe("rec-young").release();
+    flow.wait(&run).await.unwrap();
+    assert_eq!(probe("rec-young").executions_of(0), 1);
+    flow.shutdown().await.unwrap();
+}
+
+/// The same handler under another name, with auto_recover off.
+#[derive(Clone, Copy)]
+struct Manual;
+
+impl Task for Manual {
+    const NAME: &'static str = "manual";
+    type Input = Script;
+    type Output = Out;
+    type Events = Tick;
+
+    fn options(&self) -> TaskOptions {
+        TaskOptions::default().auto_recover(false)
+    }
+
+    async fn run(self, ctx: TaskContext<Tick>, s: Script) -> Result<Out, TaskError> {
+        Scripted.run(ctx, s).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_recover_off_suspends_and_unregistered_tasks_are_left_alone() {
+    let dir = TempDataDir::new();
+    let mut s = Script::new("rec-manual");
+    s.steps = 1;
+    s.hold = true;
+    let flow = fast_builder(&dir).register(Manual).build().await.unwrap();
+    let manual = flow.start(Manual, s.clone()).await.unwrap();
+    let mut other = s.clone();
+    other.tag = "rec-unregistered".into();
+    let scripted = flow.start(Scripted, other).await.unwrap();
+    probe("rec-manual").wait_progress(1).await;
+    probe("rec-unregistered").wait_progress(1).await;
+    flow.crash();
+
+    // Reopen without `scripted` registered.
+    let flow = dir.builder().register(Manual).build().await.unwrap();
+    let status = flow.status(&manual.idempotency_key).await.unwrap();
+    assert_eq!(status.status, TaskState::Suspended);
+    assert_eq!(status.suspended_reason.as_deref(), Some("auto_recover_disabled"));
+    let untouched = flow.status(&scripted.idempotency_key).await.unwrap();
+    assert_eq!(untouched.status, TaskState::Running);
+    assert_eq!(flow.metrics().tasks_unregistered, 1);
+    flow.shutdown().await.unwrap();
+}
+
+/// A task registered under `scripted` whose input no longer matches what was recorded.
+#[derive(Clone, Copy)]
+struct ScriptedV2;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct V2Input {
+    required_now: u64,
+}
+
+impl Task for ScriptedV2 {
+    const NAME: &'static str = "scripted";
+    type Input = V2Input;
+    type Output = u64;
+    type Events = NoEvents;
+
+    async fn run(self, _ctx: TaskContext<NoEvents>, input: V2Input) -> Result<u64, TaskError> {
+        Ok(input.required_now)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_in_flight_input_fails_with_incompatible_state() {
+    let dir = TempDataDir::new();
+    let mut s = Script::new("rec-incompatible");
+    s.steps = 1;
+    s.hold = true;
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let run = flow.start(Scripted, s).await.unwrap();
+    probe("rec-incompatible").wait_progress(1).await;
+    flow.crash();
+
+    let flow = dir.builder().register(ScriptedV2).build().await.unwrap();
+    match flow.wait_json(&run.idempotency_key).await {
+        Err(WaitError::Failed(e)) => {
+            assert_eq!(e.code, "incompatible_state");
+            assert!(e.message.contains("scripted"), "{}", e.message);
+            assert!(e.message.contains("required_now"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    flow.shutdown().await.unwrap();
+}

@@ -1,0 +1,96 @@
+//! Retries: only `Err` and panics use up attempts; backoff is persisted.
+
+use std::sync::atomic::Ordering;
+
+use taskflow::testing::TempDataDir;
+use taskflow::{StartOptions, TaskState, WaitError};
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_errors_then_ok_completes_with_three_attempts() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let mut s = Script::new("retry-ok");
+    s.steps = 2;
+    s.fail_times = 2;
+    let run = flow
+        .start_with(Scripted, s, StartOptions::new().max_attempts(3))
+        .await
+        .unwrap();
+    let out = flow.wait(&run).await.unwrap();
+    let p = probe("retry-ok");
+    assert_eq!(p.attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(out.values, vec![1, 1001], "steps recorded in attempt 1 are replayed");
+    let status = flow.status(&run.idempotency_key).await.unwrap();
+    assert_eq!((status.attempt, status.failed_attempts), (3, 2));
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_errors_fail_with_the_last_message() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let mut s = Script::new("retry-fail");
+    s.fail_times = 10;
+    let run = flow
+        .start_with(Scripted, s, StartOptions::new().max_attempts(3))
+        .await
+        .unwrap();
+    match flow.wait(&run).await {
+        Err(WaitError::Failed(e)) => {
+            assert_eq!(e.message, "scripted failure 3");
+            assert_eq!(e.code, "task_error");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(probe("retry-fail").attempts.load(Ordering::SeqCst), 3);
+    let status = flow.status(&run.idempotency_key).await.unwrap();
+    assert_eq!(status.status, TaskState::Failed);
+    assert_eq!(status.failed_attempts, 3);
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_skips_the_remaining_attempts() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let mut s = Script::new("retry-permanent");
+    s.fail_times = 10;
+    s.permanent = true;
+    let run = flow.start(Scripted, s).await.unwrap();
+    assert!(matches!(flow.wait(&run).await, Err(WaitError::Failed(_))));
+    assert_eq!(probe("retry-permanent").attempts.load(Ordering::SeqCst), 1);
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_an_attempt_with_code_panicked_and_the_runtime_survives() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let mut once = Script::new("retry-panic-once");
+    once.panic_times = 1;
+    let run = flow.start(Scripted, once).await.unwrap();
+    flow.wait(&run).await.unwrap();
+    assert_eq!(probe("retry-panic-once").attempts.load(Ordering::SeqCst), 2);
+
+    let mut always = Script::new("retry-panic-always");
+    always.panic_times = 10;
+    let run = flow
+        .start_with(Scripted, always, StartOptions::new().max_attempts(2))
+        .await
+        .unwrap();
+    match flow.wait(&run).await {
+        Err(WaitError::Failed(e)) => {
+            assert_eq!(e.code, "panicked");
+            assert_eq!(e.message, "scripted panic 2");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Still serving.
+    let mut after = Script::new("retry-after-panic");
+    after.steps = 1;
+    let run = flow.start(Scripted, after).await.unwrap();
+    flow.wait(&run).await.unwrap();
+    flow.shutdown().await.unwrap();
+}

@@ -1,0 +1,207 @@
+//! The redb store: group commit, durability before release, fail-stop, exclusivity, schema.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use taskflow::testing::{InstrumentedBackend, TempDataDir};
+use taskflow::{BuildError, StartError, StoreError, TaskState};
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_64_tasks_x_100_steps_share_fsyncs() {
+    let dir = TempDataDir::new();
+    let (backend, probe_io) = InstrumentedBackend::create(dir.path()).unwrap();
+    let flow = fast_builder(&dir)
+        .storage_backend(dir.path(), backend)
+        .max_concurrent(64)
+        .build()
+        .await
+        .unwrap();
+    // What one lone durable commit costs in fsyncs, measured on this backend.
+    let lone = flow.start(Scripted, Script::new("gc-lone")).await.unwrap();
+    flow.wait(&lone).await.unwrap();
+    let s0 = probe_io.syncs();
+    let c0 = flow.metrics().wal_commits;
+    let single = flow.start(Scripted, Script::new("gc-single")).await.unwrap();
+    flow.wait(&single).await.unwrap();
+    let syncs_per_commit = (probe_io.syncs() - s0) as f64 / (flow.metrics().wal_commits - c0) as f64;
+
+    let before = flow.metrics();
+    let syncs_before = probe_io.syncs();
+    let mut runs = Vec::new();
+    for t in 0..64 {
+        let mut s = Script::new(&format!("gc-{t}"));
+        s.steps = 100;
+        runs.push(flow.start(Scripted, s).await.unwrap());
+    }
+    for run in &runs {
+        flow.wait(run).await.unwrap();
+    }
+    let after = flow.metrics();
+    let writes = after.wal_batches - before.wal_batches;
+    let commits = after.wal_commits - before.wal_commits;
+    let syncs = probe_io.syncs() - syncs_before;
+    println!(
+        "64x100: {writes} write batches in {commits} commits ({:.1} per commit), {syncs} fsyncs, {syncs_per_commit} fsyncs per commit, max group {}",
+        writes as f64 / commits as f64,
+        after.wal_max_group
+    );
+    assert!(writes >= 64 * 100 * 2, "every step and every event was written");
+    assert!(commits * 4 <= writes, "{commits} commits for {writes} writes");
+    assert!(
+        (syncs as f64) <= syncs_per_commit * writes as f64 / 4.0,
+        "{syncs} fsyncs for {writes} writes"
+    );
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_writer_is_released_before_its_fsync_returns_and_a_lone_writer_waits_for_nobody() {
+    let dir = TempDataDir::new();
+    let (backend, probe_io) = InstrumentedBackend::create(dir.path()).unwrap();
+    let flow = fast_builder(&dir)
+        .storage_backend(dir.path(), backend)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(flow.metrics().wal_commits, 0);
+    probe_io.hold_syncs();
+    let starter = {
+        let flow = flow.clone();
+        tokio::spawn(async move { flow.start(Scripted, Script::new("gate-1")).await })
+    };
+    // The lone write reaches fsync with nobody else around: no linger timer held it back.
+    let held = {
+        let probe_io = probe_io.clone();
+        tokio::task::spawn_blocking(move || probe_io.wait_for_held_sync(Duration::from_secs(10)))
+            .await
+            .unwrap()
+    };
+    assert!(held, "the lone writer's commit never reached fsync");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!starter.is_finished(), "start() returned before its fsync completed");
+    assert_eq!(flow.metrics().wal_commits, 0);
+    probe_io.release_syncs();
+    let run = starter.await.unwrap().unwrap();
+    flow.wait(&run).await.unwrap();
+    assert_eq!(flow.metrics().wal_max_group, 1, "the lone writer was committed alone");
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_io_error_at_commit_fail_stops_and_loses_nothing_acknowledged() {
+    let dir = TempDataDir::new();
+    let (backend, probe_io) = InstrumentedBackend::create(dir.path()).unwrap();
+    let flow = fast_builder(&dir)
+        .storage_backend(dir.path(), backend)
+        .build()
+        .await
+        .unwrap();
+    let mut done = Script::new("io-done");
+    done.steps = 3;
+    let finished = flow.start(Scripted, done).await.unwrap();
+    let finished_out = flow.wait(&finished).await.unwrap();
+
+    let mut s = Script::new("io-running");
+    s.steps = 1000;
+    s.step_sleep_ms = 1;
+    let running = flow.start(Scripted, s.clone()).await.unwrap();
+    let p = probe("io-running");
+    p.wait_progress(5).await;
+    probe_io.fail_from_now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !flow.is_storage_failed() {
+        assert!(tokio::time::Instant::now() < deadline, "store never failed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(flow.metrics().store_failed, 1);
+    match flow.start(Scripted, Script::new("io-refused")).await {
+        Err(StartError::Storage(StoreError::FailStopped)) => {}
+        other => panic!("{other:?}"),
+    }
+    // Every step the handler saw acknowledged.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let acknowledged: Vec<(u32, u64)> = p
+        .returned
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.0, r.1))
+        .collect();
+    assert!(!acknowledged.is_empty());
+    flow.crash();
+
+    let flow = fast_builder(&dir).build().await.unwrap();
+    assert_eq!(flow.wait(&finished).await.unwrap(), finished_out);
+    assert_eq!(
+        flow.status(&running.idempotency_key).await.unwrap().status,
+        TaskState::Running,
+        "recovered"
+    );
+    let out = flow.wait(&running).await.unwrap();
+    for (i, v) in acknowledged {
+        assert_eq!(out.values[i as usize], v, "acknowledged step {i} was lost or changed");
+        assert_eq!(p.executions_of(i), 1, "acknowledged step {i} ran again");
+    }
+    assert_eq!(p.reran_after_commit.load(Ordering::SeqCst), 0);
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_in_use_is_refused_with_a_clear_error() {
+    let dir = TempDataDir::new();
+    let flow = dir.builder().build().await.unwrap();
+    let err = dir.builder().build().await.unwrap_err();
+    assert!(matches!(err, BuildError::DataDirInUse { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("already in use") && message.contains("postgres"), "{message}");
+    flow.shutdown().await.unwrap();
+    // Released on shutdown.
+    dir.builder().build().await.unwrap().shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_version_is_refused() {
+    let dir = TempDataDir::new();
+    dir.builder().build().await.unwrap().shutdown().await.unwrap();
+    {
+        let db = redb::Database::open(dir.path().join("taskflow.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn
+                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                .unwrap();
+            meta.insert("schema_version", 99).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    match dir.builder().build().await {
+        Err(BuildError::SchemaTooNew { found: 99, supported: 1 }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_leaves_running_tasks_recoverable_and_is_idempotent() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let mut s = Script::new("shutdown-recover");
+    s.steps = 2;
+    s.hold = true;
+    let run = flow.start(Scripted, s).await.unwrap();
+    probe("shutdown-recover").wait_progress(2).await;
+    flow.shutdown().await.unwrap();
+    flow.shutdown().await.unwrap();
+    assert!(matches!(
+        flow.start(Scripted, Script::new("after-shutdown")).await,
+        Err(StartError::ShuttingDown)
+    ));
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let status = flow.status(&run.idempotency_key).await.unwrap();
+    assert_eq!(status.failed_attempts, 0, "shutdown did not use up an attempt");
+    probe("shutdown-recover").release();
+    let out = flow.wait(&run).await.unwrap();
+    assert_eq!(out.values, vec![1, 1001]);
+    flow.shutdown().await.unwrap();
+}
