@@ -19,7 +19,10 @@ async fn stop_commits_suspended_at_once_and_fences_the_attempt() {
     let run = flow.start(Scripted, s).await.unwrap();
     let p = probe("ctl-stop");
     p.wait_progress(2).await;
-    let status = flow.stop(&run.idempotency_key, Some("maintenance")).await.unwrap();
+    let status = flow
+        .stop(&run.idempotency_key, Some("maintenance"))
+        .await
+        .unwrap();
     // Committed before stop() returned.
     assert_eq!(status.status, TaskState::Suspended);
     assert_eq!(status.suspended_reason.as_deref(), Some("maintenance"));
@@ -42,7 +45,14 @@ async fn stop_commits_suspended_at_once_and_fences_the_attempt() {
     assert_eq!(*p.after_stop.lock().unwrap(), ["stopped", "stopped"]);
     // Nothing was written after `suspended`.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(flow.status(&run.idempotency_key).await.unwrap().last_seq.get(), 3);
+    assert_eq!(
+        flow.status(&run.idempotency_key)
+            .await
+            .unwrap()
+            .last_seq
+            .get(),
+        3
+    );
     // Idempotent.
     assert_eq!(
         flow.stop(&run.idempotency_key, None).await.unwrap().status,
@@ -70,7 +80,10 @@ async fn a_handler_that_ignores_cancelled_is_dropped_after_the_grace() {
     assert!(!p.dropped.load(Ordering::SeqCst), "still inside the grace");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !p.dropped.load(Ordering::SeqCst) {
-        assert!(tokio::time::Instant::now() < deadline, "handler never dropped");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "handler never dropped"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     flow.shutdown().await.unwrap();
@@ -88,7 +101,10 @@ async fn resume_reruns_from_the_top_with_finished_steps_replayed() {
     p.wait_progress(3).await;
     flow.stop(&run.idempotency_key, None).await.unwrap();
     let status = flow.resume(&run.idempotency_key).await.unwrap();
-    assert!(matches!(status.status, TaskState::Created | TaskState::Running));
+    assert!(matches!(
+        status.status,
+        TaskState::Created | TaskState::Running
+    ));
     p.wait_progress(6).await;
     p.release();
     let out = flow.wait(&run).await.unwrap();
@@ -99,7 +115,10 @@ async fn resume_reruns_from_the_top_with_finished_steps_replayed() {
     }
     let origins: Vec<_> = p.returned.lock().unwrap().iter().map(|r| r.2).collect();
     use taskflow::StepOrigin::{Executed, Replayed};
-    assert_eq!(origins, [Executed, Executed, Executed, Replayed, Replayed, Replayed]);
+    assert_eq!(
+        origins,
+        [Executed, Executed, Executed, Replayed, Replayed, Replayed]
+    );
     // Events: 3 ticks, suspended, then no duplicate ticks, then completed.
     let events = all_events(&flow, &run.idempotency_key, SubscribeFrom::Start).await;
     let names: Vec<_> = events.iter().map(|e| e.name.as_str()).collect();
@@ -117,18 +136,27 @@ async fn cancel_is_terminal() {
     s.hold = true;
     let run = flow.start(Scripted, s).await.unwrap();
     probe("ctl-cancel").wait_progress(1).await;
-    let status = flow.cancel(&run.idempotency_key, Some("user gave up")).await.unwrap();
+    let status = flow
+        .cancel(&run.idempotency_key, Some("user gave up"))
+        .await
+        .unwrap();
     assert_eq!(status.status, TaskState::Cancelled);
     assert!(matches!(
         flow.resume(&run.idempotency_key).await,
-        Err(ControlError::InvalidState { state: TaskState::Cancelled, .. })
+        Err(ControlError::InvalidState {
+            state: TaskState::Cancelled,
+            ..
+        })
     ));
     assert!(matches!(
         flow.stop(&run.idempotency_key, None).await,
         Err(ControlError::InvalidState { .. })
     ));
     assert_eq!(
-        flow.cancel(&run.idempotency_key, None).await.unwrap().status,
+        flow.cancel(&run.idempotency_key, None)
+            .await
+            .unwrap()
+            .status,
         TaskState::Cancelled,
         "idempotent"
     );
@@ -157,7 +185,10 @@ async fn reasons_over_512_characters_are_rejected() {
         flow.cancel(&run.idempotency_key, Some(&long)).await,
         Err(ControlError::ReasonTooLong { .. })
     ));
-    assert_ne!(flow.status(&run.idempotency_key).await.unwrap().status, TaskState::Suspended);
+    assert_ne!(
+        flow.status(&run.idempotency_key).await.unwrap().status,
+        TaskState::Suspended
+    );
     let ok = "é".repeat(512);
     let status = flow.stop(&run.idempotency_key, Some(&ok)).await.unwrap();
     assert_eq!(status.suspended_reason.as_deref(), Some(ok.as_str()));

@@ -2,8 +2,8 @@
 
 use taskflow::testing::TempDataDir;
 use taskflow::{
-    AccessToken, ControlError, ExecuteMode, IdempotencyKey, StartOptions, SubscribeFrom,
-    TaskState, UserContext, UserId,
+    AccessToken, ControlError, ExecuteMode, IdempotencyKey, StartOptions, SubscribeFrom, TaskState,
+    UserContext, UserId,
 };
 
 use crate::support::*;
@@ -21,11 +21,17 @@ async fn created_run_attaches() {
     flow.start(Scripted, busy).await.unwrap();
     let queued = Script::new("dedup-created");
     let a = flow.start(Scripted, queued.clone()).await.unwrap();
-    assert_eq!(flow.status(&a.idempotency_key).await.unwrap().status, TaskState::Created);
+    assert_eq!(
+        flow.status(&a.idempotency_key).await.unwrap().status,
+        TaskState::Created
+    );
     let b = flow.start(Scripted, queued).await.unwrap();
     assert!(!a.attached && b.attached);
     assert_eq!(a.task_id, b.task_id);
-    assert_eq!(flow.status(&a.idempotency_key).await.unwrap().status, TaskState::Created);
+    assert_eq!(
+        flow.status(&a.idempotency_key).await.unwrap().status,
+        TaskState::Created
+    );
     probe("dedup-created-busy").release();
     flow.wait(&b).await.unwrap();
     flow.shutdown().await.unwrap();
@@ -43,7 +49,12 @@ async fn running_run_attaches() {
     let b = flow.start(Scripted, s).await.unwrap();
     assert!(b.attached);
     assert_eq!(a.task_id, b.task_id);
-    assert_eq!(probe("dedup-running").attempts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        probe("dedup-running")
+            .attempts
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     probe("dedup-running").release();
     flow.wait(&a).await.unwrap();
     flow.shutdown().await.unwrap();
@@ -61,13 +72,19 @@ async fn suspended_run_attaches_and_resumes_but_subscribe_does_not() {
     p.wait_progress(2).await;
     flow.stop(&a.idempotency_key, Some("pause")).await.unwrap();
     // GET re-attach: replays, stays suspended.
-    let mut sub = flow.subscribe(&a.idempotency_key, SubscribeFrom::Start).await.unwrap();
+    let mut sub = flow
+        .subscribe(&a.idempotency_key, SubscribeFrom::Start)
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     for _ in 0..3 {
         seen.push(sub.next().await.unwrap().unwrap().name);
     }
     assert_eq!(seen, ["tick", "tick", "suspended"]);
-    assert_eq!(flow.status(&a.idempotency_key).await.unwrap().status, TaskState::Suspended);
+    assert_eq!(
+        flow.status(&a.idempotency_key).await.unwrap().status,
+        TaskState::Suspended
+    );
     // POST / start: attaches and resumes.
     let b = flow.start(Scripted, s).await.unwrap();
     assert!(b.attached);
@@ -75,7 +92,11 @@ async fn suspended_run_attaches_and_resumes_but_subscribe_does_not() {
     wait_status(&flow, &a.idempotency_key, |s| s == TaskState::Running).await;
     p.release();
     let out = flow.wait(&b).await.unwrap();
-    assert_eq!(out.values, vec![1, 1001], "steps replayed from the first attempt");
+    assert_eq!(
+        out.values,
+        vec![1, 1001],
+        "steps replayed from the first attempt"
+    );
     assert_eq!(p.executions_of(0), 1);
     assert_eq!(p.executions_of(1), 1);
     flow.shutdown().await.unwrap();
@@ -96,7 +117,12 @@ async fn completed_run_attaches_and_replays() {
     assert_eq!(events.len(), 4);
     assert_eq!(events[3].name, "completed");
     assert_gapless(&events, 1);
-    assert_eq!(probe("dedup-completed").attempts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        probe("dedup-completed")
+            .attempts
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     flow.shutdown().await.unwrap();
 }
 
@@ -112,14 +138,22 @@ async fn finished_then_resubmit(tag: &str, cancel: bool, mode: ExecuteMode) -> (
         s.permanent = true;
     }
     let opts = StartOptions::new().execute_mode(mode);
-    let a = flow.start_with(Scripted, s.clone(), opts.clone()).await.unwrap();
+    let a = flow
+        .start_with(Scripted, s.clone(), opts.clone())
+        .await
+        .unwrap();
     if cancel {
         probe(tag).wait_progress(1).await;
         flow.cancel(&a.idempotency_key, Some("no")).await.unwrap();
     } else {
         assert!(flow.wait(&a).await.is_err());
     }
-    let old_last = flow.status(&a.idempotency_key).await.unwrap().last_seq.get();
+    let old_last = flow
+        .status(&a.idempotency_key)
+        .await
+        .unwrap()
+        .last_seq
+        .get();
     let b = flow.start_with(Scripted, s, opts).await.unwrap();
     let new_first = if b.attached {
         0
@@ -168,13 +202,18 @@ async fn key_ignores_json_key_order_and_omitted_defaults() {
     let dir = TempDataDir::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let a = flow
-        .start_json("scripted", serde_json::json!({"tag": "dedup-json", "steps": 1}), StartOptions::new())
+        .start_json(
+            "scripted",
+            serde_json::json!({"tag": "dedup-json", "steps": 1}),
+            StartOptions::new(),
+        )
         .await
         .unwrap();
     let b = flow
         .start_json(
             "scripted",
-            serde_json::from_str(r#"{"steps":1,"hold":false,"tag":"dedup-json","fail_times":0}"#).unwrap(),
+            serde_json::from_str(r#"{"steps":1,"hold":false,"tag":"dedup-json","fail_times":0}"#)
+                .unwrap(),
             StartOptions::new(),
         )
         .await
@@ -211,11 +250,30 @@ async fn another_owners_key_behaves_like_an_unknown_key() {
     assert_eq!(describe(bob.stop(ik, None).await), reference);
     assert_eq!(describe(bob.resume(ik).await), reference);
     assert_eq!(describe(bob.cancel(ik, None).await), reference);
-    assert!(matches!(bob.subscribe(ik, SubscribeFrom::Start).await, Err(ControlError::NotFound)));
-    assert!(matches!(bob.wait_json(ik).await, Err(taskflow::WaitError::NotFound)));
-    assert!(bob.list(taskflow::ListFilter::all()).await.unwrap().is_empty());
-    assert!(flow.list(taskflow::ListFilter::all()).await.unwrap().is_empty());
-    assert_eq!(ann.list(taskflow::ListFilter::all()).await.unwrap().len(), 1);
+    assert!(matches!(
+        bob.subscribe(ik, SubscribeFrom::Start).await,
+        Err(ControlError::NotFound)
+    ));
+    assert!(matches!(
+        bob.wait_json(ik).await,
+        Err(taskflow::WaitError::NotFound)
+    ));
+    assert!(
+        bob.list(taskflow::ListFilter::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        flow.list(taskflow::ListFilter::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ann.list(taskflow::ListFilter::all()).await.unwrap().len(),
+        1
+    );
 
     // Same input, other owners: other keys, separate runs.
     let bobs = bob.start(Scripted, s.clone()).await.unwrap();

@@ -30,13 +30,21 @@ async fn global_concurrency_limit_queues_in_created_and_the_queue_is_bounded() {
     let c = flow.start(Scripted, held("lim-g-c")).await.unwrap();
     wait_status(&flow, &a.idempotency_key, |s| s == TaskState::Running).await;
     wait_status(&flow, &b.idempotency_key, |s| s == TaskState::Running).await;
-    assert_eq!(flow.status(&c.idempotency_key).await.unwrap().status, TaskState::Created);
+    assert_eq!(
+        flow.status(&c.idempotency_key).await.unwrap().status,
+        TaskState::Created
+    );
     match flow.start(Scripted, held("lim-g-d")).await {
         Err(StartError::QueueFull { limit: 1 }) => {}
         other => panic!("{other:?}"),
     }
     // Attaching to a queued run is not a new admission.
-    assert!(flow.start(Scripted, held("lim-g-c")).await.unwrap().attached);
+    assert!(
+        flow.start(Scripted, held("lim-g-c"))
+            .await
+            .unwrap()
+            .attached
+    );
     probe("lim-g-a").release();
     flow.wait(&a).await.unwrap();
     wait_status(&flow, &c.idempotency_key, |s| s == TaskState::Running).await;
@@ -62,8 +70,14 @@ async fn per_user_concurrency_limit_does_not_apply_to_the_service() {
     let s2 = flow.start(Scripted, held("lim-u-s2")).await.unwrap();
     wait_status(&flow, &s1.idempotency_key, |s| s == TaskState::Running).await;
     wait_status(&flow, &s2.idempotency_key, |s| s == TaskState::Running).await;
-    assert_eq!(ann.status(&a1.idempotency_key).await.unwrap().status, TaskState::Running);
-    assert_eq!(ann.status(&a2.idempotency_key).await.unwrap().status, TaskState::Created);
+    assert_eq!(
+        ann.status(&a1.idempotency_key).await.unwrap().status,
+        TaskState::Running
+    );
+    assert_eq!(
+        ann.status(&a2.idempotency_key).await.unwrap().status,
+        TaskState::Created
+    );
     probe("lim-u-a1").release();
     ann.wait(&a1).await.unwrap();
     probe("lim-u-a2").release();
@@ -94,8 +108,15 @@ async fn start_rate_limit_says_when_to_retry_and_attaching_is_free() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(ann.start(Scripted, Script::new("lim-r-1")).await.unwrap().attached);
-    flow.start(Scripted, Script::new("lim-r-3")).await.expect("service has its own budget");
+    assert!(
+        ann.start(Scripted, Script::new("lim-r-1"))
+            .await
+            .unwrap()
+            .attached
+    );
+    flow.start(Scripted, Script::new("lim-r-3"))
+        .await
+        .expect("service has its own budget");
     clock.advance(Duration::from_secs(41));
     ann.start(Scripted, Script::new("lim-r-3")).await.unwrap();
     flow.shutdown().await.unwrap();
@@ -104,7 +125,11 @@ async fn start_rate_limit_says_when_to_retry_and_attaching_is_free() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_limits_refuse_and_write_nothing() {
     let dir = TempDataDir::new();
-    let flow = fast_builder(&dir).payload_limit(2_000).build().await.unwrap();
+    let flow = fast_builder(&dir)
+        .payload_limit(2_000)
+        .build()
+        .await
+        .unwrap();
 
     let mut big_input = Script::new("lim-p-input");
     big_input.tag.push_str(&"x".repeat(2_000));
@@ -115,10 +140,16 @@ async fn payload_limits_refuse_and_write_nothing() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(flow.list(ListFilter::all()).await.unwrap().is_empty(), "nothing written");
+    assert!(
+        flow.list(ListFilter::all()).await.unwrap().is_empty(),
+        "nothing written"
+    );
 
     for (tag, edit) in [
-        ("lim-p-step", (|s: &mut Script| s.step_bytes = 3_000) as fn(&mut Script)),
+        (
+            "lim-p-step",
+            (|s: &mut Script| s.step_bytes = 3_000) as fn(&mut Script),
+        ),
         ("lim-p-event", |s: &mut Script| s.event_bytes = 3_000),
         ("lim-p-output", |s: &mut Script| s.output_bytes = 3_000),
     ] {
@@ -137,9 +168,18 @@ async fn payload_limits_refuse_and_write_nothing() {
         } else {
             &["tick", "failed"]
         };
-        assert_eq!(names, expected, "{tag}: the oversized payload was not written");
+        assert_eq!(
+            names, expected,
+            "{tag}: the oversized payload was not written"
+        );
         // Failed at once: a too-large payload is not retried.
-        assert_eq!(probe(tag).attempts.load(std::sync::atomic::Ordering::SeqCst), 1, "{tag}");
+        assert_eq!(
+            probe(tag)
+                .attempts
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{tag}"
+        );
     }
     flow.shutdown().await.unwrap();
 }
@@ -155,7 +195,10 @@ async fn duplicate_registration_fails_in_production_and_replaces_in_development(
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, BuildError::DuplicateTask(ref n) if n == "scripted"), "{err}");
+    assert!(
+        matches!(err, BuildError::DuplicateTask(ref n) if n == "scripted"),
+        "{err}"
+    );
     let flow = dir
         .builder()
         .environment(Environment::Development)
@@ -170,8 +213,14 @@ async fn duplicate_registration_fails_in_production_and_replaces_in_development(
 #[test]
 fn environment_names() {
     assert_eq!(Environment::parse(None).unwrap(), Environment::Development);
-    assert_eq!(Environment::parse(Some("production")).unwrap(), Environment::Production);
-    assert_eq!(Environment::parse(Some("development")).unwrap(), Environment::Development);
+    assert_eq!(
+        Environment::parse(Some("production")).unwrap(),
+        Environment::Production
+    );
+    assert_eq!(
+        Environment::parse(Some("development")).unwrap(),
+        Environment::Development
+    );
     assert!(matches!(
         Environment::parse(Some("prod")),
         Err(BuildError::InvalidEnvironment(v)) if v == "prod"
@@ -182,7 +231,11 @@ fn environment_names() {
 async fn retention_removes_old_runs_by_the_clock_and_keys_keep_their_seqs() {
     let dir = TempDataDir::new();
     let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-    let flow = fast_builder(&dir).clock(clock.clone()).build().await.unwrap();
+    let flow = fast_builder(&dir)
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
     let mut done = Script::new("lim-gc-done");
     done.steps = 2;
     let finished = flow.start(Scripted, done.clone()).await.unwrap();
@@ -201,7 +254,10 @@ async fn retention_removes_old_runs_by_the_clock_and_keys_keep_their_seqs() {
         flow.status(&finished.idempotency_key).await,
         Err(ControlError::NotFound)
     ));
-    assert!(flow.status(&suspended.idempotency_key).await.is_ok(), "suspended kept 7 days");
+    assert!(
+        flow.status(&suspended.idempotency_key).await.is_ok(),
+        "suspended kept 7 days"
+    );
     clock.advance(Duration::from_secs(7 * 24 * 3600));
     assert_eq!(flow.collect_garbage().await.unwrap(), 1);
     assert!(flow.status(&suspended.idempotency_key).await.is_err());
@@ -211,6 +267,10 @@ async fn retention_removes_old_runs_by_the_clock_and_keys_keep_their_seqs() {
     let again = flow.start(Scripted, done).await.unwrap();
     assert!(!again.attached);
     let events = all_events(&flow, &again.idempotency_key, SubscribeFrom::Start).await;
-    assert_eq!(events[0].seq.get(), 4, "seqs 1..=3 belonged to the collected run");
+    assert_eq!(
+        events[0].seq.get(),
+        4,
+        "seqs 1..=3 belonged to the collected run"
+    );
     flow.shutdown().await.unwrap();
 }

@@ -15,7 +15,10 @@ use taskflow::{
 use crate::support::*;
 
 fn seed() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn next(state: &mut u64) -> u64 {
@@ -50,7 +53,10 @@ async fn twenty_in_process_crashes_lose_nothing_and_rerun_nothing() {
         // At least one step committed in this life, then a random extra moment (< one step).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while executed() == before {
-            assert!(tokio::time::Instant::now() < deadline, "no progress in life {life}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no progress in life {life}"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tokio::time::sleep(Duration::from_micros(next(&mut rng) % 8000)).await;
@@ -67,7 +73,11 @@ async fn twenty_in_process_crashes_lose_nothing_and_rerun_nothing() {
     // and the output holds it.
     let mut first: HashMap<u32, u64> = HashMap::new();
     for (i, v, _) in p.returned.lock().unwrap().iter() {
-        assert_eq!(*first.entry(*i).or_insert(*v), *v, "step {i} changed its value");
+        assert_eq!(
+            *first.entry(*i).or_insert(*v),
+            *v,
+            "step {i} changed its value"
+        );
     }
     for (i, v) in out.values.iter().enumerate() {
         assert_eq!(first[&(i as u32)], *v);
@@ -95,16 +105,27 @@ async fn over_age_interrupted_run_fails_and_a_new_start_runs_fresh() {
     let mut s = Script::new("rec-age");
     s.steps = 1;
     s.hold = true;
-    let flow = fast_builder(&dir).clock(clock.clone()).build().await.unwrap();
+    let flow = fast_builder(&dir)
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
     let run = flow.start(Scripted, s.clone()).await.unwrap();
     probe("rec-age").wait_progress(1).await;
     flow.crash();
 
     clock.advance(Duration::from_secs(5 * 60 + 1));
-    let flow = fast_builder(&dir).clock(clock.clone()).build().await.unwrap();
+    let flow = fast_builder(&dir)
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
     let status = flow.status(&run.idempotency_key).await.unwrap();
     assert_eq!(status.status, TaskState::Failed);
-    assert_eq!(status.error.as_ref().unwrap().code, "recovery_max_age_exceeded");
+    assert_eq!(
+        status.error.as_ref().unwrap().code,
+        "recovery_max_age_exceeded"
+    );
     let old_last = status.last_seq.get();
     assert_eq!(old_last, 2, "tick, then failed");
 
@@ -125,12 +146,20 @@ async fn under_age_interrupted_run_is_recovered() {
     let mut s = Script::new("rec-young");
     s.steps = 1;
     s.hold = true;
-    let flow = fast_builder(&dir).clock(clock.clone()).build().await.unwrap();
+    let flow = fast_builder(&dir)
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
     let run = flow.start(Scripted, s).await.unwrap();
     probe("rec-young").wait_progress(1).await;
     flow.crash();
     clock.advance(Duration::from_secs(4 * 60));
-    let flow = fast_builder(&dir).clock(clock.clone()).build().await.unwrap();
+    let flow = fast_builder(&dir)
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
     assert_eq!(flow.metrics().tasks_recovered, 1);
     probe("rec-young").release();
     flow.wait(&run).await.unwrap();
@@ -176,7 +205,10 @@ async fn auto_recover_off_suspends_and_unregistered_tasks_are_left_alone() {
     let flow = dir.builder().register(Manual).build().await.unwrap();
     let status = flow.status(&manual.idempotency_key).await.unwrap();
     assert_eq!(status.status, TaskState::Suspended);
-    assert_eq!(status.suspended_reason.as_deref(), Some("auto_recover_disabled"));
+    assert_eq!(
+        status.suspended_reason.as_deref(),
+        Some("auto_recover_disabled")
+    );
     let untouched = flow.status(&scripted.idempotency_key).await.unwrap();
     assert_eq!(untouched.status, TaskState::Running);
     assert_eq!(flow.metrics().tasks_unregistered, 1);

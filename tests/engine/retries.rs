@@ -21,7 +21,11 @@ async fn two_errors_then_ok_completes_with_three_attempts() {
     let out = flow.wait(&run).await.unwrap();
     let p = probe("retry-ok");
     assert_eq!(p.attempts.load(Ordering::SeqCst), 3);
-    assert_eq!(out.values, vec![1, 1001], "steps recorded in attempt 1 are replayed");
+    assert_eq!(
+        out.values,
+        vec![1, 1001],
+        "steps recorded in attempt 1 are replayed"
+    );
     let status = flow.status(&run.idempotency_key).await.unwrap();
     assert_eq!((status.attempt, status.failed_attempts), (3, 2));
     flow.shutdown().await.unwrap();

@@ -29,8 +29,12 @@ async fn the_access_token_is_never_written_to_the_data_dir() {
 
     let forms = [
         TOKEN.as_bytes().to_vec(),
-        base64::engine::general_purpose::STANDARD.encode(TOKEN).into_bytes(),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(TOKEN).into_bytes(),
+        base64::engine::general_purpose::STANDARD
+            .encode(TOKEN)
+            .into_bytes(),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(TOKEN)
+            .into_bytes(),
         hex(TOKEN.as_bytes()).into_bytes(),
         hex(TOKEN.as_bytes()).to_uppercase().into_bytes(),
     ];
@@ -58,5 +62,8 @@ async fn the_access_token_is_never_written_to_the_data_dir() {
         }
     }
     assert!(files > 0);
-    assert!(owner_seen, "control: the search does find what was written (the owner id)");
+    assert!(
+        owner_seen,
+        "control: the search does find what was written (the owner id)"
+    );
 }

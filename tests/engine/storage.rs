@@ -23,9 +23,13 @@ async fn group_commit_64_tasks_x_100_steps_share_fsyncs() {
     flow.wait(&lone).await.unwrap();
     let s0 = probe_io.syncs();
     let c0 = flow.metrics().wal_commits;
-    let single = flow.start(Scripted, Script::new("gc-single")).await.unwrap();
+    let single = flow
+        .start(Scripted, Script::new("gc-single"))
+        .await
+        .unwrap();
     flow.wait(&single).await.unwrap();
-    let syncs_per_commit = (probe_io.syncs() - s0) as f64 / (flow.metrics().wal_commits - c0) as f64;
+    let syncs_per_commit =
+        (probe_io.syncs() - s0) as f64 / (flow.metrics().wal_commits - c0) as f64;
 
     let before = flow.metrics();
     let syncs_before = probe_io.syncs();
@@ -47,8 +51,14 @@ async fn group_commit_64_tasks_x_100_steps_share_fsyncs() {
         writes as f64 / commits as f64,
         after.wal_max_group
     );
-    assert!(writes >= 64 * 100 * 2, "every step and every event was written");
-    assert!(commits * 4 <= writes, "{commits} commits for {writes} writes");
+    assert!(
+        writes >= 64 * 100 * 2,
+        "every step and every event was written"
+    );
+    assert!(
+        commits * 4 <= writes,
+        "{commits} commits for {writes} writes"
+    );
     assert!(
         (syncs as f64) <= syncs_per_commit * writes as f64 / 4.0,
         "{syncs} fsyncs for {writes} writes"
@@ -80,12 +90,19 @@ async fn no_writer_is_released_before_its_fsync_returns_and_a_lone_writer_waits_
     };
     assert!(held, "the lone writer's commit never reached fsync");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!starter.is_finished(), "start() returned before its fsync completed");
+    assert!(
+        !starter.is_finished(),
+        "start() returned before its fsync completed"
+    );
     assert_eq!(flow.metrics().wal_commits, 0);
     probe_io.release_syncs();
     let run = starter.await.unwrap().unwrap();
     flow.wait(&run).await.unwrap();
-    assert_eq!(flow.metrics().wal_max_group, 1, "the lone writer was committed alone");
+    assert_eq!(
+        flow.metrics().wal_max_group,
+        1,
+        "the lone writer was committed alone"
+    );
     flow.shutdown().await.unwrap();
 }
 
@@ -141,7 +158,10 @@ async fn an_io_error_at_commit_fail_stops_and_loses_nothing_acknowledged() {
     );
     let out = flow.wait(&running).await.unwrap();
     for (i, v) in acknowledged {
-        assert_eq!(out.values[i as usize], v, "acknowledged step {i} was lost or changed");
+        assert_eq!(
+            out.values[i as usize], v,
+            "acknowledged step {i} was lost or changed"
+        );
         assert_eq!(p.executions_of(i), 1, "acknowledged step {i} ran again");
     }
     assert_eq!(p.reran_after_commit.load(Ordering::SeqCst), 0);
@@ -155,16 +175,31 @@ async fn a_data_dir_in_use_is_refused_with_a_clear_error() {
     let err = dir.builder().build().await.unwrap_err();
     assert!(matches!(err, BuildError::DataDirInUse { .. }), "{err:?}");
     let message = err.to_string();
-    assert!(message.contains("already in use") && message.contains("postgres"), "{message}");
+    assert!(
+        message.contains("already in use") && message.contains("postgres"),
+        "{message}"
+    );
     flow.shutdown().await.unwrap();
     // Released on shutdown.
-    dir.builder().build().await.unwrap().shutdown().await.unwrap();
+    dir.builder()
+        .build()
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_version_is_refused() {
     let dir = TempDataDir::new();
-    dir.builder().build().await.unwrap().shutdown().await.unwrap();
+    dir.builder()
+        .build()
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
     {
         let db = redb::Database::open(dir.path().join("taskflow.redb")).unwrap();
         let txn = db.begin_write().unwrap();
@@ -177,7 +212,10 @@ async fn a_newer_schema_version_is_refused() {
         txn.commit().unwrap();
     }
     match dir.builder().build().await {
-        Err(BuildError::SchemaTooNew { found: 99, supported: 1 }) => {}
+        Err(BuildError::SchemaTooNew {
+            found: 99,
+            supported: 1,
+        }) => {}
         other => panic!("{other:?}"),
     }
 }
@@ -199,7 +237,10 @@ async fn shutdown_leaves_running_tasks_recoverable_and_is_idempotent() {
     ));
     let flow = fast_builder(&dir).build().await.unwrap();
     let status = flow.status(&run.idempotency_key).await.unwrap();
-    assert_eq!(status.failed_attempts, 0, "shutdown did not use up an attempt");
+    assert_eq!(
+        status.failed_attempts, 0,
+        "shutdown did not use up an attempt"
+    );
     probe("shutdown-recover").release();
     let out = flow.wait(&run).await.unwrap();
     assert_eq!(out.values, vec![1, 1001]);

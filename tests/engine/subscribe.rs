@@ -24,7 +24,11 @@ async fn after_k_yields_exactly_the_rest_while_the_task_emits() {
     assert_gapless(&late, 8);
     assert_gapless(&early, 1);
     assert_eq!(early.len(), 301);
-    assert_eq!(&early[7..], &late[..], "both subscribers see the same sequence");
+    assert_eq!(
+        &early[7..],
+        &late[..],
+        "both subscribers see the same sequence"
+    );
     assert_eq!(early.last().unwrap().name, "completed");
     flow.shutdown().await.unwrap();
 }
@@ -37,7 +41,12 @@ async fn a_position_past_the_end_means_from_the_start() {
     s.steps = 2;
     let run = flow.start(Scripted, s).await.unwrap();
     flow.wait(&run).await.unwrap();
-    let events = all_events(&flow, &run.idempotency_key, SubscribeFrom::After(Seq::new(99))).await;
+    let events = all_events(
+        &flow,
+        &run.idempotency_key,
+        SubscribeFrom::After(Seq::new(99)),
+    )
+    .await;
     assert_eq!(events.len(), 3);
     assert_gapless(&events, 1);
     flow.shutdown().await.unwrap();
@@ -67,6 +76,9 @@ async fn a_subscriber_that_stops_reading_still_gets_all_10000_events() {
         seqs.push(e.unwrap().seq.get());
     }
     assert_eq!(seqs.len(), 10_001, "10,000 ticks and `completed`");
-    assert!(seqs.iter().copied().eq(1..=10_001), "gapless, in order, once each");
+    assert!(
+        seqs.iter().copied().eq(1..=10_001),
+        "gapless, in order, once each"
+    );
     flow.shutdown().await.unwrap();
 }

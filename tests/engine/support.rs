@@ -124,7 +124,12 @@ pub fn probe(tag: &str) -> Arc<Probe> {
 
 impl Probe {
     pub fn executions_of(&self, i: u32) -> u32 {
-        self.executions.lock().unwrap().get(&i).copied().unwrap_or(0)
+        self.executions
+            .lock()
+            .unwrap()
+            .get(&i)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn release(&self) {
@@ -162,7 +167,10 @@ impl Task for Scripted {
         let _flag = DropFlag(p.clone());
         let attempt = p.attempts.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(token) = ctx.user().and_then(|u| u.access_token()) {
-            p.tokens.lock().unwrap().push(token.expose_secret().to_owned());
+            p.tokens
+                .lock()
+                .unwrap()
+                .push(token.expose_secret().to_owned());
         }
         let mut values = Vec::new();
         for i in 0..s.steps {
@@ -255,7 +263,11 @@ pub async fn wait_status(
 }
 
 /// Reads every event of the key's current run up to its end.
-pub async fn all_events(flow: &TaskFlow, ik: &IdempotencyKey, from: SubscribeFrom) -> Vec<StoredEvent> {
+pub async fn all_events(
+    flow: &TaskFlow,
+    ik: &IdempotencyKey,
+    from: SubscribeFrom,
+) -> Vec<StoredEvent> {
     let mut sub = flow.subscribe(ik, from).await.expect("subscribe");
     let mut out = Vec::new();
     while let Some(e) = tokio::time::timeout(Duration::from_secs(20), sub.next())

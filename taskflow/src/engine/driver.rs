@@ -215,24 +215,33 @@ async fn run_attempt(
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + beat_every, beat_every);
     loop {
         tokio::select! {
-            joined = &mut handler => return Attempt::Finished(outcome(joined)),
+            joined = &mut handler => return after_stop_check(stop, outcome(joined)),
             _ = beat.tick() => heartbeat(inner, record, epoch).await,
             _ = stop.changed() => break,
         }
     }
-    // Stopped: give the handler the grace period to return, then drop it. A success that
-    // arrives in the grace still settles (the fence decides whether it may); an error is the
-    // stop itself and must not use up an attempt.
+    // Stopped: give the handler the grace period to return, then drop it.
     match tokio::time::timeout(inner.config.stop_grace, &mut handler).await {
-        Ok(joined) => match outcome(joined) {
-            Ok(v) => Attempt::Finished(Ok(v)),
-            Err(_) => Attempt::Stopped,
-        },
+        Ok(joined) => after_stop_check(stop, outcome(joined)),
         Err(_) => {
             handler.abort();
             tracing::info!("handler ignored the stop signal; dropped after the grace period");
             Attempt::Stopped
         }
+    }
+}
+
+/// Once a stop fired, a success still settles (the fence decides whether it may), but an
+/// error is the stop itself (the handler reacting to `cancelled()` or a fenced write) and
+/// must not use up an attempt. The handler may finish at the same moment the stop arrives,
+/// so this is checked whichever event the driver saw first.
+fn after_stop_check(
+    stop: &watch::Receiver<bool>,
+    result: Result<serde_json::Value, TaskError>,
+) -> Attempt {
+    match result {
+        Err(_) if *stop.borrow() => Attempt::Stopped,
+        result => Attempt::Finished(result),
     }
 }
 
