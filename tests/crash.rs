@@ -1,1 +1,281 @@
+//! Kill -9 test: a child process runs a 50-step durable task and is SIGKILLed 20 times, each
+//! time after it reported at least one newly committed step and before the task finished.
+//!
+//! The step bodies append to an fsynced side journal outside taskflow, so the test can see
+//! every execution of every body, whatever the WAL says. After the last restart the task must
+//! complete with the right output; no body may have run again after its result was committed;
+//! recorded results never change; event seqs are gapless and every user event appears once.
+//!
+//! One binary plays both parts: with `TASKFLOW_CRASH_CHILD` set it is the child.
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use taskflow::{
+    EventDecodeError, Events, StepOrigin, SubscribeFrom, Task, TaskContext, TaskError, TaskFlow,
+};
+
+const STEPS: u32 = 50;
+const KILLS: u32 = 20;
+const STEP_MS: u64 = 30;
+
+#[derive(Debug)]
+enum Tick {
+    Tick(u32),
+}
+
+impl Events for Tick {
+    const NAMES: &'static [&'static str] = &["tick"];
+
+    fn name(&self) -> &'static str {
+        "tick"
+    }
+
+    fn to_payload(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let Tick::Tick(i) = self;
+        Ok(serde_json::json!({ "i": i }))
+    }
+
+    fn decode(name: &str, payload: serde_json::Value) -> Result<Self, EventDecodeError> {
+        match (name, payload["i"].as_u64()) {
+            ("tick", Some(i)) => Ok(Tick::Tick(i as u32)),
+            _ => Err(EventDecodeError::UnknownName(name.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Input {
+    steps: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Fifty;
+
+impl Task for Fifty {
+    const NAME: &'static str = "crash-fifty";
+    type Input = Input;
+    type Output = Vec<u64>;
+    type Events = Tick;
+
+    async fn run(self, ctx: TaskContext<Tick>, input: Input) -> Result<Vec<u64>, TaskError> {
+        let life: u64 = std::env::var("TASKFLOW_CRASH_LIFE").unwrap().parse().unwrap();
+        let journal = PathBuf::from(std::env::var("TASKFLOW_CRASH_CHILD").unwrap()).join("journal");
+        let mut values = Vec::new();
+        for i in 0..input.steps {
+            let journal = journal.clone();
+            let (value, origin) = ctx
+                .step_with_origin("s", || async move {
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&journal)?;
+                    writeln!(f, "exec {i} {life}")?;
+                    f.sync_data()?;
+                    tokio::time::sleep(Duration::from_millis(STEP_MS)).await;
+                    Ok::<_, std::io::Error>(u64::from(i) * 1000 + life)
+                })
+                .await?;
+            let how = if origin == StepOrigin::Executed { "executed" } else { "replayed" };
+            println!("committed {i} {value} {how}");
+            std::io::stdout().flush()?;
+            values.push(value);
+            ctx.emit(Tick::Tick(i)).await?;
+        }
+        Ok(values)
+    }
+}
+
+async fn child(dir: &Path) {
+    let flow = TaskFlow::builder()
+        .data_dir(dir.join("data"))
+        .register(Fifty)
+        .build()
+        .await
+        .unwrap();
+    let run = flow.start(Fifty, Input { steps: STEPS }).await.unwrap();
+    println!("started attached={}", run.attached);
+    let output = flow.wait(&run).await.unwrap();
+    let mut events = flow
+        .subscribe(&run.idempotency_key, SubscribeFrom::Start)
+        .await
+        .unwrap();
+    while let Some(e) = events.next().await {
+        let e = e.unwrap();
+        println!("event {} {} {}", e.seq, e.name, e.data);
+    }
+    println!("done {}", serde_json::to_string(&output).unwrap());
+    flow.shutdown().await.unwrap();
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// One run of the child; returns its stdout lines. With `kill_after_ms`, the child is killed
+/// that long after its first newly executed step was reported.
+fn life(dir: &Path, n: u32, kill_after_ms: Option<u64>) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("TASKFLOW_CRASH_CHILD", dir)
+        .env("TASKFLOW_CRASH_LIFE", n.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        let wait = match kill_at {
+            Some(at) => at.saturating_duration_since(Instant::now()),
+            None => deadline.saturating_duration_since(Instant::now()),
+        };
+        match rx.recv_timeout(wait) {
+            Ok(line) => {
+                if let Some(ms) = kill_after_ms
+                    && kill_at.is_none()
+                    && line.starts_with("committed ")
+                    && line.ends_with(" executed")
+                {
+                    kill_at = Some(Instant::now() + Duration::from_millis(ms));
+                }
+                lines.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if kill_at.is_some() => {
+                child.kill().unwrap(); // SIGKILL
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("life {n}: no progress in 60 s"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    // Lines that were written before the kill but not yet read.
+    lines.extend(rx.try_iter());
+    if kill_after_ms.is_some() {
+        assert!(!status.success(), "life {n} exited by itself");
+        assert!(
+            !lines.iter().any(|l| l.starts_with("done")),
+            "life {n} finished the task before it was killed"
+        );
+    } else {
+        assert!(status.success(), "final life failed: {status}");
+    }
+    lines
+}
+
+fn parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::env::var("TASKFLOW_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+    println!("crash: seed {seed} (set TASKFLOW_CRASH_SEED to replay)");
+    let mut rng = Rng(seed);
+    // Step index → (life in which `step` first returned it, value).
+    let mut committed: HashMap<u32, (u32, u64)> = HashMap::new();
+    let mut record = |n: u32, lines: &[String]| {
+        for line in lines.iter().filter(|l| l.starts_with("committed ")) {
+            let parts: Vec<&str> = line.split(' ').collect();
+            let (i, v): (u32, u64) = (parts[1].parse().unwrap(), parts[2].parse().unwrap());
+            let first = committed.entry(i).or_insert((n, v));
+            assert_eq!(first.1, v, "step {i}: recorded value changed from {} to {v}", first.1);
+        }
+    };
+    for n in 0..KILLS {
+        let delay = rng.next() % (STEP_MS - 5);
+        let lines = life(dir.path(), n, Some(delay));
+        let new = lines.iter().filter(|l| l.ends_with(" executed")).count();
+        println!("crash: life {n}: killed {delay} ms after its first new step ({new} new steps)");
+        assert!(new >= 1);
+        record(n, &lines);
+    }
+    let lines = life(dir.path(), KILLS, None);
+    record(KILLS, &lines);
+
+    // The output holds every recorded value.
+    let done = lines.iter().find_map(|l| l.strip_prefix("done ")).expect("done line");
+    let output: Vec<u64> = serde_json::from_str(done).unwrap();
+    assert_eq!(output.len(), STEPS as usize);
+    for (i, v) in output.iter().enumerate() {
+        assert_eq!(committed[&(i as u32)].1, *v, "step {i}");
+    }
+    // No body ran in a life after the one in which its result was first returned.
+    let journal = std::fs::read_to_string(dir.path().join("journal")).unwrap();
+    let mut executions: HashMap<u32, u32> = HashMap::new();
+    for line in journal.lines() {
+        let parts: Vec<u32> = line.split(' ').skip(1).map(|x| x.parse().unwrap()).collect();
+        let (i, n) = (parts[0], parts[1]);
+        *executions.entry(i).or_default() += 1;
+        assert!(
+            n <= committed[&i].0,
+            "step {i} ran in life {n} after its result was committed in life {}",
+            committed[&i].0
+        );
+    }
+    // Events: gapless seqs, each tick once, in order, then `completed`.
+    let events: Vec<(u64, String, String)> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("event "))
+        .map(|l| {
+            let mut p = l.splitn(3, ' ');
+            (
+                p.next().unwrap().parse().unwrap(),
+                p.next().unwrap().to_owned(),
+                p.next().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(events.len(), STEPS as usize + 1);
+    for (k, (seq, name, data)) in events.iter().enumerate() {
+        assert_eq!(*seq, k as u64 + 1, "gap or duplicate");
+        if k < STEPS as usize {
+            assert_eq!(name, "tick");
+            assert_eq!(data, &format!("{{\"i\":{k}}}"));
+        } else {
+            assert_eq!(name, "completed");
+        }
+    }
+    let reruns: u32 = executions.values().map(|n| n - 1).sum();
+    println!(
+        "crash: {KILLS} kills, {} step executions for {STEPS} steps ({reruns} re-executions of uncommitted steps)",
+        executions.values().sum::<u32>()
+    );
+}
+
+fn main() {
+    if let Ok(dir) = std::env::var("TASKFLOW_CRASH_CHILD") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(child(Path::new(&dir)));
+        return;
+    }
+    parent();
+    println!("crash: 1 passed, 0 failed");
+}
