@@ -8,6 +8,8 @@
 //!
 //! One binary plays both parts: with `TASKFLOW_CRASH_CHILD` set it is the child.
 
+#![allow(clippy::unwrap_used)] // a test program (harness = false): a panic is the failure report
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -64,7 +66,10 @@ impl Task for Fifty {
     type Events = Tick;
 
     async fn run(self, ctx: TaskContext<Tick>, input: Input) -> Result<Vec<u64>, TaskError> {
-        let life: u64 = std::env::var("TASKFLOW_CRASH_LIFE").unwrap().parse().unwrap();
+        let life: u64 = std::env::var("TASKFLOW_CRASH_LIFE")
+            .unwrap()
+            .parse()
+            .unwrap();
         let journal = PathBuf::from(std::env::var("TASKFLOW_CRASH_CHILD").unwrap()).join("journal");
         let mut values = Vec::new();
         for i in 0..input.steps {
@@ -81,7 +86,11 @@ impl Task for Fifty {
                     Ok::<_, std::io::Error>(u64::from(i) * 1000 + life)
                 })
                 .await?;
-            let how = if origin == StepOrigin::Executed { "executed" } else { "replayed" };
+            let how = if origin == StepOrigin::Executed {
+                "executed"
+            } else {
+                "replayed"
+            };
             println!("committed {i} {value} {how}");
             std::io::stdout().flush()?;
             values.push(value);
@@ -192,7 +201,13 @@ fn parent() {
     let seed = std::env::var("TASKFLOW_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     println!("crash: seed {seed} (set TASKFLOW_CRASH_SEED to replay)");
     let mut rng = Rng(seed);
     // Step index → (life in which `step` first returned it, value).
@@ -202,7 +217,11 @@ fn parent() {
             let parts: Vec<&str> = line.split(' ').collect();
             let (i, v): (u32, u64) = (parts[1].parse().unwrap(), parts[2].parse().unwrap());
             let first = committed.entry(i).or_insert((n, v));
-            assert_eq!(first.1, v, "step {i}: recorded value changed from {} to {v}", first.1);
+            assert_eq!(
+                first.1, v,
+                "step {i}: recorded value changed from {} to {v}",
+                first.1
+            );
         }
     };
     for n in 0..KILLS {
@@ -217,7 +236,10 @@ fn parent() {
     record(KILLS, &lines);
 
     // The output holds every recorded value.
-    let done = lines.iter().find_map(|l| l.strip_prefix("done ")).expect("done line");
+    let done = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("done "))
+        .expect("done line");
     let output: Vec<u64> = serde_json::from_str(done).unwrap();
     assert_eq!(output.len(), STEPS as usize);
     for (i, v) in output.iter().enumerate() {
@@ -227,7 +249,11 @@ fn parent() {
     let journal = std::fs::read_to_string(dir.path().join("journal")).unwrap();
     let mut executions: HashMap<u32, u32> = HashMap::new();
     for line in journal.lines() {
-        let parts: Vec<u32> = line.split(' ').skip(1).map(|x| x.parse().unwrap()).collect();
+        let parts: Vec<u32> = line
+            .split(' ')
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
         let (i, n) = (parts[0], parts[1]);
         *executions.entry(i).or_default() += 1;
         assert!(

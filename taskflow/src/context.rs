@@ -303,7 +303,10 @@ impl<E: Events> TaskContext<E> {
                     .step_calls
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                let n = calls.entry(name.to_owned()).or_insert(0);
+                let n = match calls.get_mut(name) {
+                    Some(n) => n,
+                    None => calls.entry(name.to_owned()).or_insert(0),
+                };
                 let key = StepKey::new(name, *n);
                 *n += 1;
                 key
@@ -329,22 +332,21 @@ impl<E: Events> TaskContext<E> {
             }
             let span = tracing::debug_span!("step", task = self.state.task_name, key = %key);
             let value = body().instrument(span).await.map_err(Into::into)?;
-            let json = serde_json::to_value(&value)
+            // Serialised once: the size check and the stored record use the same bytes.
+            let json = serde_json::to_vec(&value)
                 .map_err(|e| TaskError::internal("invalid_step_result", e.to_string()))?;
             self.state
                 .inner
-                .check_payload(PayloadKind::StepResult, &json)
+                .check_payload_len(PayloadKind::StepResult, json.len())
                 .map_err(|e| TaskError::internal("payload_too_large", e.to_string()))?;
-            let record = StepRecord {
-                key: key.clone(),
-                value: json,
-                site,
-            };
+            let json = StepRecord::encode(&key, &json, &site)
+                .map_err(|e| TaskError::internal("invalid_step_result", e.to_string()))?;
             let batch = WriteBatch::fenced(
                 self.state.fence(),
                 vec![Write::Step {
                     task: self.state.task_id,
-                    record: record.clone(),
+                    key,
+                    json,
                 }],
             );
             self.state
@@ -354,11 +356,6 @@ impl<E: Events> TaskContext<E> {
                 .await
                 .map_err(store_error)?;
             Metrics::inc(&self.state.inner.metrics.steps_executed);
-            self.state
-                .recorded
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(key, record);
             Ok((value, StepOrigin::Executed))
         }
     }

@@ -303,6 +303,18 @@ impl Inner {
         Ok(())
     }
 
+    pub(crate) fn check_payload_len(
+        &self,
+        kind: PayloadKind,
+        size: usize,
+    ) -> Result<(), PayloadTooLarge> {
+        let limit = self.config.payload_limit;
+        if size > limit {
+            return Err(PayloadTooLarge { kind, size, limit });
+        }
+        Ok(())
+    }
+
     async fn lock_key(&self, ik: &IdempotencyKey) -> OwnedMutexGuard<()> {
         let mutex = {
             let mut locks = lock(&self.key_locks);

@@ -64,8 +64,11 @@ pub enum Write {
     Step {
         /// The run.
         task: TaskId,
-        /// The result.
-        record: StepRecord,
+        /// The step's key.
+        key: StepKey,
+        /// The [`StepRecord`] already encoded as JSON (encoded by the caller, off the
+        /// committer's critical path; see [`StepRecord::encode`]).
+        json: Vec<u8>,
     },
     /// Removes a run with its steps and events (retention). Yields [`Committed::Done`]. The
     /// key keeps its last seq so a later run never reuses a sequence number.

@@ -191,10 +191,53 @@ pub struct StepRecord {
     pub site: String,
 }
 
+impl StepRecord {
+    /// Encodes a record from a value that is already JSON text, serialising it only once.
+    ///
+    /// # Errors
+    /// When `key` or `site` cannot be encoded (they always can; kept for symmetry).
+    pub fn encode(
+        key: &crate::ids::StepKey,
+        value_json: &[u8],
+        site: &str,
+    ) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = Vec::with_capacity(value_json.len() + key.as_str().len() + site.len() + 24);
+        out.extend_from_slice(b"{\"k\":");
+        serde_json::to_writer(&mut out, key)?;
+        out.extend_from_slice(b",\"v\":");
+        out.extend_from_slice(value_json);
+        out.extend_from_slice(b",\"s\":");
+        serde_json::to_writer(&mut out, site)?;
+        out.push(b'}');
+        Ok(out)
+    }
+}
+
 impl TaskRecord {
     pub(crate) fn id_for_store(&mut self, id: TaskId, epoch: Epoch, first_seq: Seq) {
         self.id = id;
         self.epoch = epoch;
         self.first_seq = first_seq;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_step_record_round_trips() {
+        let key = crate::ids::StepKey::new("fetch", 3);
+        let value = serde_json::json!({"rows": [1, 2], "s": "a\"b"});
+        let bytes = StepRecord::encode(
+            &key,
+            &serde_json::to_vec(&value).expect("json"),
+            "src/x.rs:1:2",
+        )
+        .expect("encode");
+        let back: StepRecord = serde_json::from_slice(&bytes).expect("decode");
+        assert_eq!(back.key, key);
+        assert_eq!(back.value, value);
+        assert_eq!(back.site, "src/x.rs:1:2");
     }
 }

@@ -119,7 +119,7 @@ impl Committer {
         Ok(())
     }
 
-    fn commit_group(&self, group: Vec<Pending>) {
+    fn commit_group(&mut self, mut group: Vec<Pending>) {
         if self.shared.failed.load(Ordering::Acquire) {
             for p in group {
                 let _ = p.reply.send(Err(StoreError::FailStopped));
@@ -135,7 +135,9 @@ impl Committer {
                 .unwrap_or_else(PoisonError::into_inner);
             match guard.as_ref() {
                 None => Err(None),
-                Some(db) => write_group(db, &group).map_err(Some),
+                Some(db) => {
+                    write_group(db, &mut group, &self.receiver, &mut self.held_back).map_err(Some)
+                }
             }
         };
         let outcomes = match result {
@@ -189,6 +191,9 @@ impl Committer {
     }
 
     fn fan_out(&self, batch: &WriteBatch, committed: &[Committed]) {
+        if !committed.iter().any(|c| matches!(c, Committed::Event(_))) {
+            return;
+        }
         let mut by_key: HashMap<&IdempotencyKey, Vec<StoredEvent>> = HashMap::new();
         for (write, done) in batch.writes.iter().zip(committed) {
             if let (Write::Event { ik, .. }, Committed::Event(event)) = (write, done) {
@@ -201,18 +206,33 @@ impl Committer {
     }
 }
 
-/// One transaction, one fsync, for the whole group.
+/// One transaction, one fsync, for the whole group. Writes that arrive while the transaction
+/// is being built join it too (still no waiting: only what is already queued).
 fn write_group(
     db: &redb::Database,
-    group: &[Pending],
+    group: &mut Vec<Pending>,
+    receiver: &mpsc::Receiver<Request>,
+    held_back: &mut VecDeque<Request>,
 ) -> Result<Vec<Result<Vec<Committed>, StoreError>>, redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     let mut outcomes = Vec::with_capacity(group.len());
     {
-        let mut tables = Tables::open(&txn)?;
-        for pending in group {
-            outcomes.push(tables.apply(&pending.batch)?);
+        let mut tables = Tables::new(&txn);
+        let mut applied = 0;
+        loop {
+            while applied < group.len() {
+                outcomes.push(tables.apply(&group[applied].batch)?);
+                applied += 1;
+            }
+            if group.len() >= MAX_GROUP || !held_back.is_empty() {
+                break;
+            }
+            match receiver.try_recv() {
+                Ok(Request::Write { batch, reply }) => group.push(Pending { batch, reply }),
+                Ok(other) => held_back.push_back(other),
+                Err(_) => break,
+            }
         }
     }
     txn.commit()?;

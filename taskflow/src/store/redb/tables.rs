@@ -45,30 +45,51 @@ pub(super) fn matches(scan: &Scan, r: &TaskRecord) -> bool {
         && scan.updated_before.is_none_or(|t| r.updated_at < t)
 }
 
-/// The tables of one write transaction, opened once per group.
+/// The tables of one write transaction, each opened on first use (a commit that writes only
+/// steps touches only the step and epoch tables).
 pub(super) struct Tables<'txn> {
-    meta: Table<'txn, &'static str, u64>,
-    tasks: Table<'txn, u64, &'static [u8]>,
-    epochs: Table<'txn, u64, u64>,
-    keys: Table<'txn, &'static str, (u64, u64)>,
-    events: Table<'txn, (&'static str, u64), &'static [u8]>,
-    steps: Table<'txn, (u64, &'static str), &'static [u8]>,
+    txn: &'txn WriteTransaction,
+    meta: Option<Table<'txn, &'static str, u64>>,
+    tasks: Option<Table<'txn, u64, &'static [u8]>>,
+    epochs: Option<Table<'txn, u64, u64>>,
+    keys: Option<Table<'txn, &'static str, (u64, u64)>>,
+    events: Option<Table<'txn, (&'static str, u64), &'static [u8]>>,
+    steps: Option<Table<'txn, (u64, &'static str), &'static [u8]>>,
+}
+
+macro_rules! lazy_table {
+    ($name:ident, $def:ident, $k:ty, $v:ty) => {
+        fn $name(&mut self) -> Result<&mut Table<'txn, $k, $v>, redb::Error> {
+            if self.$name.is_none() {
+                self.$name = Some(self.txn.open_table($def)?);
+            }
+            Ok(self.$name.as_mut().expect("opened just above"))
+        }
+    };
 }
 
 impl<'txn> Tables<'txn> {
-    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
-        Ok(Self {
-            meta: txn.open_table(META)?,
-            tasks: txn.open_table(TASKS)?,
-            epochs: txn.open_table(EPOCHS)?,
-            keys: txn.open_table(KEYS)?,
-            events: txn.open_table(EVENTS)?,
-            steps: txn.open_table(STEPS)?,
-        })
+    pub(super) fn new(txn: &'txn WriteTransaction) -> Self {
+        Self {
+            txn,
+            meta: None,
+            tasks: None,
+            epochs: None,
+            keys: None,
+            events: None,
+            steps: None,
+        }
     }
 
-    fn epoch(&self, task: TaskId) -> Result<Option<u64>, redb::Error> {
-        Ok(self.epochs.get(task.0)?.map(|v| v.value()))
+    lazy_table!(meta, META, &'static str, u64);
+    lazy_table!(tasks, TASKS, u64, &'static [u8]);
+    lazy_table!(epochs, EPOCHS, u64, u64);
+    lazy_table!(keys, KEYS, &'static str, (u64, u64));
+    lazy_table!(events, EVENTS, (&'static str, u64), &'static [u8]);
+    lazy_table!(steps, STEPS, (u64, &'static str), &'static [u8]);
+
+    fn epoch(&mut self, task: TaskId) -> Result<Option<u64>, redb::Error> {
+        Ok(self.epochs()?.get(task.0)?.map(|v| v.value()))
     }
 
     /// Applies one batch. The outer `Err` is a storage failure (the whole group is lost); the
@@ -85,6 +106,7 @@ impl<'txn> Tables<'txn> {
         }
         for write in &batch.writes {
             if let Write::Update { task, .. } | Write::Step { task, .. } = write
+                && batch.fence.is_none_or(|f| f.task != *task)
                 && self.epoch(*task)?.is_none()
             {
                 return Ok(Err(StoreError::Fenced));
@@ -100,7 +122,7 @@ impl<'txn> Tables<'txn> {
                     };
                     record.apply(patch);
                     if patch.bump_epoch {
-                        self.epochs.insert(task.0, record.epoch.0)?;
+                        self.epochs()?.insert(task.0, record.epoch.0)?;
                     }
                     self.put_task(&record)?;
                     Committed::Epoch(record.epoch)
@@ -111,28 +133,28 @@ impl<'txn> Tables<'txn> {
                     name,
                     data,
                 } => {
-                    let (current, last) = self.keys.get(ik.as_str())?.map_or((0, 0), |v| v.value());
+                    let (current, last) =
+                        self.keys()?.get(ik.as_str())?.map_or((0, 0), |v| v.value());
                     let seq = last + 1;
                     let value = StoredEventValue {
                         task: task.0,
                         name: Cow::Borrowed(name),
                         data: data.clone(),
                     };
-                    self.events.insert(
+                    self.events()?.insert(
                         (ik.as_str(), seq),
                         encode(&value).map_err(to_redb)?.as_slice(),
                     )?;
-                    self.keys.insert(ik.as_str(), (current, seq))?;
+                    self.keys()?.insert(ik.as_str(), (current, seq))?;
                     Committed::Event(StoredEvent {
                         seq: Seq(seq),
                         name: name.clone(),
                         data: data.clone(),
                     })
                 }
-                Write::Step { task, record } => {
-                    let bytes = encode(record).map_err(to_redb)?;
-                    self.steps
-                        .insert((task.0, record.key.as_str()), bytes.as_slice())?;
+                Write::Step { task, key, json } => {
+                    self.steps()?
+                        .insert((task.0, key.as_str()), json.as_slice())?;
                     Committed::Done
                 }
                 Write::DeleteRun { task } => {
@@ -145,28 +167,28 @@ impl<'txn> Tables<'txn> {
         Ok(Ok(out))
     }
 
-    fn task(&self, id: TaskId) -> Result<Option<TaskRecord>, redb::Error> {
-        get_task(&self.tasks, id.0).map_err(to_redb)
+    fn task(&mut self, id: TaskId) -> Result<Option<TaskRecord>, redb::Error> {
+        get_task(self.tasks()?, id.0).map_err(to_redb)
     }
 
     fn put_task(&mut self, record: &TaskRecord) -> Result<(), redb::Error> {
         let bytes = encode(record).map_err(to_redb)?;
-        self.tasks.insert(record.id.0, bytes.as_slice())?;
+        self.tasks()?.insert(record.id.0, bytes.as_slice())?;
         Ok(())
     }
 
     fn create_run(&mut self, record: &TaskRecord) -> Result<Committed, redb::Error> {
-        let id = self.meta.get("next_task_id")?.map_or(1, |v| v.value());
-        self.meta.insert("next_task_id", id + 1)?;
+        let id = self.meta()?.get("next_task_id")?.map_or(1, |v| v.value());
+        self.meta()?.insert("next_task_id", id + 1)?;
         let ik = record.ik.as_str();
-        let (_, last) = self.keys.get(ik)?.map_or((0, 0), |v| v.value());
+        let (_, last) = self.keys()?.get(ik)?.map_or((0, 0), |v| v.value());
         let mut record = record.clone();
         let epoch = Epoch(1);
         let first_seq = Seq(last + 1);
         record.id_for_store(TaskId(id), epoch, first_seq);
         self.put_task(&record)?;
-        self.epochs.insert(id, epoch.0)?;
-        self.keys.insert(ik, (id, last))?;
+        self.epochs()?.insert(id, epoch.0)?;
+        self.keys()?.insert(ik, (id, last))?;
         Ok(Committed::Run {
             id: TaskId(id),
             epoch,
@@ -178,14 +200,14 @@ impl<'txn> Tables<'txn> {
         let Some(record) = self.task(task)? else {
             return Ok(());
         };
-        self.tasks.remove(task.0)?;
-        self.epochs.remove(task.0)?;
-        self.steps
+        self.tasks()?.remove(task.0)?;
+        self.epochs()?.remove(task.0)?;
+        self.steps()?
             .retain_in((task.0, "")..(task.0 + 1, ""), |_, _| false)?;
         let ik = record.ik.as_str();
         let mut doomed = Vec::new();
         for entry in self
-            .events
+            .events()?
             .range((ik, record.first_seq.0)..=(ik, u64::MAX))?
         {
             let (key, value) = entry?;
@@ -197,14 +219,14 @@ impl<'txn> Tables<'txn> {
             doomed.push(key.value().1);
         }
         for seq in doomed {
-            self.events.remove((ik, seq))?;
+            self.events()?.remove((ik, seq))?;
         }
-        let entry = self.keys.get(ik)?.map(|v| v.value());
+        let entry = self.keys()?.get(ik)?.map(|v| v.value());
         if let Some((current, last)) = entry
             && current == task.0
         {
             // Keep the key's last seq so that a later run never reuses a sequence number.
-            self.keys.insert(ik, (0, last))?;
+            self.keys()?.insert(ik, (0, last))?;
         }
         Ok(())
     }
