@@ -68,8 +68,8 @@ pub mod testing;
 pub use crate::clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use crate::context::{STOPPED_CODE, StepOrigin, TaskContext};
 pub use crate::engine::{
-    Environment, EventSubscription, MAX_REASON_CHARS, StartOptions, TaskFlow, TaskFlowBuilder,
-    TaskHandle, UserScope,
+    Environment, EventSubscription, MAX_REASON_CHARS, StartOptions, TaskEvent, TaskFlow,
+    TaskFlowBuilder, TaskHandle, TypedEventError, TypedSubscription, UserScope,
 };
 pub use crate::error::{
     BuildError, ControlError, Error, ErrorRecord, PayloadKind, PayloadTooLarge, StartError,

@@ -82,3 +82,29 @@ async fn a_subscriber_that_stops_reading_still_gets_all_10000_events() {
     );
     flow.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_subscription_decodes_progress_and_the_output() {
+    use taskflow::TaskEvent;
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let mut s = Script::new("sub-typed");
+    s.steps = 2;
+    let run = flow.start(Scripted, s).await.unwrap();
+    let mut sub = flow.subscribe_typed(&run, SubscribeFrom::Start).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(e) = sub.next().await {
+        got.push(e.unwrap());
+    }
+    assert_eq!(got.len(), 3);
+    assert!(matches!(&got[0], TaskEvent::Progress { event: Tick::Tick { i: 0, .. }, .. }));
+    assert!(matches!(&got[1], TaskEvent::Progress { event: Tick::Tick { i: 1, .. }, .. }));
+    match &got[2] {
+        TaskEvent::Completed { seq, output } => {
+            assert_eq!(seq.get(), 3);
+            assert_eq!(output.values, vec![1, 1001]);
+        }
+        other => panic!("{other:?}"),
+    }
+    flow.shutdown().await.unwrap();
+}

@@ -25,7 +25,7 @@ pub use self::builder::{Environment, TaskFlowBuilder};
 use self::hub::Hub;
 use self::registry::Registry;
 pub use self::scope::{StartOptions, UserScope};
-pub use self::subscription::EventSubscription;
+pub use self::subscription::{EventSubscription, TaskEvent, TypedEventError, TypedSubscription};
 use crate::clock::{Clock, MonotonicClock, Timestamp};
 use crate::error::{
     BuildError, ControlError, ErrorRecord, PayloadKind, PayloadTooLarge, StartError, StoreError,

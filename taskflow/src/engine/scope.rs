@@ -143,6 +143,20 @@ macro_rules! scoped_api {
                 inner.subscribe(&scope, ik, from).await
             }
 
+            /// [`subscribe`](Self::subscribe) to a started run, with its events decoded by
+            /// the task's types.
+            ///
+            /// # Errors
+            /// `NotFound` for an unknown key or another owner's key.
+            pub async fn subscribe_typed<T: $crate::Task>(
+                &self,
+                handle: &$crate::TaskHandle<T>,
+                from: $crate::SubscribeFrom,
+            ) -> Result<$crate::TypedSubscription<T>, $crate::ControlError> {
+                let raw = self.subscribe(&handle.idempotency_key, from).await?;
+                Ok($crate::TypedSubscription::new(raw))
+            }
+
             /// Suspends the run: commits `suspended` at once, signals
             /// [`TaskContext::cancelled`](crate::TaskContext::cancelled), fences the attempt
             /// and drops the handler after the grace period. Idempotent on a suspended run.

@@ -128,3 +128,143 @@ impl EventSubscription {
         Ok(got)
     }
 }
+
+/// One entry of a run's log, decoded with the task's types.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TaskEvent<T: crate::Task> {
+    /// A progress event the handler emitted.
+    Progress {
+        /// Its sequence number.
+        seq: Seq,
+        /// The decoded event.
+        event: T::Events,
+    },
+    /// The run was suspended (it may resume).
+    Suspended {
+        /// Its sequence number.
+        seq: Seq,
+        /// Why.
+        reason: String,
+    },
+    /// The run finished with an output.
+    Completed {
+        /// Its sequence number.
+        seq: Seq,
+        /// The output.
+        output: T::Output,
+    },
+    /// The run failed.
+    Failed {
+        /// Its sequence number.
+        seq: Seq,
+        /// The error.
+        message: String,
+        /// Its code.
+        code: String,
+    },
+    /// The run was cancelled.
+    Cancelled {
+        /// Its sequence number.
+        seq: Seq,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a stored event did not decode into a [`TaskEvent`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TypedEventError {
+    /// Reading the log failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A progress event did not decode into the task's events type.
+    #[error(transparent)]
+    Event(#[from] crate::task::EventDecodeError),
+    /// A lifecycle event's payload did not decode.
+    #[error("event {seq} (`{name}`) does not decode: {source}")]
+    Lifecycle {
+        /// Its sequence number.
+        seq: Seq,
+        /// Its name.
+        name: String,
+        /// The serde error.
+        source: serde_json::Error,
+    },
+}
+
+/// [`EventSubscription`] with every event decoded by the task's types.
+pub struct TypedSubscription<T> {
+    raw: EventSubscription,
+    _task: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for TypedSubscription<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.raw.fmt(f)
+    }
+}
+
+impl<T: crate::Task> TypedSubscription<T> {
+    pub(crate) fn new(raw: EventSubscription) -> Self {
+        Self {
+            raw,
+            _task: std::marker::PhantomData,
+        }
+    }
+
+    /// The next event, decoded; `None` once the run ended or the flow shut down.
+    ///
+    /// # Errors
+    /// When reading the log fails or an event does not decode.
+    pub async fn next(&mut self) -> Option<Result<TaskEvent<T>, TypedEventError>> {
+        let event = match self.raw.next().await? {
+            Ok(e) => e,
+            Err(e) => return Some(Err(e.into())),
+        };
+        Some(decode::<T>(event))
+    }
+}
+
+fn decode<T: crate::Task>(e: StoredEvent) -> Result<TaskEvent<T>, TypedEventError> {
+    use crate::task::Events as _;
+    let seq = e.seq;
+    let field = |name: &str, key: &str, data: &serde_json::Value| -> Result<String, TypedEventError> {
+        serde_json::from_value(data.get(key).cloned().unwrap_or_default()).map_err(|source| {
+            TypedEventError::Lifecycle {
+                seq,
+                name: name.to_owned(),
+                source,
+            }
+        })
+    };
+    Ok(match e.name.as_str() {
+        "suspended" => TaskEvent::Suspended {
+            seq,
+            reason: field("suspended", "reason", &e.data)?,
+        },
+        "cancelled" => TaskEvent::Cancelled {
+            seq,
+            reason: field("cancelled", "reason", &e.data)?,
+        },
+        "failed" => TaskEvent::Failed {
+            seq,
+            message: field("failed", "message", &e.data)?,
+            code: field("failed", "code", &e.data)?,
+        },
+        "completed" => TaskEvent::Completed {
+            seq,
+            output: serde_json::from_value(e.data.get("result").cloned().unwrap_or_default())
+                .map_err(|source| TypedEventError::Lifecycle {
+                    seq,
+                    name: "completed".into(),
+                    source,
+                })?,
+        },
+        _ => TaskEvent::Progress {
+            seq,
+            event: T::Events::decode(&e.name, e.data)?,
+        },
+    })
+}

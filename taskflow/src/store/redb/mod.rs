@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
 use std::thread::JoinHandle;
 
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, StorageBackend};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 use self::committer::{Committer, Request};
@@ -57,7 +57,7 @@ impl RedbStore {
     #[cfg(feature = "test-util")]
     pub(crate) fn open_with_backend(
         path: &Path,
-        backend: impl StorageBackend,
+        backend: impl redb::StorageBackend,
         listener: Arc<dyn CommitListener>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BuildError> {
