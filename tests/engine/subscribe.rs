@@ -91,14 +91,29 @@ async fn typed_subscription_decodes_progress_and_the_output() {
     let mut s = Script::new("sub-typed");
     s.steps = 2;
     let run = flow.start(Scripted, s).await.unwrap();
-    let mut sub = flow.subscribe_typed(&run, SubscribeFrom::Start).await.unwrap();
+    let mut sub = flow
+        .subscribe_typed(&run, SubscribeFrom::Start)
+        .await
+        .unwrap();
     let mut got = Vec::new();
     while let Some(e) = sub.next().await {
         got.push(e.unwrap());
     }
     assert_eq!(got.len(), 3);
-    assert!(matches!(&got[0], TaskEvent::Progress { event: Tick::Tick { i: 0, .. }, .. }));
-    assert!(matches!(&got[1], TaskEvent::Progress { event: Tick::Tick { i: 1, .. }, .. }));
+    assert!(matches!(
+        &got[0],
+        TaskEvent::Progress {
+            event: Tick::Tick { i: 0, .. },
+            ..
+        }
+    ));
+    assert!(matches!(
+        &got[1],
+        TaskEvent::Progress {
+            event: Tick::Tick { i: 1, .. },
+            ..
+        }
+    ));
     match &got[2] {
         TaskEvent::Completed { seq, output } => {
             assert_eq!(seq.get(), 3);

@@ -130,7 +130,6 @@ impl EventSubscription {
 }
 
 /// One entry of a run's log, decoded with the task's types.
-#[derive(Debug)]
 #[non_exhaustive]
 pub enum TaskEvent<T: crate::Task> {
     /// A progress event the handler emitted.
@@ -170,6 +169,43 @@ pub enum TaskEvent<T: crate::Task> {
         /// Why.
         reason: String,
     },
+}
+
+impl<T: crate::Task> std::fmt::Debug for TaskEvent<T>
+where
+    T::Events: std::fmt::Debug,
+    T::Output: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Progress { seq, event } => f
+                .debug_struct("Progress")
+                .field("seq", seq)
+                .field("event", event)
+                .finish(),
+            Self::Suspended { seq, reason } => f
+                .debug_struct("Suspended")
+                .field("seq", seq)
+                .field("reason", reason)
+                .finish(),
+            Self::Completed { seq, output } => f
+                .debug_struct("Completed")
+                .field("seq", seq)
+                .field("output", output)
+                .finish(),
+            Self::Failed { seq, message, code } => f
+                .debug_struct("Failed")
+                .field("seq", seq)
+                .field("message", message)
+                .field("code", code)
+                .finish(),
+            Self::Cancelled { seq, reason } => f
+                .debug_struct("Cancelled")
+                .field("seq", seq)
+                .field("reason", reason)
+                .finish(),
+        }
+    }
 }
 
 /// Why a stored event did not decode into a [`TaskEvent`].
@@ -230,15 +266,16 @@ impl<T: crate::Task> TypedSubscription<T> {
 fn decode<T: crate::Task>(e: StoredEvent) -> Result<TaskEvent<T>, TypedEventError> {
     use crate::task::Events as _;
     let seq = e.seq;
-    let field = |name: &str, key: &str, data: &serde_json::Value| -> Result<String, TypedEventError> {
-        serde_json::from_value(data.get(key).cloned().unwrap_or_default()).map_err(|source| {
-            TypedEventError::Lifecycle {
-                seq,
-                name: name.to_owned(),
-                source,
-            }
-        })
-    };
+    let field =
+        |name: &str, key: &str, data: &serde_json::Value| -> Result<String, TypedEventError> {
+            serde_json::from_value(data.get(key).cloned().unwrap_or_default()).map_err(|source| {
+                TypedEventError::Lifecycle {
+                    seq,
+                    name: name.to_owned(),
+                    source,
+                }
+            })
+        };
     Ok(match e.name.as_str() {
         "suspended" => TaskEvent::Suspended {
             seq,
