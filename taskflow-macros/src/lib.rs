@@ -1,6 +1,28 @@
-//! Procedural macros for `taskflow`.
+//! Procedural macros for `taskflow`: `#[task]` and `#[events]`.
 //!
-//! Users never depend on this crate directly: `taskflow` re-exports its macros with an exact
-//! version pin. The `#[task]` and `#[events]` attributes arrive with their own issue; until then
-//! the `Task` and `Events` traits of `taskflow` are implemented by hand (see the
-//! `quickstart` example).
+//! Users never depend on this crate directly: `taskflow` re-exports both attributes with an
+//! exact version pin, and the generated code reaches the runtime only through
+//! `::taskflow::__private` (or the path given with `crate = "..."`).
+//!
+//! Each macro parses its input (`attr.rs`), builds a model and checks it (`events.rs`,
+//! `task.rs`, `names.rs`), then generates code. Every rejection is a spanned error that says
+//! what to write instead, and independent errors are reported together.
+
+mod attr;
+mod events;
+mod names;
+mod task;
+
+use proc_macro::TokenStream;
+
+/// Turns an enum into a typed set of progress events. See `taskflow::events`.
+#[proc_macro_attribute]
+pub fn events(attr: TokenStream, item: TokenStream) -> TokenStream {
+    events::expand(attr.into(), item.into()).into()
+}
+
+/// Turns an `async fn` into a durable task handle. See `taskflow::task`.
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    task::expand(attr.into(), item.into()).into()
+}

@@ -137,6 +137,16 @@ impl fmt::Display for TaskError {
     }
 }
 
+/// What a `#[task]` fn may return as its error: anything that converts into [`TaskError`]
+/// (so `TaskError` itself, or any `std::error::Error + Send + Sync + 'static`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task's error type",
+    label = "a #[task] returns `Result<Output, E>` where `E: Into<TaskError>`",
+    note = "return `TaskError`, or any `std::error::Error + Send + Sync + 'static` (it converts)"
+)]
+pub trait IntoTaskError: Into<TaskError> {}
+impl<E: Into<TaskError>> IntoTaskError for E {}
+
 /// A run's failure as persisted and reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorRecord {

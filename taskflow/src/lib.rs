@@ -59,11 +59,23 @@ mod identity;
 mod ids;
 mod metrics;
 mod names;
+mod schema;
+mod settings;
 mod status;
 pub mod store;
 mod task;
 #[cfg(feature = "test-util")]
 pub mod testing;
+
+#[doc(hidden)]
+#[path = "macro_support.rs"]
+pub mod __private;
+
+pub use schemars;
+pub use taskflow_macros::{events, task};
+
+pub use crate::schema::EventPayload;
+pub use crate::settings::{ExecuteTaskSettings, not_a_setting};
 
 pub use crate::clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use crate::context::{STOPPED_CODE, StepOrigin, TaskContext};
@@ -72,8 +84,8 @@ pub use crate::engine::{
     TaskFlowBuilder, TaskHandle, TypedEventError, TypedSubscription, UserScope,
 };
 pub use crate::error::{
-    BuildError, ControlError, Error, ErrorRecord, PayloadKind, PayloadTooLarge, StartError,
-    StoreError, TaskError, WaitError,
+    BuildError, ControlError, Error, ErrorRecord, IntoTaskError, PayloadKind, PayloadTooLarge,
+    StartError, StoreError, TaskError, WaitError,
 };
 pub use crate::identity::{AccessToken, InvalidUserId, UserContext, UserId};
 pub use crate::ids::{Epoch, IdempotencyKey, Seq, StepKey, TaskId};
@@ -83,3 +95,11 @@ pub use crate::status::{ListFilter, StoredEvent, SubscribeFrom, TaskState, TaskS
 pub use crate::task::{
     EventDecodeError, Events, ExecuteMode, NoEvents, Task, TaskInput, TaskOptions, TaskOutput,
 };
+
+/// The names most task code needs: `use taskflow::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        ExecuteMode, NoEvents, StepOrigin, SubscribeFrom, TaskContext, TaskError, TaskFlow,
+        TaskHandle, events, schemars::JsonSchema, task,
+    };
+}

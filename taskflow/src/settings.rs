@@ -1,0 +1,193 @@
+//! [`ExecuteTaskSettings`]: per-call settings of the HTTP bridge.
+
+use std::time::Duration;
+
+use crate::task::ExecuteMode;
+
+/// Per-call settings of `execute_task` (the SSE bridge). Build with [`Default`] and the
+/// builder methods; the fields are private so that settings that do not exist here (`retry`,
+/// `cache`, `timeout`, `stream`, `user_id`) cannot be written, and calling those names is a
+/// compile error that says what to use instead.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskflow::ExecuteTaskSettings;
+///
+/// let settings = ExecuteTaskSettings::default()
+///     .disconnect_grace(Duration::from_secs(10))
+///     .max_attempts(5);
+/// assert_eq!(settings.get_max_attempts(), Some(5));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct ExecuteTaskSettings {
+    cancel_on_disconnect: bool,
+    disconnect_grace: Duration,
+    execute_mode: Option<ExecuteMode>,
+    max_attempts: Option<u32>,
+    js_safe_integers: bool,
+    keep_alive: Duration,
+}
+
+impl Default for ExecuteTaskSettings {
+    fn default() -> Self {
+        Self {
+            cancel_on_disconnect: true,
+            disconnect_grace: Duration::from_secs(5),
+            execute_mode: None,
+            max_attempts: None,
+            js_safe_integers: true,
+            keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+impl ExecuteTaskSettings {
+    /// Stop the run (`client_disconnected`) when its last SSE client has been gone for the
+    /// grace period (default on).
+    pub fn cancel_on_disconnect(mut self, on: bool) -> Self {
+        self.cancel_on_disconnect = on;
+        self
+    }
+
+    /// How long a run waits for an SSE client to re-attach before it is stopped (default 5 s).
+    pub fn disconnect_grace(mut self, grace: Duration) -> Self {
+        self.disconnect_grace = grace;
+        self
+    }
+
+    /// Overrides the task's execute mode for a new run.
+    pub fn execute_mode(mut self, mode: ExecuteMode) -> Self {
+        self.execute_mode = Some(mode);
+        self
+    }
+
+    /// Overrides the task's `max_attempts` for a new run (≥ 1).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n.max(1));
+        self
+    }
+
+    /// Write integers outside ±(2^53 − 1) as strings (default on), so JavaScript clients do not
+    /// round them.
+    pub fn js_safe_integers(mut self, on: bool) -> Self {
+        self.js_safe_integers = on;
+        self
+    }
+
+    /// Silence after which a `: hb` comment keeps the connection alive (default 15 s).
+    pub fn keep_alive(mut self, every: Duration) -> Self {
+        self.keep_alive = every;
+        self
+    }
+
+    /// Whether disconnect cancels.
+    #[must_use]
+    pub fn get_cancel_on_disconnect(&self) -> bool {
+        self.cancel_on_disconnect
+    }
+
+    /// The disconnect grace.
+    #[must_use]
+    pub fn get_disconnect_grace(&self) -> Duration {
+        self.disconnect_grace
+    }
+
+    /// The execute mode override.
+    #[must_use]
+    pub fn get_execute_mode(&self) -> Option<ExecuteMode> {
+        self.execute_mode
+    }
+
+    /// The attempts override.
+    #[must_use]
+    pub fn get_max_attempts(&self) -> Option<u32> {
+        self.max_attempts
+    }
+
+    /// Whether large integers are sent as strings.
+    #[must_use]
+    pub fn get_js_safe_integers(&self) -> bool {
+        self.js_safe_integers
+    }
+
+    /// The keep-alive interval.
+    #[must_use]
+    pub fn get_keep_alive(&self) -> Duration {
+        self.keep_alive
+    }
+
+    /// Not a setting: see the compile error.
+    #[doc(hidden)]
+    pub fn retry<T: not_a_setting::Retry>(self, _: T) -> Self {
+        self
+    }
+
+    /// Not a setting: see the compile error.
+    #[doc(hidden)]
+    pub fn cache<T: not_a_setting::Cache>(self, _: T) -> Self {
+        self
+    }
+
+    /// Not a setting: see the compile error.
+    #[doc(hidden)]
+    pub fn timeout<T: not_a_setting::Timeout>(self, _: T) -> Self {
+        self
+    }
+
+    /// Not a setting: see the compile error.
+    #[doc(hidden)]
+    pub fn stream<T: not_a_setting::Stream>(self, _: T) -> Self {
+        self
+    }
+
+    /// Not a setting: see the compile error.
+    #[doc(hidden)]
+    pub fn user_id<T: not_a_setting::UserId>(self, _: T) -> Self {
+        self
+    }
+}
+
+/// Bounds that nothing implements: calling `retry`, `cache`, `timeout`, `stream` or `user_id`
+/// on [`ExecuteTaskSettings`] fails to compile with the explanation below.
+pub mod not_a_setting {
+    /// Never implemented.
+    #[diagnostic::on_unimplemented(
+        message = "`retry` is not an ExecuteTaskSettings setting",
+        label = "use `.max_attempts(n)`",
+        note = "attempts that end in `Err` or a panic are retried with backoff up to `max_attempts`; crashes never use one up"
+    )]
+    pub trait Retry {}
+
+    /// Never implemented.
+    #[diagnostic::on_unimplemented(
+        message = "`cache` is not an ExecuteTaskSettings setting",
+        label = "remove it",
+        note = "the idempotency key (task + input + user) already deduplicates: a repeated request attaches to the existing run"
+    )]
+    pub trait Cache {}
+
+    /// Never implemented.
+    #[diagnostic::on_unimplemented(
+        message = "`timeout` is not an ExecuteTaskSettings setting",
+        label = "remove it",
+        note = "stop a run cooperatively with `flow.stop(..)`; disconnects are handled by `cancel_on_disconnect` and `disconnect_grace`"
+    )]
+    pub trait Timeout {}
+
+    /// Never implemented.
+    #[diagnostic::on_unimplemented(
+        message = "`stream` is not an ExecuteTaskSettings setting",
+        label = "remove it",
+        note = "every `execute_task` response streams the task's `#[events]` as Server-Sent Events"
+    )]
+    pub trait Stream {}
+
+    /// Never implemented.
+    #[diagnostic::on_unimplemented(
+        message = "`user_id` is not an ExecuteTaskSettings setting",
+        label = "remove it",
+        note = "identity only comes from the request's user context (the `UserContext` extractor or `flow.as_user(&user)`)"
+    )]
+    pub trait UserId {}
+}

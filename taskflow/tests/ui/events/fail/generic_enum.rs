@@ -1,0 +1,9 @@
+// #[events] enums cannot be generic
+use taskflow::prelude::*;
+
+#[events]
+enum Progress<T> {
+    Tick(T),
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+// event name `heartbeat` is reserved
+use taskflow::prelude::*;
+
+#[events]
+enum Progress {
+    Heartbeat,
+}
+
+fn main() {}

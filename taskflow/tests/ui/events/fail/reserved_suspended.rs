@@ -1,0 +1,9 @@
+// event name `suspended` is reserved
+use taskflow::prelude::*;
+
+#[events]
+enum Progress {
+    Suspended,
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+// contains ' '
+use taskflow::prelude::*;
+
+#[events]
+enum Progress {
+    #[event(name = "tick tock")]
+    Tick,
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+// unknown #[event] key `rename`; accepted keys: name
+use taskflow::prelude::*;
+
+#[events]
+enum Progress {
+    #[event(rename = "tock")]
+    Tick,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+// `cache` is not an ExecuteTaskSettings setting
+use taskflow::ExecuteTaskSettings;
+
+fn main() {
+    let _ = ExecuteTaskSettings::default().cache(true);
+}

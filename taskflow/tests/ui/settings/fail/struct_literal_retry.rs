@@ -1,0 +1,6 @@
+// has no field named `retry`
+use taskflow::ExecuteTaskSettings;
+
+fn main() {
+    let _ = ExecuteTaskSettings { retry: 3 };
+}

@@ -1,0 +1,16 @@
+// Every ExecuteTaskSettings builder method.
+use std::time::Duration;
+
+use taskflow::{ExecuteMode, ExecuteTaskSettings};
+
+fn main() {
+    let s = ExecuteTaskSettings::default()
+        .cancel_on_disconnect(false)
+        .disconnect_grace(Duration::from_secs(9))
+        .execute_mode(ExecuteMode::AtMostOnce)
+        .max_attempts(4)
+        .js_safe_integers(false)
+        .keep_alive(Duration::from_secs(20));
+    assert!(!s.get_cancel_on_disconnect());
+    assert_eq!(s.get_max_attempts(), Some(4));
+}
