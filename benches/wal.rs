@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use redb::{Database, Durability, TableDefinition};
-use taskflow::{NoEvents, Task, TaskContext, TaskError, TaskFlow};
+use taskflow::prelude::*;
 
 const PAYLOAD: usize = 256;
 const ROUNDS: u32 = 3;
@@ -108,37 +108,28 @@ fn raw_group_commit(
     (rate, committer.join().expect("committer"))
 }
 
-/// Records the latency of every step of a task.
-#[derive(Clone, Copy)]
-struct Steps;
-
 static LATENCIES: Mutex<Vec<Vec<u64>>> = Mutex::new(Vec::new());
 
-impl Task for Steps {
-    const NAME: &'static str = "bench-steps";
-    type Input = (u32, u32);
-    type Output = ();
-    type Events = NoEvents;
-
-    async fn run(
-        self,
-        ctx: TaskContext<NoEvents>,
-        (_id, steps): (u32, u32),
-    ) -> Result<(), TaskError> {
-        let mut lat = Vec::with_capacity(steps as usize);
-        for _ in 0..steps {
-            let t = Instant::now();
-            let v: String = ctx
-                .step("s", || async {
-                    Ok::<_, TaskError>("x".repeat(PAYLOAD - 2))
-                })
-                .await?;
-            lat.push(micros(t.elapsed()));
-            std::hint::black_box(v);
-        }
-        LATENCIES.lock().expect("lock").push(lat);
-        Ok(())
+/// Records the latency of every step of a task (the input's first number only makes runs
+/// distinct).
+#[task]
+async fn bench_steps(
+    ctx: TaskContext<NoEvents>,
+    (_id, steps): (u32, u32),
+) -> Result<(), TaskError> {
+    let mut lat = Vec::with_capacity(steps as usize);
+    for _ in 0..steps {
+        let t = Instant::now();
+        let v: String = ctx
+            .step("s", || async {
+                Ok::<_, TaskError>("x".repeat(PAYLOAD - 2))
+            })
+            .await?;
+        lat.push(micros(t.elapsed()));
+        std::hint::black_box(v);
     }
+    LATENCIES.lock().expect("lock").push(lat);
+    Ok(())
 }
 
 /// Runs `tasks` concurrent tasks of `steps` steps; returns durable steps per second.
@@ -147,7 +138,11 @@ async fn run_tasks(flow: &TaskFlow, next_id: &mut u32, tasks: u32, steps: u32) -
     let mut handles = Vec::new();
     for _ in 0..tasks {
         *next_id += 1;
-        handles.push(flow.start(Steps, (*next_id, steps)).await.expect("start"));
+        handles.push(
+            flow.start(bench_steps, (*next_id, steps))
+                .await
+                .expect("start"),
+        );
     }
     for h in &handles {
         flow.wait(h).await.expect("wait");
@@ -171,7 +166,7 @@ fn main() {
     let flow = runtime.block_on(async {
         TaskFlow::builder()
             .data_dir(dir.path().join("taskflow"))
-            .register(Steps)
+            .register(bench_steps)
             .max_concurrent(64)
             .build()
             .await

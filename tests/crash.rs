@@ -18,37 +18,16 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use taskflow::{
-    EventDecodeError, Events, StepOrigin, SubscribeFrom, Task, TaskContext, TaskError, TaskFlow,
-};
+use taskflow::prelude::*;
 
 const STEPS: u32 = 50;
 const KILLS: u32 = 20;
 const STEP_MS: u64 = 30;
 
+#[events]
 #[derive(Debug)]
 enum Tick {
-    Tick(u32),
-}
-
-impl Events for Tick {
-    const NAMES: &'static [&'static str] = &["tick"];
-
-    fn name(&self) -> &'static str {
-        "tick"
-    }
-
-    fn to_payload(&self) -> Result<serde_json::Value, serde_json::Error> {
-        let Tick::Tick(i) = self;
-        Ok(serde_json::json!({ "i": i }))
-    }
-
-    fn decode(name: &str, payload: serde_json::Value) -> Result<Self, EventDecodeError> {
-        match (name, payload["i"].as_u64()) {
-            ("tick", Some(i)) => Ok(Tick::Tick(i as u32)),
-            _ => Err(EventDecodeError::UnknownName(name.to_owned())),
-        }
-    }
+    Tick { i: u32 },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,58 +35,50 @@ struct Input {
     steps: u32,
 }
 
-#[derive(Clone, Copy)]
-struct Fifty;
-
-impl Task for Fifty {
-    const NAME: &'static str = "crash-fifty";
-    type Input = Input;
-    type Output = Vec<u64>;
-    type Events = Tick;
-
-    async fn run(self, ctx: TaskContext<Tick>, input: Input) -> Result<Vec<u64>, TaskError> {
-        let life: u64 = std::env::var("TASKFLOW_CRASH_LIFE")
-            .unwrap()
-            .parse()
-            .unwrap();
-        let journal = PathBuf::from(std::env::var("TASKFLOW_CRASH_CHILD").unwrap()).join("journal");
-        let mut values = Vec::new();
-        for i in 0..input.steps {
-            let journal = journal.clone();
-            let (value, origin) = ctx
-                .step_with_origin("s", || async move {
-                    let mut f = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&journal)?;
-                    writeln!(f, "exec {i} {life}")?;
-                    f.sync_data()?;
-                    tokio::time::sleep(Duration::from_millis(STEP_MS)).await;
-                    Ok::<_, std::io::Error>(u64::from(i) * 1000 + life)
-                })
-                .await?;
-            let how = if origin == StepOrigin::Executed {
-                "executed"
-            } else {
-                "replayed"
-            };
-            println!("committed {i} {value} {how}");
-            std::io::stdout().flush()?;
-            values.push(value);
-            ctx.emit(Tick::Tick(i)).await?;
-        }
-        Ok(values)
+/// 50 steps; each body journals its execution (fsynced) before doing its work.
+#[task(name = "crash-fifty")]
+async fn fifty(ctx: TaskContext<Tick>, input: Input) -> Result<Vec<u64>, TaskError> {
+    let life: u64 = std::env::var("TASKFLOW_CRASH_LIFE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let journal = PathBuf::from(std::env::var("TASKFLOW_CRASH_CHILD").unwrap()).join("journal");
+    let mut values = Vec::new();
+    for i in 0..input.steps {
+        let journal = journal.clone();
+        let (value, origin) = ctx
+            .step_with_origin("s", || async move {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&journal)?;
+                writeln!(f, "exec {i} {life}")?;
+                f.sync_data()?;
+                tokio::time::sleep(Duration::from_millis(STEP_MS)).await;
+                Ok::<_, std::io::Error>(u64::from(i) * 1000 + life)
+            })
+            .await?;
+        let how = if origin == StepOrigin::Executed {
+            "executed"
+        } else {
+            "replayed"
+        };
+        println!("committed {i} {value} {how}");
+        std::io::stdout().flush()?;
+        values.push(value);
+        ctx.emit(Tick::Tick { i }).await?;
     }
+    Ok(values)
 }
 
 async fn child(dir: &Path) {
     let flow = TaskFlow::builder()
         .data_dir(dir.join("data"))
-        .register(Fifty)
+        .register(fifty)
         .build()
         .await
         .unwrap();
-    let run = flow.start(Fifty, Input { steps: STEPS }).await.unwrap();
+    let run = flow.start(fifty, Input { steps: STEPS }).await.unwrap();
     println!("started attached={}", run.attached);
     let output = flow.wait(&run).await.unwrap();
     let mut events = flow

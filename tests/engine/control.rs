@@ -16,7 +16,7 @@ async fn stop_commits_suspended_at_once_and_fences_the_attempt() {
     s.steps = 2;
     s.hold = true;
     s.step_after_stop = true;
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     let p = probe("ctl-stop");
     p.wait_progress(2).await;
     let status = flow
@@ -73,7 +73,7 @@ async fn a_handler_that_ignores_cancelled_is_dropped_after_the_grace() {
     s.steps = 1;
     s.hold = true;
     s.ignore_stop = true;
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     let p = probe("ctl-ignore");
     p.wait_progress(1).await;
     flow.stop(&run.idempotency_key, None).await.unwrap();
@@ -96,7 +96,7 @@ async fn resume_reruns_from_the_top_with_finished_steps_replayed() {
     let mut s = Script::new("ctl-resume");
     s.steps = 3;
     s.hold = true;
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     let p = probe("ctl-resume");
     p.wait_progress(3).await;
     flow.stop(&run.idempotency_key, None).await.unwrap();
@@ -134,7 +134,7 @@ async fn cancel_is_terminal() {
     let mut s = Script::new("ctl-cancel");
     s.steps = 1;
     s.hold = true;
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     probe("ctl-cancel").wait_progress(1).await;
     let status = flow
         .cancel(&run.idempotency_key, Some("user gave up"))
@@ -175,7 +175,7 @@ async fn reasons_over_512_characters_are_rejected() {
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("ctl-reason");
     s.hold = true;
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     let long = "é".repeat(513);
     assert!(matches!(
         flow.stop(&run.idempotency_key, Some(&long)).await,

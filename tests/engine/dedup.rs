@@ -18,14 +18,14 @@ async fn created_run_attaches() {
     let flow = fast_builder(&dir).max_concurrent(1).build().await.unwrap();
     let mut busy = Script::new("dedup-created-busy");
     busy.hold = true;
-    flow.start(Scripted, busy).await.unwrap();
+    flow.start(scripted, busy).await.unwrap();
     let queued = Script::new("dedup-created");
-    let a = flow.start(Scripted, queued.clone()).await.unwrap();
+    let a = flow.start(scripted, queued.clone()).await.unwrap();
     assert_eq!(
         flow.status(&a.idempotency_key).await.unwrap().status,
         TaskState::Created
     );
-    let b = flow.start(Scripted, queued).await.unwrap();
+    let b = flow.start(scripted, queued).await.unwrap();
     assert!(!a.attached && b.attached);
     assert_eq!(a.task_id, b.task_id);
     assert_eq!(
@@ -44,9 +44,9 @@ async fn running_run_attaches() {
     let mut s = Script::new("dedup-running");
     s.steps = 1;
     s.hold = true;
-    let a = flow.start(Scripted, s.clone()).await.unwrap();
+    let a = flow.start(scripted, s.clone()).await.unwrap();
     probe("dedup-running").wait_progress(1).await;
-    let b = flow.start(Scripted, s).await.unwrap();
+    let b = flow.start(scripted, s).await.unwrap();
     assert!(b.attached);
     assert_eq!(a.task_id, b.task_id);
     assert_eq!(
@@ -67,7 +67,7 @@ async fn suspended_run_attaches_and_resumes_but_subscribe_does_not() {
     let mut s = Script::new("dedup-suspended");
     s.steps = 2;
     s.hold = true;
-    let a = flow.start(Scripted, s.clone()).await.unwrap();
+    let a = flow.start(scripted, s.clone()).await.unwrap();
     let p = probe("dedup-suspended");
     p.wait_progress(2).await;
     flow.stop(&a.idempotency_key, Some("pause")).await.unwrap();
@@ -86,7 +86,7 @@ async fn suspended_run_attaches_and_resumes_but_subscribe_does_not() {
         TaskState::Suspended
     );
     // POST / start: attaches and resumes.
-    let b = flow.start(Scripted, s).await.unwrap();
+    let b = flow.start(scripted, s).await.unwrap();
     assert!(b.attached);
     assert_eq!(a.task_id, b.task_id);
     wait_status(&flow, &a.idempotency_key, |s| s == TaskState::Running).await;
@@ -108,9 +108,9 @@ async fn completed_run_attaches_and_replays() {
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("dedup-completed");
     s.steps = 3;
-    let a = flow.start(Scripted, s.clone()).await.unwrap();
+    let a = flow.start(scripted, s.clone()).await.unwrap();
     flow.wait(&a).await.unwrap();
-    let b = flow.start(Scripted, s).await.unwrap();
+    let b = flow.start(scripted, s).await.unwrap();
     assert!(b.attached);
     assert_eq!(a.task_id, b.task_id);
     let events = all_events(&flow, &b.idempotency_key, SubscribeFrom::Start).await;
@@ -139,7 +139,7 @@ async fn finished_then_resubmit(tag: &str, cancel: bool, mode: ExecuteMode) -> (
     }
     let opts = StartOptions::new().execute_mode(mode);
     let a = flow
-        .start_with(Scripted, s.clone(), opts.clone())
+        .start_with(scripted, s.clone(), opts.clone())
         .await
         .unwrap();
     if cancel {
@@ -154,7 +154,7 @@ async fn finished_then_resubmit(tag: &str, cancel: bool, mode: ExecuteMode) -> (
         .unwrap()
         .last_seq
         .get();
-    let b = flow.start_with(Scripted, s, opts).await.unwrap();
+    let b = flow.start_with(scripted, s, opts).await.unwrap();
     let new_first = if b.attached {
         0
     } else {
@@ -223,7 +223,7 @@ async fn key_ignores_json_key_order_and_omitted_defaults() {
     // The typed API computes the same key.
     let mut s = Script::new("dedup-json");
     s.steps = 1;
-    assert_eq!(flow.start(Scripted, s).await.unwrap().idempotency_key, a.1);
+    assert_eq!(flow.start(scripted, s).await.unwrap().idempotency_key, a.1);
     flow.shutdown().await.unwrap();
 }
 
@@ -235,7 +235,7 @@ async fn another_owners_key_behaves_like_an_unknown_key() {
     let bob = flow.as_user(&user("bob"));
     let mut s = Script::new("dedup-owner");
     s.steps = 1;
-    let run = ann.start(Scripted, s.clone()).await.unwrap();
+    let run = ann.start(scripted, s.clone()).await.unwrap();
     ann.wait(&run).await.unwrap();
     let ik = &run.idempotency_key;
     let unknown = IdempotencyKey::parse(&"A".repeat(43)).unwrap();
@@ -276,8 +276,8 @@ async fn another_owners_key_behaves_like_an_unknown_key() {
     );
 
     // Same input, other owners: other keys, separate runs.
-    let bobs = bob.start(Scripted, s.clone()).await.unwrap();
-    let service = flow.start(Scripted, s).await.unwrap();
+    let bobs = bob.start(scripted, s.clone()).await.unwrap();
+    let service = flow.start(scripted, s).await.unwrap();
     assert!(!bobs.attached && !service.attached);
     assert_ne!(&bobs.idempotency_key, ik);
     assert_ne!(service.idempotency_key, bobs.idempotency_key);

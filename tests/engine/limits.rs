@@ -25,22 +25,22 @@ async fn global_concurrency_limit_queues_in_created_and_the_queue_is_bounded() {
         .build()
         .await
         .unwrap();
-    let a = flow.start(Scripted, held("lim-g-a")).await.unwrap();
-    let b = flow.start(Scripted, held("lim-g-b")).await.unwrap();
-    let c = flow.start(Scripted, held("lim-g-c")).await.unwrap();
+    let a = flow.start(scripted, held("lim-g-a")).await.unwrap();
+    let b = flow.start(scripted, held("lim-g-b")).await.unwrap();
+    let c = flow.start(scripted, held("lim-g-c")).await.unwrap();
     wait_status(&flow, &a.idempotency_key, |s| s == TaskState::Running).await;
     wait_status(&flow, &b.idempotency_key, |s| s == TaskState::Running).await;
     assert_eq!(
         flow.status(&c.idempotency_key).await.unwrap().status,
         TaskState::Created
     );
-    match flow.start(Scripted, held("lim-g-d")).await {
+    match flow.start(scripted, held("lim-g-d")).await {
         Err(StartError::QueueFull { limit: 1 }) => {}
         other => panic!("{other:?}"),
     }
     // Attaching to a queued run is not a new admission.
     assert!(
-        flow.start(Scripted, held("lim-g-c"))
+        flow.start(scripted, held("lim-g-c"))
             .await
             .unwrap()
             .attached
@@ -64,10 +64,10 @@ async fn per_user_concurrency_limit_does_not_apply_to_the_service() {
         .await
         .unwrap();
     let ann = flow.as_user(&UserContext::new(UserId::new("ann").unwrap()));
-    let a1 = ann.start(Scripted, held("lim-u-a1")).await.unwrap();
-    let a2 = ann.start(Scripted, held("lim-u-a2")).await.unwrap();
-    let s1 = flow.start(Scripted, held("lim-u-s1")).await.unwrap();
-    let s2 = flow.start(Scripted, held("lim-u-s2")).await.unwrap();
+    let a1 = ann.start(scripted, held("lim-u-a1")).await.unwrap();
+    let a2 = ann.start(scripted, held("lim-u-a2")).await.unwrap();
+    let s1 = flow.start(scripted, held("lim-u-s1")).await.unwrap();
+    let s2 = flow.start(scripted, held("lim-u-s2")).await.unwrap();
     wait_status(&flow, &s1.idempotency_key, |s| s == TaskState::Running).await;
     wait_status(&flow, &s2.idempotency_key, |s| s == TaskState::Running).await;
     assert_eq!(
@@ -99,26 +99,26 @@ async fn start_rate_limit_says_when_to_retry_and_attaching_is_free() {
         .await
         .unwrap();
     let ann = flow.as_user(&UserContext::new(UserId::new("ann").unwrap()));
-    ann.start(Scripted, Script::new("lim-r-1")).await.unwrap();
+    ann.start(scripted, Script::new("lim-r-1")).await.unwrap();
     clock.advance(Duration::from_secs(20));
-    ann.start(Scripted, Script::new("lim-r-2")).await.unwrap();
-    match ann.start(Scripted, Script::new("lim-r-3")).await {
+    ann.start(scripted, Script::new("lim-r-2")).await.unwrap();
+    match ann.start(scripted, Script::new("lim-r-3")).await {
         Err(StartError::RateLimited { retry_after }) => {
             assert_eq!(retry_after, Duration::from_secs(40));
         }
         other => panic!("{other:?}"),
     }
     assert!(
-        ann.start(Scripted, Script::new("lim-r-1"))
+        ann.start(scripted, Script::new("lim-r-1"))
             .await
             .unwrap()
             .attached
     );
-    flow.start(Scripted, Script::new("lim-r-3"))
+    flow.start(scripted, Script::new("lim-r-3"))
         .await
         .expect("service has its own budget");
     clock.advance(Duration::from_secs(41));
-    ann.start(Scripted, Script::new("lim-r-3")).await.unwrap();
+    ann.start(scripted, Script::new("lim-r-3")).await.unwrap();
     flow.shutdown().await.unwrap();
 }
 
@@ -133,7 +133,7 @@ async fn payload_limits_refuse_and_write_nothing() {
 
     let mut big_input = Script::new("lim-p-input");
     big_input.tag.push_str(&"x".repeat(2_000));
-    match flow.start(Scripted, big_input).await {
+    match flow.start(scripted, big_input).await {
         Err(StartError::PayloadTooLarge(e)) => {
             assert_eq!(e.kind, PayloadKind::Input);
             assert!(e.to_string().contains("payload_limit"), "{e}");
@@ -156,7 +156,7 @@ async fn payload_limits_refuse_and_write_nothing() {
         let mut s = Script::new(tag);
         s.steps = 1;
         edit(&mut s);
-        let run = flow.start(Scripted, s).await.unwrap();
+        let run = flow.start(scripted, s).await.unwrap();
         match flow.wait(&run).await {
             Err(WaitError::Failed(e)) => assert_eq!(e.code, "payload_too_large", "{tag}"),
             other => panic!("{tag}: {other:?}"),
@@ -190,8 +190,8 @@ async fn duplicate_registration_fails_in_production_and_replaces_in_development(
     let err = dir
         .builder()
         .environment(Environment::Production)
-        .register(Scripted)
-        .register(Scripted)
+        .register(scripted)
+        .register(scripted)
         .build()
         .await
         .unwrap_err();
@@ -202,8 +202,8 @@ async fn duplicate_registration_fails_in_production_and_replaces_in_development(
     let flow = dir
         .builder()
         .environment(Environment::Development)
-        .register(Scripted)
-        .register(Scripted)
+        .register(scripted)
+        .register(scripted)
         .build()
         .await
         .unwrap();
@@ -238,11 +238,11 @@ async fn retention_removes_old_runs_by_the_clock_and_keys_keep_their_seqs() {
         .unwrap();
     let mut done = Script::new("lim-gc-done");
     done.steps = 2;
-    let finished = flow.start(Scripted, done.clone()).await.unwrap();
+    let finished = flow.start(scripted, done.clone()).await.unwrap();
     flow.wait(&finished).await.unwrap();
     let mut paused = held("lim-gc-suspended");
     paused.steps = 1;
-    let suspended = flow.start(Scripted, paused).await.unwrap();
+    let suspended = flow.start(scripted, paused).await.unwrap();
     probe("lim-gc-suspended").wait_progress(1).await;
     flow.stop(&suspended.idempotency_key, None).await.unwrap();
 
@@ -264,7 +264,7 @@ async fn retention_removes_old_runs_by_the_clock_and_keys_keep_their_seqs() {
     assert_eq!(flow.metrics().runs_collected, 2);
 
     // A new run under a collected key continues its sequence numbers.
-    let again = flow.start(Scripted, done).await.unwrap();
+    let again = flow.start(scripted, done).await.unwrap();
     assert!(!again.attached);
     let events = all_events(&flow, &again.idempotency_key, SubscribeFrom::Start).await;
     assert_eq!(

@@ -6,11 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use taskflow::prelude::*;
 use taskflow::testing::TempDataDir;
-use taskflow::{
-    ManualClock, NoEvents, SubscribeFrom, Task, TaskContext, TaskError, TaskOptions, TaskState,
-    Timestamp, WaitError,
-};
+use taskflow::{ManualClock, TaskState, Timestamp, WaitError};
 
 use crate::support::*;
 
@@ -48,7 +46,7 @@ async fn twenty_in_process_crashes_lose_nothing_and_rerun_nothing() {
                 .count()
         };
         let before = executed();
-        let run = flow.start(Scripted, s.clone()).await.unwrap();
+        let run = flow.start(scripted, s.clone()).await.unwrap();
         assert_eq!(run.attached, life > 0);
         // At least one step committed in this life, then a random extra moment (< one step).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -65,7 +63,7 @@ async fn twenty_in_process_crashes_lose_nothing_and_rerun_nothing() {
         flow.crash();
     }
     let flow = fast_builder(&dir).build().await.unwrap();
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     let out = flow.wait(&run).await.unwrap();
 
     assert_eq!(p.reran_after_commit.load(Ordering::SeqCst), 0);
@@ -110,7 +108,7 @@ async fn over_age_interrupted_run_fails_and_a_new_start_runs_fresh() {
         .build()
         .await
         .unwrap();
-    let run = flow.start(Scripted, s.clone()).await.unwrap();
+    let run = flow.start(scripted, s.clone()).await.unwrap();
     probe("rec-age").wait_progress(1).await;
     flow.crash();
 
@@ -130,7 +128,7 @@ async fn over_age_interrupted_run_fails_and_a_new_start_runs_fresh() {
     assert_eq!(old_last, 2, "tick, then failed");
 
     probe("rec-age").release();
-    let again = flow.start(Scripted, s).await.unwrap();
+    let again = flow.start(scripted, s).await.unwrap();
     assert!(!again.attached);
     assert_ne!(again.task_id, run.task_id);
     let events = all_events(&flow, &again.idempotency_key, SubscribeFrom::Start).await;
@@ -151,7 +149,7 @@ async fn under_age_interrupted_run_is_recovered() {
         .build()
         .await
         .unwrap();
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     probe("rec-young").wait_progress(1).await;
     flow.crash();
     clock.advance(Duration::from_secs(4 * 60));
@@ -168,22 +166,9 @@ async fn under_age_interrupted_run_is_recovered() {
 }
 
 /// The same handler under another name, with auto_recover off.
-#[derive(Clone, Copy)]
-struct Manual;
-
-impl Task for Manual {
-    const NAME: &'static str = "manual";
-    type Input = Script;
-    type Output = Out;
-    type Events = Tick;
-
-    fn options(&self) -> TaskOptions {
-        TaskOptions::default().auto_recover(false)
-    }
-
-    async fn run(self, ctx: TaskContext<Tick>, s: Script) -> Result<Out, TaskError> {
-        Scripted.run(ctx, s).await
-    }
+#[task(auto_recover = false)]
+async fn manual(ctx: TaskContext<Tick>, s: Script) -> Result<Out, TaskError> {
+    scripted.run(ctx, s).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,47 +177,38 @@ async fn auto_recover_off_suspends_and_unregistered_tasks_are_left_alone() {
     let mut s = Script::new("rec-manual");
     s.steps = 1;
     s.hold = true;
-    let flow = fast_builder(&dir).register(Manual).build().await.unwrap();
-    let manual = flow.start(Manual, s.clone()).await.unwrap();
+    let flow = fast_builder(&dir).register(manual).build().await.unwrap();
+    let manual_run = flow.start(manual, s.clone()).await.unwrap();
     let mut other = s.clone();
     other.tag = "rec-unregistered".into();
-    let scripted = flow.start(Scripted, other).await.unwrap();
+    let scripted_run = flow.start(scripted, other).await.unwrap();
     probe("rec-manual").wait_progress(1).await;
     probe("rec-unregistered").wait_progress(1).await;
     flow.crash();
 
     // Reopen without `scripted` registered.
-    let flow = dir.builder().register(Manual).build().await.unwrap();
-    let status = flow.status(&manual.idempotency_key).await.unwrap();
+    let flow = dir.builder().register(manual).build().await.unwrap();
+    let status = flow.status(&manual_run.idempotency_key).await.unwrap();
     assert_eq!(status.status, TaskState::Suspended);
     assert_eq!(
         status.suspended_reason.as_deref(),
         Some("auto_recover_disabled")
     );
-    let untouched = flow.status(&scripted.idempotency_key).await.unwrap();
+    let untouched = flow.status(&scripted_run.idempotency_key).await.unwrap();
     assert_eq!(untouched.status, TaskState::Running);
     assert_eq!(flow.metrics().tasks_unregistered, 1);
     flow.shutdown().await.unwrap();
 }
-
-/// A task registered under `scripted` whose input no longer matches what was recorded.
-#[derive(Clone, Copy)]
-struct ScriptedV2;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct V2Input {
     required_now: u64,
 }
 
-impl Task for ScriptedV2 {
-    const NAME: &'static str = "scripted";
-    type Input = V2Input;
-    type Output = u64;
-    type Events = NoEvents;
-
-    async fn run(self, _ctx: TaskContext<NoEvents>, input: V2Input) -> Result<u64, TaskError> {
-        Ok(input.required_now)
-    }
+/// A task registered under `scripted` whose input no longer matches what was recorded.
+#[task(name = "scripted")]
+async fn scripted_v2(_ctx: TaskContext<NoEvents>, input: V2Input) -> Result<u64, TaskError> {
+    Ok(input.required_now)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,11 +218,11 @@ async fn undecodable_in_flight_input_fails_with_incompatible_state() {
     s.steps = 1;
     s.hold = true;
     let flow = fast_builder(&dir).build().await.unwrap();
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     probe("rec-incompatible").wait_progress(1).await;
     flow.crash();
 
-    let flow = dir.builder().register(ScriptedV2).build().await.unwrap();
+    let flow = dir.builder().register(scripted_v2).build().await.unwrap();
     match flow.wait_json(&run.idempotency_key).await {
         Err(WaitError::Failed(e)) => {
             assert_eq!(e.code, "incompatible_state");

@@ -15,7 +15,7 @@ async fn two_errors_then_ok_completes_with_three_attempts() {
     s.steps = 2;
     s.fail_times = 2;
     let run = flow
-        .start_with(Scripted, s, StartOptions::new().max_attempts(3))
+        .start_with(scripted, s, StartOptions::new().max_attempts(3))
         .await
         .unwrap();
     let out = flow.wait(&run).await.unwrap();
@@ -38,7 +38,7 @@ async fn three_errors_fail_with_the_last_message() {
     let mut s = Script::new("retry-fail");
     s.fail_times = 10;
     let run = flow
-        .start_with(Scripted, s, StartOptions::new().max_attempts(3))
+        .start_with(scripted, s, StartOptions::new().max_attempts(3))
         .await
         .unwrap();
     match flow.wait(&run).await {
@@ -62,7 +62,7 @@ async fn a_permanent_error_skips_the_remaining_attempts() {
     let mut s = Script::new("retry-permanent");
     s.fail_times = 10;
     s.permanent = true;
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     assert!(matches!(flow.wait(&run).await, Err(WaitError::Failed(_))));
     assert_eq!(probe("retry-permanent").attempts.load(Ordering::SeqCst), 1);
     flow.shutdown().await.unwrap();
@@ -74,14 +74,14 @@ async fn a_panic_is_an_attempt_with_code_panicked_and_the_runtime_survives() {
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut once = Script::new("retry-panic-once");
     once.panic_times = 1;
-    let run = flow.start(Scripted, once).await.unwrap();
+    let run = flow.start(scripted, once).await.unwrap();
     flow.wait(&run).await.unwrap();
     assert_eq!(probe("retry-panic-once").attempts.load(Ordering::SeqCst), 2);
 
     let mut always = Script::new("retry-panic-always");
     always.panic_times = 10;
     let run = flow
-        .start_with(Scripted, always, StartOptions::new().max_attempts(2))
+        .start_with(scripted, always, StartOptions::new().max_attempts(2))
         .await
         .unwrap();
     match flow.wait(&run).await {
@@ -94,7 +94,7 @@ async fn a_panic_is_an_attempt_with_code_panicked_and_the_runtime_survives() {
     // Still serving.
     let mut after = Script::new("retry-after-panic");
     after.steps = 1;
-    let run = flow.start(Scripted, after).await.unwrap();
+    let run = flow.start(scripted, after).await.unwrap();
     flow.wait(&run).await.unwrap();
     flow.shutdown().await.unwrap();
 }

@@ -20,7 +20,7 @@ async fn the_access_token_is_never_written_to_the_data_dir() {
         .with_access_token(AccessToken::new(TOKEN));
     let mut s = Script::new("secret-token");
     s.steps = 3;
-    let run = flow.as_user(&user).start(Scripted, s).await.unwrap();
+    let run = flow.as_user(&user).start(scripted, s).await.unwrap();
     flow.as_user(&user).wait(&run).await.unwrap();
     flow.shutdown().await.unwrap();
 

@@ -19,12 +19,12 @@ async fn group_commit_64_tasks_x_100_steps_share_fsyncs() {
         .await
         .unwrap();
     // What one lone durable commit costs in fsyncs, measured on this backend.
-    let lone = flow.start(Scripted, Script::new("gc-lone")).await.unwrap();
+    let lone = flow.start(scripted, Script::new("gc-lone")).await.unwrap();
     flow.wait(&lone).await.unwrap();
     let s0 = probe_io.syncs();
     let c0 = flow.metrics().wal_commits;
     let single = flow
-        .start(Scripted, Script::new("gc-single"))
+        .start(scripted, Script::new("gc-single"))
         .await
         .unwrap();
     flow.wait(&single).await.unwrap();
@@ -37,7 +37,7 @@ async fn group_commit_64_tasks_x_100_steps_share_fsyncs() {
     for t in 0..64 {
         let mut s = Script::new(&format!("gc-{t}"));
         s.steps = 100;
-        runs.push(flow.start(Scripted, s).await.unwrap());
+        runs.push(flow.start(scripted, s).await.unwrap());
     }
     for run in &runs {
         flow.wait(run).await.unwrap();
@@ -79,7 +79,7 @@ async fn no_writer_is_released_before_its_fsync_returns_and_a_lone_writer_waits_
     probe_io.hold_syncs();
     let starter = {
         let flow = flow.clone();
-        tokio::spawn(async move { flow.start(Scripted, Script::new("gate-1")).await })
+        tokio::spawn(async move { flow.start(scripted, Script::new("gate-1")).await })
     };
     // The lone write reaches fsync with nobody else around: no linger timer held it back.
     let held = {
@@ -117,13 +117,13 @@ async fn an_io_error_at_commit_fail_stops_and_loses_nothing_acknowledged() {
         .unwrap();
     let mut done = Script::new("io-done");
     done.steps = 3;
-    let finished = flow.start(Scripted, done).await.unwrap();
+    let finished = flow.start(scripted, done).await.unwrap();
     let finished_out = flow.wait(&finished).await.unwrap();
 
     let mut s = Script::new("io-running");
     s.steps = 1000;
     s.step_sleep_ms = 1;
-    let running = flow.start(Scripted, s.clone()).await.unwrap();
+    let running = flow.start(scripted, s.clone()).await.unwrap();
     let p = probe("io-running");
     p.wait_progress(5).await;
     probe_io.fail_from_now();
@@ -133,7 +133,7 @@ async fn an_io_error_at_commit_fail_stops_and_loses_nothing_acknowledged() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(flow.metrics().store_failed, 1);
-    match flow.start(Scripted, Script::new("io-refused")).await {
+    match flow.start(scripted, Script::new("io-refused")).await {
         Err(StartError::Storage(StoreError::FailStopped)) => {}
         other => panic!("{other:?}"),
     }
@@ -227,12 +227,12 @@ async fn shutdown_leaves_running_tasks_recoverable_and_is_idempotent() {
     let mut s = Script::new("shutdown-recover");
     s.steps = 2;
     s.hold = true;
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     probe("shutdown-recover").wait_progress(2).await;
     flow.shutdown().await.unwrap();
     flow.shutdown().await.unwrap();
     assert!(matches!(
-        flow.start(Scripted, Script::new("after-shutdown")).await,
+        flow.start(scripted, Script::new("after-shutdown")).await,
         Err(StartError::ShuttingDown)
     ));
     let flow = fast_builder(&dir).build().await.unwrap();

@@ -11,7 +11,7 @@ async fn after_k_yields_exactly_the_rest_while_the_task_emits() {
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("sub-after");
     s.steps = 300;
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     let p = probe("sub-after");
     p.wait_progress(20).await;
     // Two subscribers join mid-run, at different positions, while events keep coming.
@@ -39,7 +39,7 @@ async fn a_position_past_the_end_means_from_the_start() {
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("sub-past-end");
     s.steps = 2;
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     flow.wait(&run).await.unwrap();
     let events = all_events(
         &flow,
@@ -62,7 +62,7 @@ async fn a_subscriber_that_stops_reading_still_gets_all_10000_events() {
     s.hold = true;
     // Subscribe before the run exists is impossible (no key yet), so subscribe right after the
     // start, then do not read while all 10,000 events are committed.
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     let mut sub = flow
         .subscribe(&run.idempotency_key, SubscribeFrom::Start)
         .await
@@ -90,7 +90,7 @@ async fn typed_subscription_decodes_progress_and_the_output() {
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("sub-typed");
     s.steps = 2;
-    let run = flow.start(Scripted, s).await.unwrap();
+    let run = flow.start(scripted, s).await.unwrap();
     let mut sub = flow
         .subscribe_typed(&run, SubscribeFrom::Start)
         .await

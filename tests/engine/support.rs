@@ -6,10 +6,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use taskflow::{
-    EventDecodeError, Events, IdempotencyKey, StepOrigin, StoredEvent, SubscribeFrom, Task,
-    TaskContext, TaskError, TaskFlow, TaskState,
-};
+use taskflow::prelude::*;
+use taskflow::{IdempotencyKey, StoredEvent, TaskState};
 use tokio::sync::watch;
 
 /// What the scripted task does; every field defaults to "nothing special".
@@ -47,38 +45,10 @@ pub struct Out {
 }
 
 /// The scripted task's events.
+#[events]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tick {
     Tick { i: u32, pad: String },
-}
-
-impl Events for Tick {
-    const NAMES: &'static [&'static str] = &["tick"];
-
-    fn name(&self) -> &'static str {
-        "tick"
-    }
-
-    fn to_payload(&self) -> Result<serde_json::Value, serde_json::Error> {
-        let Tick::Tick { i, pad } = self;
-        Ok(serde_json::json!({ "i": i, "pad": pad }))
-    }
-
-    fn decode(name: &str, payload: serde_json::Value) -> Result<Self, EventDecodeError> {
-        #[derive(Deserialize)]
-        struct P {
-            i: u32,
-            pad: String,
-        }
-        if name != "tick" {
-            return Err(EventDecodeError::UnknownName(name.to_owned()));
-        }
-        let p: P = serde_json::from_value(payload).map_err(|source| EventDecodeError::Payload {
-            name: name.to_owned(),
-            source,
-        })?;
-        Ok(Tick::Tick { i: p.i, pad: p.pad })
-    }
 }
 
 /// What one tag's runs did, observed from outside the engine.
@@ -153,92 +123,84 @@ impl Drop for DropFlag {
     }
 }
 
-#[derive(Clone, Copy)]
-pub struct Scripted;
-
-impl Task for Scripted {
-    const NAME: &'static str = "scripted";
-    type Input = Script;
-    type Output = Out;
-    type Events = Tick;
-
-    async fn run(self, ctx: TaskContext<Tick>, s: Script) -> Result<Out, TaskError> {
-        let p = probe(&s.tag);
-        let _flag = DropFlag(p.clone());
-        let attempt = p.attempts.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(token) = ctx.user().and_then(|u| u.access_token()) {
-            p.tokens
-                .lock()
-                .unwrap()
-                .push(token.expose_secret().to_owned());
+/// Does what its [`Script`] says, reporting to the tag's [`Probe`].
+#[task(name = "scripted")]
+pub async fn scripted(ctx: TaskContext<Tick>, s: Script) -> Result<Out, TaskError> {
+    let p = probe(&s.tag);
+    let _flag = DropFlag(p.clone());
+    let attempt = p.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+    if let Some(token) = ctx.user().and_then(|u| u.access_token()) {
+        p.tokens
+            .lock()
+            .unwrap()
+            .push(token.expose_secret().to_owned());
+    }
+    let mut values = Vec::new();
+    for i in 0..s.steps {
+        let probe = p.clone();
+        let sleep = s.step_sleep_ms;
+        let (v, origin) = ctx
+            .step_with_origin("work", || async move {
+                *probe.executions.lock().unwrap().entry(i).or_insert(0) += 1;
+                if probe.returned.lock().unwrap().iter().any(|r| r.0 == i) {
+                    probe.reran_after_commit.fetch_add(1, Ordering::SeqCst);
+                }
+                if sleep > 0 {
+                    tokio::time::sleep(Duration::from_millis(sleep)).await;
+                }
+                Ok::<_, TaskError>(u64::from(i) * 1000 + u64::from(attempt))
+            })
+            .await?;
+        p.returned.lock().unwrap().push((i, v, origin));
+        values.push(v);
+        for _ in 0..s.events_per_step.max(1) {
+            ctx.emit(Tick::Tick {
+                i,
+                pad: "e".repeat(s.event_bytes),
+            })
+            .await?;
         }
-        let mut values = Vec::new();
-        for i in 0..s.steps {
-            let probe = p.clone();
-            let sleep = s.step_sleep_ms;
-            let (v, origin) = ctx
-                .step_with_origin("work", || async move {
-                    *probe.executions.lock().unwrap().entry(i).or_insert(0) += 1;
-                    if probe.returned.lock().unwrap().iter().any(|r| r.0 == i) {
-                        probe.reran_after_commit.fetch_add(1, Ordering::SeqCst);
-                    }
-                    if sleep > 0 {
-                        tokio::time::sleep(Duration::from_millis(sleep)).await;
-                    }
-                    Ok::<_, TaskError>(u64::from(i) * 1000 + u64::from(attempt))
-                })
-                .await?;
-            p.returned.lock().unwrap().push((i, v, origin));
-            values.push(v);
-            for _ in 0..s.events_per_step.max(1) {
-                ctx.emit(Tick::Tick {
-                    i,
-                    pad: "e".repeat(s.event_bytes),
-                })
-                .await?;
-            }
-            p.progress.send_modify(|n| *n += 1);
-        }
-        if s.step_bytes > 0 {
-            let n = s.step_bytes;
-            ctx.step("big", || async move { Ok::<_, TaskError>("s".repeat(n)) })
-                .await?;
-        }
-        if attempt <= s.panic_times {
-            panic!("scripted panic {attempt}");
-        }
-        if attempt <= s.fail_times {
-            let e = TaskError::new(format!("scripted failure {attempt}"));
-            return Err(if s.permanent { e.into_permanent() } else { e });
-        }
-        if s.hold {
-            let mut release = p.release.subscribe();
-            if s.ignore_stop {
+        p.progress.send_modify(|n| *n += 1);
+    }
+    if s.step_bytes > 0 {
+        let n = s.step_bytes;
+        ctx.step("big", || async move { Ok::<_, TaskError>("s".repeat(n)) })
+            .await?;
+    }
+    if attempt <= s.panic_times {
+        panic!("scripted panic {attempt}");
+    }
+    if attempt <= s.fail_times {
+        let e = TaskError::new(format!("scripted failure {attempt}"));
+        return Err(if s.permanent { e.into_permanent() } else { e });
+    }
+    if s.hold {
+        let mut release = p.release.subscribe();
+        if s.ignore_stop {
+            let _ = release.wait_for(|r| *r).await;
+        } else {
+            let released = async {
                 let _ = release.wait_for(|r| *r).await;
-            } else {
-                let released = async {
-                    let _ = release.wait_for(|r| *r).await;
-                };
-                tokio::select! {
-                    () = released => {}
-                    () = ctx.cancelled() => {
-                        if s.step_after_stop {
-                            let step = ctx.step("late", || async { Ok::<_, TaskError>(1u8) }).await;
-                            let emit = ctx.emit(Tick::Tick { i: 999, pad: String::new() }).await;
-                            let mut log = p.after_stop.lock().unwrap();
-                            log.push(step.err().map_or("ok".into(), |e| e.code().to_owned()));
-                            log.push(emit.err().map_or("ok".into(), |e| e.code().to_owned()));
-                        }
-                        return Err(TaskError::new("stopped by request"));
+            };
+            tokio::select! {
+                () = released => {}
+                () = ctx.cancelled() => {
+                    if s.step_after_stop {
+                        let step = ctx.step("late", || async { Ok::<_, TaskError>(1u8) }).await;
+                        let emit = ctx.emit(Tick::Tick { i: 999, pad: String::new() }).await;
+                        let mut log = p.after_stop.lock().unwrap();
+                        log.push(step.err().map_or("ok".into(), |e| e.code().to_owned()));
+                        log.push(emit.err().map_or("ok".into(), |e| e.code().to_owned()));
                     }
+                    return Err(TaskError::new("stopped by request"));
                 }
             }
         }
-        Ok(Out {
-            values,
-            pad: "o".repeat(s.output_bytes),
-        })
     }
+    Ok(Out {
+        values,
+        pad: "o".repeat(s.output_bytes),
+    })
 }
 
 /// Polls the run's status until `pred` holds (at most 20 s).
@@ -288,7 +250,7 @@ pub fn assert_gapless(events: &[StoredEvent], first: u64) {
 
 pub fn fast_builder(dir: &taskflow::testing::TempDataDir) -> taskflow::TaskFlowBuilder {
     dir.builder()
-        .register(Scripted)
+        .register(scripted)
         .stop_grace(Duration::from_millis(300))
         .retry_backoff(Duration::from_millis(5), Duration::from_millis(20))
 }

@@ -9,6 +9,19 @@
 //! how a stopped attempt's late `step` or `emit` is rejected, here and across processes).
 //! Sequence numbers are assigned inside the committing transaction. After a commit the store
 //! reports the new events to its [`CommitListener`], in commit order.
+//!
+//! How the multi-process PostgreSQL store (SPEC §7) maps onto this trait:
+//! - **fencing**: the run's epoch is a column; a fenced batch is one transaction whose first
+//!   statement is `SELECT epoch ... FOR UPDATE` (or an `UPDATE ... WHERE epoch = $1` that must
+//!   touch one row), so a process that lost its lease cannot commit after a new owner bumped it;
+//! - **leases**: `heartbeat_at` in [`TaskRecord`] is the lease; a process claims stale runs
+//!   with `FOR UPDATE SKIP LOCKED` and takes them over with an epoch-bumping
+//!   [`Write::Update`], the same write an attempt start makes here;
+//! - **sequence numbers**: the key row is locked and advanced inside the transaction, exactly
+//!   as the redb store does with its `keys` table, so seqs stay gapless per key;
+//! - **notification**: after commit the store `NOTIFY`s the key; every process's listener
+//!   reads the new events from the log and hands them to its [`CommitListener`], so
+//!   subscribers on any process see every event in order.
 
 mod record;
 pub(crate) mod redb;
