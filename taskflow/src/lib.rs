@@ -61,11 +61,15 @@ mod metrics;
 mod names;
 mod schema;
 mod settings;
+pub mod sse;
 mod status;
 pub mod store;
 mod task;
 #[cfg(feature = "test-util")]
 pub mod testing;
+
+#[cfg(feature = "axum")]
+pub mod axum;
 
 #[doc(hidden)]
 #[path = "macro_support.rs"]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::ids::Seq;
 use crate::task::ExecuteMode;
 
 /// Per-call settings of `execute_task` (the SSE bridge). Build with [`Default`] and the
@@ -27,6 +28,7 @@ pub struct ExecuteTaskSettings {
     max_attempts: Option<u32>,
     js_safe_integers: bool,
     keep_alive: Duration,
+    last_event_id: Option<Seq>,
 }
 
 impl Default for ExecuteTaskSettings {
@@ -38,6 +40,7 @@ impl Default for ExecuteTaskSettings {
             max_attempts: None,
             js_safe_integers: true,
             keep_alive: Duration::from_secs(15),
+            last_event_id: None,
         }
     }
 }
@@ -79,6 +82,20 @@ impl ExecuteTaskSettings {
     pub fn keep_alive(mut self, every: Duration) -> Self {
         self.keep_alive = every;
         self
+    }
+
+    /// Resume after this sequence number (the request's `Last-Event-ID`, parsed with
+    /// [`parse_last_event_id`](crate::sse::parse_last_event_id)); `None` streams the run from
+    /// its start. The task routes set it from the header or the `last_event_id` query.
+    pub fn last_event_id(mut self, last: Option<Seq>) -> Self {
+        self.last_event_id = last;
+        self
+    }
+
+    /// The resume position.
+    #[must_use]
+    pub fn get_last_event_id(&self) -> Option<Seq> {
+        self.last_event_id
     }
 
     /// Whether disconnect cancels.

@@ -9,6 +9,7 @@ mod recovery;
 mod registry;
 mod retention;
 mod scope;
+pub(crate) mod streams;
 mod subscription;
 
 use std::collections::HashMap;
@@ -162,6 +163,7 @@ pub(crate) struct Inner {
     active_drivers: watch::Sender<usize>,
     generations: AtomicU64,
     background: Mutex<Vec<AbortHandle>>,
+    pub(crate) streams: streams::Streams,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -217,6 +219,7 @@ impl TaskFlow {
             active_drivers: watch::channel(0).0,
             generations: AtomicU64::new(1),
             background: Mutex::new(Vec::new()),
+            streams: streams::Streams::default(),
         });
         recovery::recover(&inner).await?;
         retention::spawn_collector(&inner);
@@ -280,7 +283,7 @@ impl Inner {
         self.clock.now()
     }
 
-    fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
 
@@ -327,7 +330,7 @@ impl Inner {
     }
 
     /// The key's current run if `scope` owns it.
-    async fn owned_run(
+    pub(crate) async fn owned_run(
         &self,
         scope: &Scope,
         ik: &IdempotencyKey,
@@ -543,7 +546,7 @@ impl Inner {
         }
     }
 
-    async fn control(
+    pub(crate) async fn control(
         self: &Arc<Self>,
         scope: &Scope,
         ik: &IdempotencyKey,
@@ -621,12 +624,16 @@ impl Inner {
         }
     }
 
-    async fn status(&self, scope: &Scope, ik: &IdempotencyKey) -> Result<TaskStatus, ControlError> {
+    pub(crate) async fn status(
+        &self,
+        scope: &Scope,
+        ik: &IdempotencyKey,
+    ) -> Result<TaskStatus, ControlError> {
         let (record, last) = self.owned_run(scope, ik).await?;
         Ok(status_of(&record, last))
     }
 
-    async fn list(
+    pub(crate) async fn list(
         &self,
         scope: &Scope,
         filter: ListFilter,
@@ -653,7 +660,7 @@ impl Inner {
         Ok(out)
     }
 
-    async fn subscribe(
+    pub(crate) async fn subscribe(
         &self,
         scope: &Scope,
         ik: &IdempotencyKey,

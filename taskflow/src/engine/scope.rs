@@ -234,4 +234,55 @@ macro_rules! scoped_api {
 
 pub(crate) use scoped_api;
 
+/// The bridge calls, on [`TaskFlow`] and [`UserScope`] alike.
+#[cfg(feature = "axum")]
+macro_rules! bridge_api {
+    ($ty:ty) => {
+        impl $ty {
+            /// Starts `task` (or attaches to its run, by idempotency key) and answers with its
+            /// events as Server-Sent Events: headers, `retry:` and `ready`, the replay after
+            /// `settings.last_event_id`, live events, the terminal frame. Errors before the
+            /// headers are JSON (`{"error": {"code", "message"}}`) with the matching status.
+            pub async fn execute_task<T: $crate::Task>(
+                &self,
+                task: T,
+                input: T::Input,
+                settings: $crate::ExecuteTaskSettings,
+            ) -> ::axum::response::Response {
+                let _ = task;
+                let (inner, scope) = self.scope_api();
+                let json = match serde_json::to_value(&input) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let e = $crate::StartError::InvalidInput {
+                            path: None,
+                            message: e.to_string(),
+                        };
+                        return ::axum::response::IntoResponse::into_response(
+                            $crate::axum::stream::start_error(e, inner),
+                        );
+                    }
+                };
+                $crate::axum::stream::execute(inner, scope, T::NAME, json, &settings).await
+            }
+
+            /// Re-attaches to the run of `ik` as Server-Sent Events (from
+            /// `settings.last_event_id`, else from the run's start).
+            pub async fn reattach(
+                &self,
+                ik: &$crate::IdempotencyKey,
+                settings: $crate::ExecuteTaskSettings,
+            ) -> ::axum::response::Response {
+                let (inner, scope) = self.scope_api();
+                $crate::axum::stream::reattach(inner, scope, ik.clone(), &settings).await
+            }
+        }
+    };
+}
+
+#[cfg(feature = "axum")]
+bridge_api!(UserScope);
+#[cfg(feature = "axum")]
+bridge_api!(TaskFlow);
+
 scoped_api!(UserScope);

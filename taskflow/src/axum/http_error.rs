@@ -1,0 +1,157 @@
+//! Errors before the response headers: `{"error": {"code", "message", "path"?}}` with a closed
+//! set of codes, and the mapping from the engine's errors.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::engine::Environment;
+use crate::error::{ControlError, StartError, StoreError};
+
+/// Message of every 404, whatever was not found: an unknown task, an unknown key and another
+/// owner's key are indistinguishable.
+const NOT_FOUND: &str = "not found";
+
+/// Message that replaces internal error messages in production.
+pub(crate) const MASKED: &str = "Server error";
+
+/// An HTTP error response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HttpError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) path: Option<String>,
+    pub(crate) retry_after: Option<u64>,
+}
+
+impl HttpError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            path: None,
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", NOT_FOUND)
+    }
+
+    pub(crate) fn invalid_input(message: impl Into<String>, path: Option<String>) -> Self {
+        Self {
+            path,
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+        }
+    }
+
+    pub(crate) fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    pub(crate) fn shutting_down() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down; retry shortly",
+        )
+    }
+
+    fn storage(e: &StoreError, env: Environment) -> Self {
+        match e {
+            StoreError::FailStopped | StoreError::Closed => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "storage is unavailable; retry on another instance",
+            ),
+            other => Self::internal(&other.to_string(), env),
+        }
+    }
+
+    pub(crate) fn internal(message: &str, env: Environment) -> Self {
+        tracing::error!(error = message, "internal error answered with 500");
+        let message = if env == Environment::Production {
+            MASKED
+        } else {
+            message
+        };
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    pub(crate) fn from_start(e: StartError, env: Environment) -> Self {
+        match e {
+            StartError::UnknownTask(_) => Self::not_found(),
+            StartError::InvalidInput { path, message } => Self::invalid_input(message, path),
+            StartError::PayloadTooLarge(p) => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                p.to_string(),
+            ),
+            StartError::RateLimited { retry_after } => Self {
+                retry_after: Some(retry_after.as_secs().max(1)),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many new tasks; retry after the time in Retry-After",
+                )
+            },
+            StartError::QueueFull { limit } => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "queue_full",
+                    format!("{limit} tasks are already waiting; retry shortly"),
+                )
+            },
+            StartError::UserRequired(task) => {
+                Self::unauthenticated(format!("task `{task}` runs on behalf of a user; sign in"))
+            }
+            StartError::ShuttingDown => Self::shutting_down(),
+            StartError::Storage(s) => Self::storage(&s, env),
+        }
+    }
+
+    pub(crate) fn from_control(e: ControlError, env: Environment) -> Self {
+        match e {
+            ControlError::NotFound => Self::not_found(),
+            ControlError::InvalidState { state, action } => Self::new(
+                StatusCode::CONFLICT,
+                "invalid_state",
+                format!("cannot {action} a task that is {state}"),
+            ),
+            ControlError::ReasonTooLong { len } => Self::invalid_input(
+                format!("reason is {len} characters; at most 512 are allowed"),
+                Some("reason".into()),
+            ),
+            ControlError::ShuttingDown => Self::shutting_down(),
+            ControlError::Storage(s) => Self::storage(&s, env),
+        }
+    }
+
+    pub(crate) fn body(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(path) = &self.path {
+            error["path"] = serde_json::Value::String(path.clone());
+        }
+        serde_json::json!({ "error": error })
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = self.body().to_string();
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,305 @@
+//! `execute_task` and re-attach: the SSE response, written by taskflow's own frame writer.
+//!
+//! Order: identity (already resolved into the scope) → submit → headers → `retry:` + `ready`
+//! → replay after `Last-Event-ID` → live events → terminal frame → end.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use super::http_error::{HttpError, MASKED};
+use crate::engine::streams::StreamTicket;
+use crate::engine::{Environment, Inner, Scope, StartOptions};
+use crate::ids::{IdempotencyKey, Seq};
+use crate::settings::ExecuteTaskSettings;
+use crate::sse::{js_safe_integers, write_comment, write_event, write_retry};
+use crate::status::{SubscribeFrom, TaskState};
+
+/// Client reconnection delay announced in the first frame.
+const RETRY_MILLIS: u64 = 2000;
+
+/// Frames buffered between the writer and a slow client before the writer waits.
+const BUFFERED_FRAMES: usize = 32;
+
+/// The HTTP error for a start that failed before reaching the engine.
+pub(crate) fn start_error(e: crate::StartError, inner: &Inner) -> HttpError {
+    HttpError::from_start(e, inner.config.environment)
+}
+
+/// Starts (or attaches to) a run by task name and streams it.
+pub(crate) async fn execute(
+    inner: &Arc<Inner>,
+    scope: Scope,
+    task: &str,
+    input: serde_json::Value,
+    settings: &ExecuteTaskSettings,
+) -> Response {
+    let env = inner.config.environment;
+    if inner.is_shutting_down() {
+        return HttpError::shutting_down().into_response();
+    }
+    let span = tracing::info_span!(
+        "bridge",
+        task,
+        user = scope.owner.as_ref().map(|u| u.as_str())
+    );
+    let _entered = span.enter();
+    let options = StartOptions {
+        max_attempts: settings.get_max_attempts(),
+        execute_mode: settings.get_execute_mode(),
+    };
+    drop(_entered);
+    let started = match inner.start(&scope, task, input, &options).await {
+        Ok(s) => s,
+        Err(e) => return HttpError::from_start(e, env).into_response(),
+    };
+    let grace = (!started.attached && settings.get_cancel_on_disconnect())
+        .then(|| settings.get_disconnect_grace());
+    open(inner, scope, started.ik, started.attached, grace, settings).await
+}
+
+/// Re-attaches to the run of `ik` and streams it.
+pub(crate) async fn reattach(
+    inner: &Arc<Inner>,
+    scope: Scope,
+    ik: IdempotencyKey,
+    settings: &ExecuteTaskSettings,
+) -> Response {
+    if inner.is_shutting_down() {
+        return HttpError::shutting_down().into_response();
+    }
+    open(inner, scope, ik, true, None, settings).await
+}
+
+async fn open(
+    inner: &Arc<Inner>,
+    scope: Scope,
+    ik: IdempotencyKey,
+    attached: bool,
+    disconnect_grace: Option<std::time::Duration>,
+    settings: &ExecuteTaskSettings,
+) -> Response {
+    let env = inner.config.environment;
+    let (record, last) = match inner.owned_run(&scope, &ik).await {
+        Ok(x) => x,
+        Err(e) => return HttpError::from_control(e, env).into_response(),
+    };
+    let last_event_id = settings.get_last_event_id();
+    // A finished run the client has fully seen: 204 stops EventSource from reconnecting.
+    if record.status.is_terminal() && last_event_id.is_some_and(|k| k >= last) {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let from = last_event_id.map_or(SubscribeFrom::Start, SubscribeFrom::After);
+    let subscription = match inner.subscribe(&scope, &ik, from).await {
+        Ok(s) => s,
+        Err(e) => return HttpError::from_control(e, env).into_response(),
+    };
+    inner.streams.opened(record.id, disconnect_grace);
+    let ticket = StreamTicket {
+        id: record.id,
+        ik: ik.clone(),
+        owner: record.owner.clone(),
+    };
+    let (tx, rx) = mpsc::channel(BUFFERED_FRAMES);
+    let writer = Writer {
+        inner: inner.clone(),
+        scope,
+        ik: ik.clone(),
+        attached,
+        run_first_seq: record.first_seq,
+        settings: settings.clone(),
+        tx,
+    };
+    let span = tracing::info_span!("bridge_stream", ik = %ik, task_id = %record.id);
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        writer.run(subscription),
+        span,
+    ));
+    let body = FrameStream {
+        rx,
+        _guard: StreamGuard {
+            inner: inner.clone(),
+            ticket: Some(ticket),
+            writer: task.abort_handle(),
+        },
+    };
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if let Ok(v) = HeaderValue::from_str(ik.as_str()) {
+        headers.insert("x-taskflow-idempotency-key", v);
+    }
+    response
+}
+
+/// Writes frames for one client until the run ends, the client leaves or the flow shuts down.
+struct Writer {
+    inner: Arc<Inner>,
+    scope: Scope,
+    ik: IdempotencyKey,
+    attached: bool,
+    run_first_seq: Seq,
+    settings: ExecuteTaskSettings,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Writer {
+    async fn send(&self, frame: String) -> bool {
+        self.tx.send(Bytes::from(frame)).await.is_ok()
+    }
+
+    async fn run(self, mut subscription: crate::EventSubscription) {
+        let mut first = String::new();
+        write_retry(&mut first, RETRY_MILLIS);
+        let ready = serde_json::json!({
+            "idempotency_key": self.ik.as_str(),
+            "attached": self.attached,
+        });
+        let _ = write_event(&mut first, None, "ready", &ready.to_string());
+        if !self.send(first).await {
+            return;
+        }
+        let keep_alive = self.settings.get_keep_alive();
+        loop {
+            let next = tokio::time::timeout(keep_alive, subscription.next()).await;
+            let event = match next {
+                Err(_) => {
+                    let mut frame = String::new();
+                    write_comment(&mut frame, "hb");
+                    if !self.send(frame).await {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(None) => {
+                    if self.inner.is_shutting_down() {
+                        self.error_frame("server_shutting_down", "server_shutting_down")
+                            .await;
+                    }
+                    return;
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::error!(error = %e, "reading the event log failed mid-stream");
+                    let message = self.mask(&e.to_string(), false);
+                    self.error_frame(&message, "internal").await;
+                    return;
+                }
+                Ok(Some(Ok(event))) => event,
+            };
+            let mut data = event.data;
+            if event.name == "failed" {
+                self.mask_failure(&mut data).await;
+            }
+            if self.settings.get_js_safe_integers() {
+                js_safe_integers(&mut data);
+            }
+            let mut frame = String::new();
+            if let Err(e) = write_event(&mut frame, Some(event.seq), &event.name, &data.to_string())
+            {
+                // Names in the log were checked when they were emitted; keep the stream valid.
+                tracing::error!(error = %e, seq = %event.seq, "event skipped: invalid name");
+                continue;
+            }
+            if !self.send(frame).await {
+                return;
+            }
+            let ends = if event.seq < self.run_first_seq {
+                false
+            } else if crate::names::is_terminal_event(&event.name) {
+                true
+            } else if event.name == "suspended" {
+                self.is_newest_suspension(event.seq).await
+            } else {
+                false
+            };
+            if ends {
+                return;
+            }
+        }
+    }
+
+    /// Whether a `suspended` event is the run's current state (then it ends the stream); a
+    /// historical one in a replay is only forwarded.
+    async fn is_newest_suspension(&self, seq: Seq) -> bool {
+        match self.inner.owned_run(&self.scope, &self.ik).await {
+            Ok((record, last)) => record.status == TaskState::Suspended && last == seq,
+            Err(_) => true,
+        }
+    }
+
+    fn mask(&self, message: &str, public: bool) -> String {
+        if self.inner.config.environment == Environment::Production && !public {
+            MASKED.to_owned()
+        } else {
+            message.to_owned()
+        }
+    }
+
+    async fn mask_failure(&self, data: &mut serde_json::Value) {
+        if self.inner.config.environment != Environment::Production {
+            return;
+        }
+        let public = match self.inner.owned_run(&self.scope, &self.ik).await {
+            Ok((record, _)) => record.error.is_some_and(|e| e.public),
+            Err(_) => false,
+        };
+        if !public && let Some(obj) = data.as_object_mut() {
+            obj.insert("message".into(), serde_json::Value::String(MASKED.into()));
+        }
+    }
+
+    async fn error_frame(&self, message: &str, code: &str) {
+        let mut frame = String::new();
+        let data = serde_json::json!({ "message": message, "code": code });
+        let _ = write_event(&mut frame, None, "error", &data.to_string());
+        let _ = self.send(frame).await;
+    }
+}
+
+/// The response body: frames from the writer. Dropping it (the client went away) closes the
+/// stream: see [`StreamGuard`].
+struct FrameStream {
+    rx: mpsc::Receiver<Bytes>,
+    _guard: StreamGuard,
+}
+
+impl futures_core::Stream for FrameStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|frame| frame.map(Ok))
+    }
+}
+
+/// Tells the engine that a client left (arming the disconnect timer when it was the last one)
+/// and stops the writer.
+struct StreamGuard {
+    inner: Arc<Inner>,
+    ticket: Option<StreamTicket>,
+    writer: AbortHandle,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.writer.abort();
+        if let Some(ticket) = self.ticket.take() {
+            self.inner.streams.closed(&self.inner, ticket);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Open SSE streams per run, and the disconnect rule: when the last SSE client of a run that a
+//! bridge started has been gone for the grace period, the run is stopped with reason
+//! `client_disconnected`. Any re-attach within the grace cancels the timer. In-process
+//! subscribers do not count.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::task::AbortHandle;
+
+use super::{Action, Inner, Scope, lock};
+use crate::identity::UserId;
+use crate::ids::{IdempotencyKey, TaskId};
+
+/// Reason a run is stopped with when its clients are gone.
+pub const CLIENT_DISCONNECTED: &str = "client_disconnected";
+
+#[derive(Debug, Default)]
+struct Watch {
+    open: usize,
+    /// Set when a bridge request created the run: only such runs are stopped on disconnect.
+    disconnect_grace: Option<Duration>,
+    timer: Option<AbortHandle>,
+}
+
+/// Open streams per run.
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    runs: Mutex<HashMap<TaskId, Watch>>,
+}
+
+/// Which run a stream follows, for when it closes.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamTicket {
+    pub(crate) id: TaskId,
+    pub(crate) ik: IdempotencyKey,
+    pub(crate) owner: Option<UserId>,
+}
+
+impl Streams {
+    /// A stream opened. `disconnect_grace` is `Some` when this request started the run and
+    /// wants it stopped after its clients leave.
+    pub(crate) fn opened(&self, id: TaskId, disconnect_grace: Option<Duration>) {
+        let mut runs = lock(&self.runs);
+        let watch = runs.entry(id).or_default();
+        watch.open += 1;
+        if let Some(timer) = watch.timer.take() {
+            timer.abort();
+        }
+        if disconnect_grace.is_some() {
+            watch.disconnect_grace = disconnect_grace;
+        }
+    }
+
+    /// A stream closed (its response body was dropped).
+    pub(crate) fn closed(&self, inner: &Arc<Inner>, ticket: StreamTicket) {
+        let mut runs = lock(&self.runs);
+        let Some(watch) = runs.get_mut(&ticket.id) else {
+            return;
+        };
+        watch.open = watch.open.saturating_sub(1);
+        if watch.open > 0 {
+            return;
+        }
+        let Some(grace) = watch.disconnect_grace else {
+            runs.remove(&ticket.id);
+            return;
+        };
+        if inner.is_shutting_down() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(inner);
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let Some(inner) = weak.upgrade() else { return };
+            {
+                let mut runs = lock(&inner.streams.runs);
+                match runs.get(&ticket.id) {
+                    Some(w) if w.open == 0 => {
+                        runs.remove(&ticket.id);
+                    }
+                    _ => return,
+                }
+            }
+            let scope = Scope {
+                owner: ticket.owner.clone(),
+                user: None,
+            };
+            match inner
+                .control(&scope, &ticket.ik, Action::Stop, Some(CLIENT_DISCONNECTED))
+                .await
+            {
+                Ok(_) => tracing::info!(task_id = %ticket.id, "stopped: every client disconnected"),
+                // Finished meanwhile, or shutting down: nothing to stop.
+                Err(e) => {
+                    tracing::debug!(task_id = %ticket.id, error = %e, "disconnect stop skipped")
+                }
+            }
+        });
+        watch.timer = Some(timer.abort_handle());
+    }
+
+    /// Open SSE streams across all runs (a gauge).
+    pub(crate) fn open_streams(&self) -> usize {
+        lock(&self.runs).values().map(|w| w.open).sum()
+    }
+}

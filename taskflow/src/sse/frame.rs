@@ -1,0 +1,110 @@
+//! Writing SSE frames: `id:`, `event:`, `data:` lines, comments and `retry:`.
+//!
+//! Written by hand rather than with axum's `Sse`, which sets headers of its own and panics on
+//! CR/LF in a field: here a bad name is refused before anything is written, and a payload is
+//! split into `data:` lines so that no line break inside it can start a new field or frame.
+
+use std::fmt::Write as _;
+
+use crate::ids::Seq;
+
+/// Why a frame was refused (nothing was written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The event name is not a valid name (it could carry CR, LF or `:` into the stream).
+    #[error("event name {0:?} is not a valid name")]
+    InvalidName(String),
+}
+
+fn name_ok(name: &str) -> bool {
+    // The runtime's name grammar, plus the bridge's own frames (`ready`, `error`, ...), which
+    // follow it too. It rules out CR, LF, NUL and ':'.
+    crate::names::validate_name(name).is_ok()
+}
+
+/// Appends one event frame: `id:` (when given), `event:`, one `data:` line per line of `data`,
+/// then a blank line.
+///
+/// # Errors
+/// [`FrameError::InvalidName`] when `name` breaks the name grammar.
+pub fn write_event(
+    out: &mut String,
+    id: Option<Seq>,
+    name: &str,
+    data: &str,
+) -> Result<(), FrameError> {
+    if !name_ok(name) {
+        return Err(FrameError::InvalidName(name.chars().take(80).collect()));
+    }
+    if let Some(id) = id {
+        let _ = writeln!(out, "id: {}", id.get());
+    }
+    let _ = writeln!(out, "event: {name}");
+    // CRLF, CR and LF all end a line in SSE: each piece becomes its own data line, and the
+    // client joins them with "\n".
+    let mut rest = data;
+    loop {
+        match rest.find(['\r', '\n']) {
+            Some(i) => {
+                let _ = writeln!(out, "data: {}", &rest[..i]);
+                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = &rest[i + skip..];
+            }
+            None => {
+                let _ = writeln!(out, "data: {rest}");
+                break;
+            }
+        }
+    }
+    out.push('\n');
+    Ok(())
+}
+
+/// Appends a comment frame (`: text`), used as the keep-alive. Line breaks in `text` are
+/// replaced by spaces so it stays one comment.
+pub fn write_comment(out: &mut String, text: &str) {
+    out.push_str(": ");
+    out.extend(
+        text.chars()
+            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c }),
+    );
+    out.push_str("\n\n");
+}
+
+/// Appends the reconnection delay the client should use.
+pub fn write_retry(out: &mut String, millis: u64) {
+    let _ = write!(out, "retry: {millis}\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_with_multiline_data() {
+        let mut s = String::new();
+        write_event(&mut s, Some(Seq::new(7)), "tick", "a\nb\r\nc\rd").expect("valid");
+        assert_eq!(
+            s,
+            "id: 7\nevent: tick\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+        );
+    }
+
+    #[test]
+    fn refuses_names_that_could_break_the_stream() {
+        for bad in ["", "a\nb", "a:b", "a\rb", "A"] {
+            let mut s = String::new();
+            assert!(write_event(&mut s, None, bad, "{}").is_err());
+            assert!(s.is_empty());
+        }
+    }
+
+    #[test]
+    fn comment_and_retry() {
+        let mut s = String::new();
+        write_comment(&mut s, "hb\nx");
+        write_retry(&mut s, 2000);
+        assert_eq!(s, ": hb x\n\nretry: 2000\n\n");
+    }
+}

@@ -1,0 +1,276 @@
+//! Every HTTP error code of the bridge, in the JSON shape; masking in production.
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+async fn error_of(r: reqwest::Response) -> (u16, Value, reqwest::header::HeaderMap) {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    assert_eq!(headers["content-type"], "application/json");
+    (status, r.json().await.unwrap(), headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_error_code_in_the_json_shape() {
+    let s = server_with(Options {
+        payload_limit: 2_000,
+        rate_per_user: 1,
+        ..Options::default()
+    })
+    .await;
+    let c = client();
+    let url = format!("{}/api/tasks/count", s.base);
+
+    // 400 with the field's path.
+    let (status, body, _) = error_of(
+        c.post(&url)
+            .json(&json!({"tag": "e", "n": "abc"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_input");
+    assert_eq!(body["error"]["path"], "n");
+    // 400 for a body that is not JSON at all.
+    let (status, body, _) = error_of(
+        c.post(&url)
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_input"))
+    );
+
+    // 401: a task that needs a user... the count task does not, so use a bad header.
+    let (status, body, _) = error_of(
+        c.post(&url)
+            .header("x-forwarded-user", "")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+
+    // 404.
+    let (status, body, _) = error_of(
+        c.get(format!("{}/api/tasks/{}", s.base, "B".repeat(43)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    // 409 on a finished run.
+    let done = post(&s.base, &json!({"tag": "e-409", "n": 1})).await;
+    let ik = ik_of(&done);
+    frames(done).await;
+    let (status, body, _) = error_of(
+        c.post(format!("{}/api/tasks/{ik}/stop", s.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("invalid_state"))
+    );
+
+    // 413 for a body of the input limit + 1 byte; the limit itself passes the body check.
+    let pad = |len: usize| {
+        let base = r#"{"tag":""}"#.len();
+        format!(r#"{{"tag":"{}"}}"#, "x".repeat(len - base))
+    };
+    let (status, body, _) = error_of(
+        c.post(&url)
+            .header("content-type", "application/json")
+            .body(pad(2_001))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    let at_limit = c
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-forwarded-user", "limit-user")
+        .body(pad(2_000))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(at_limit.status(), 413);
+    drop(at_limit);
+
+    // 415.
+    let (status, body, _) = error_of(
+        c.post(&url)
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+
+    // 429 with Retry-After: the per-user rate is 1 per minute.
+    let first = post_as(&s.base, "rater", &json!({"tag": "e-429-a", "n": 1})).await;
+    assert_eq!(first.status(), 200);
+    frames(first).await;
+    let (status, body, headers) =
+        error_of(post_as(&s.base, "rater", &json!({"tag": "e-429-b", "n": 1})).await).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after));
+
+    // 503 once shutting down (a kept-alive client).
+    let keep_alive = reqwest::Client::new();
+    let warm = keep_alive
+        .get(format!("{}/api/tasks", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), 200);
+    s.flow.shutdown().await.unwrap();
+    let (status, body, _) = error_of(
+        keep_alive
+            .post(&url)
+            .json(&json!({"tag": "e-503", "n": 1}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("shutting_down"))
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_masks_handler_errors_and_panics_but_not_public_errors() {
+    let s = server_with(Options {
+        production: true,
+        ..Options::default()
+    })
+    .await;
+    let err = post(
+        &s.base,
+        &json!({"tag": "m-err", "n": 1, "fail": "SECRET-123"}),
+    )
+    .await;
+    let ik = ik_of(&err);
+    let text = err.text().await.unwrap();
+    let panic = post(
+        &s.base,
+        &json!({"tag": "m-panic", "n": 1, "panic": "SECRET-456"}),
+    )
+    .await;
+    let panic_text = panic.text().await.unwrap();
+    for (t, code) in [(&text, "task_error"), (&panic_text, "panicked")] {
+        let f = parse_text(t).await;
+        let last = f.last().unwrap();
+        assert_eq!(last.event, "failed");
+        assert_eq!(last.data, json!({"message": "Server error", "code": code}));
+        assert!(!t.contains("SECRET"), "{t}");
+        assert!(!t.contains("panicked at"), "{t}");
+    }
+    // The status JSON masks too.
+    let status = client()
+        .get(format!("{}/api/tasks/{ik}", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!status.contains("SECRET"), "{status}");
+    assert!(status.contains("Server error"));
+    // A public error passes unmasked, and so do 4xx field paths.
+    let public = post(
+        &s.base,
+        &json!({"tag": "m-public", "n": 1, "fail": "quota exceeded", "public_fail": true}),
+    )
+    .await;
+    let f = frames(public).await;
+    assert_eq!(f.last().unwrap().data["message"], "quota exceeded");
+    let (status, body, _) = error_of(post(&s.base, &json!({"tag": "m", "n": -1})).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["path"], "n");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_safe_integers_can_be_turned_off() {
+    let s = server().await;
+    let response = s
+        .flow
+        .execute_task(
+            count,
+            CountIn {
+                tag: "js-off".into(),
+                n: 1,
+                ..CountIn::default()
+            },
+            taskflow::ExecuteTaskSettings::default().js_safe_integers(false),
+        )
+        .await;
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let f = parse_text(std::str::from_utf8(&body).unwrap()).await;
+    assert_eq!(f[1].data, json!({"i": 0, "big": 9_007_199_254_740_993i64}));
+    assert_eq!(f[2].data["result"]["huge"], json!(u64::MAX));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prometheus_text() {
+    let s = server().await;
+    frames(post(&s.base, &json!({"tag": "metrics", "n": 2})).await).await;
+    let text = client()
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("# TYPE taskflow_tasks_completed_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "taskflow_steps_executed_total 2"),
+        "{text}"
+    );
+    s.shutdown().await;
+}

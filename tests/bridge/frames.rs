@@ -1,0 +1,104 @@
+//! Headers, the first frames, ids, terminal frames.
+
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_ready_ids_and_completed() {
+    let s = server().await;
+    let response = post(&s.base, &json!({"tag": "fr-basic", "n": 3})).await;
+    assert_eq!(response.status(), 200);
+    let h = response.headers().clone();
+    assert_eq!(h["content-type"], "text/event-stream; charset=utf-8");
+    assert_eq!(h["cache-control"], "no-cache, no-transform");
+    assert_eq!(h["x-accel-buffering"], "no");
+    assert_eq!(h["vary"], "Origin");
+    assert!(h.get("connection").is_none());
+    let ik = ik_of(&response);
+    assert_eq!(ik.len(), 43);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.starts_with("retry: 2000\n\nevent: ready\ndata: "),
+        "{body}"
+    );
+    let parsed = parse_text(&body).await;
+    assert_eq!(parsed[0].event, "ready");
+    assert_eq!(parsed[0].id, "");
+    assert_eq!(
+        parsed[0].data,
+        json!({"idempotency_key": ik, "attached": false})
+    );
+    assert_eq!(names(&parsed[1..]), ["tick", "tick", "tick", "completed"]);
+    assert_eq!(ids(&parsed), [1, 2, 3, 4]);
+    // JS-safe integers by default: beyond 2^53 - 1 as strings, else numbers.
+    assert_eq!(parsed[1].data, json!({"i": 0, "big": "9007199254740993"}));
+    assert_eq!(
+        parsed[4].data,
+        json!({"result": {"n": 3, "huge": "18446744073709551615"}})
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_cancelled_end_the_stream() {
+    let s = server().await;
+    let failed =
+        frames(post(&s.base, &json!({"tag": "fr-fail", "n": 1, "fail": "boom"})).await).await;
+    assert_eq!(names(&failed), ["ready", "tick", "failed"]);
+    assert_eq!(
+        failed[2].data,
+        json!({"message": "boom", "code": "task_error"})
+    );
+
+    let held = post(&s.base, &json!({"tag": "fr-cancel", "n": 1, "hold": true})).await;
+    let ik = ik_of(&held);
+    let reader = tokio::spawn(frames(held));
+    gate("fr-cancel").wait_progress(1).await;
+    let r = client()
+        .post(format!("{}/api/tasks/{ik}/cancel", s.base))
+        .json(&json!({"reason": "no longer needed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cancelled = reader.await.unwrap();
+    assert_eq!(names(&cancelled), ["ready", "tick", "cancelled"]);
+    assert_eq!(cancelled[2].data, json!({"reason": "no longer needed"}));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_suspended_ends_the_stream_and_a_historical_one_does_not() {
+    let s = server().await;
+    let input = json!({"tag": "fr-suspend", "n": 2, "hold": true});
+    let first = post(&s.base, &input).await;
+    let ik = ik_of(&first);
+    let reader = tokio::spawn(frames(first));
+    gate("fr-suspend").wait_progress(2).await;
+    let r = client()
+        .post(format!("{}/api/tasks/{ik}/stop", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let stopped = reader.await.unwrap();
+    assert_eq!(names(&stopped), ["ready", "tick", "tick", "suspended"]);
+    assert_eq!(ids(&stopped), [1, 2, 3]);
+
+    // Resume by POSTing the same input: the replay forwards the old `suspended`, continues.
+    let again = post(&s.base, &input).await;
+    assert_eq!(ik_of(&again), ik);
+    let reader = tokio::spawn(frames(again));
+    gate("fr-suspend").wait_progress(4).await;
+    gate("fr-suspend").release.send_replace(true);
+    let resumed = reader.await.unwrap();
+    assert_eq!(resumed[0].data["attached"], true);
+    assert_eq!(
+        names(&resumed),
+        ["ready", "tick", "tick", "suspended", "completed"],
+        "replayed steps emit nothing twice"
+    );
+    assert_eq!(ids(&resumed), [1, 2, 3, 4]);
+    s.shutdown().await;
+}

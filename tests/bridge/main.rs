@@ -1,0 +1,13 @@
+//! Bridge tests over real loopback sockets. Frames are re-parsed by an independent SSE parser
+//! (`eventsource-stream`), never by our own reader.
+
+#![allow(clippy::unwrap_used)]
+
+mod disconnect;
+mod errors;
+mod frames;
+mod identity;
+mod reattach;
+mod shutdown;
+mod support;
+mod wire;
