@@ -9,5 +9,6 @@ mod frames;
 mod identity;
 mod reattach;
 mod shutdown;
+mod signal;
 mod support;
 mod wire;

@@ -1,0 +1,52 @@
+//! The taskflow demo: durable tasks whose progress a browser watches live, across reloads,
+//! disconnects and server restarts.
+//!
+//! ```text
+//! cargo run --release --example demo        # then open the printed URL
+//! ```
+//!
+//! Environment: `TASKFLOW_ADDR` (default `127.0.0.1:3000`; port 0 picks a free port),
+//! `TASKFLOW_DATA_DIR` (default `.taskflow`), `TASKFLOW_ENV=production` masks error messages.
+//! Routes: `GET /` (the page), `GET /metrics`, and the task API under `/api`
+//! (`taskflow::axum::routes`). Proxy identity headers (`X-Forwarded-User`, `-Email`,
+//! `-Access-Token`) are trusted; without them requests run as the service identity.
+
+mod tasks;
+
+use std::time::Duration;
+
+use axum::response::Html;
+use axum::routing::get;
+use taskflow::TaskFlow;
+use taskflow::axum::ProxyTrust;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,taskflow=info".into()),
+        )
+        .init();
+    let addr = std::env::var("TASKFLOW_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let data_dir = std::env::var("TASKFLOW_DATA_DIR").unwrap_or_else(|_| ".taskflow".into());
+    let flow = TaskFlow::builder()
+        .data_dir(&data_dir)
+        .register(tasks::count_to_n)
+        .register(tasks::pipeline_with_steps)
+        .trust_proxy_headers(ProxyTrust::new())
+        .stop_grace(Duration::from_secs(2))
+        .build()
+        .await?;
+    let app = axum::Router::new()
+        .route("/", get(|| async { Html(include_str!("page.html")) }))
+        .nest("/api", taskflow::axum::routes(flow.clone()))
+        .merge(taskflow::axum::metrics(flow.clone()));
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!(
+        "taskflow demo listening on http://{}",
+        listener.local_addr()?
+    );
+    taskflow::axum::serve(listener, app, flow).await?;
+    Ok(())
+}

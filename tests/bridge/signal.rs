@@ -1,0 +1,133 @@
+//! SIGTERM to a real server process (the demo) mid-stream: the client reads the
+//! `server_shutting_down` frame, the process exits, and after a restart on the same data dir a
+//! re-attach with the last id continues with no gap or duplicate.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::support::*;
+
+fn demo_binary() -> PathBuf {
+    // target/debug/deps/bridge-* → target/debug/examples/demo (cargo test builds examples).
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/demo");
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite with `cargo test --workspace --all-features`, which builds the examples",
+        path.display()
+    );
+    path
+}
+
+fn start_demo(data_dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(demo_binary())
+        .env("TASKFLOW_ADDR", "127.0.0.1:0")
+        .env("TASKFLOW_DATA_DIR", data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    (child, url)
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_then_restart_continues_without_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = start_demo(dir.path());
+    let response = client()
+        .post(format!("{url}/api/tasks/count-to-n"))
+        .json(&json!({"run_key": "sigterm", "n": 30, "sleep_ms": 50}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let ik = ik_of(&response);
+    let mut stream = response.bytes_stream().eventsource();
+    let mut seen: Vec<u64> = Vec::new();
+    let mut last_event = String::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("stream stalled")
+    {
+        let e = e.unwrap();
+        if e.event == "tick" {
+            seen.push(e.id.parse().unwrap());
+            if seen.len() == 5 {
+                let status = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+        }
+        last_event = e.event.clone();
+        if e.event == "error" {
+            assert_eq!(
+                e.data,
+                r#"{"code":"server_shutting_down","message":"server_shutting_down"}"#
+            );
+        }
+    }
+    assert_eq!(
+        last_event, "error",
+        "the stream ended with the shutdown frame"
+    );
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "exit status {status}");
+    assert!(seen.iter().copied().eq(1..=seen.len() as u64));
+
+    let (mut child, url) = start_demo(dir.path());
+    let after = frames(
+        client()
+            .get(format!("{url}/api/tasks/{ik}/events"))
+            .header("last-event-id", seen.last().unwrap().to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let more = ids(&after);
+    assert_eq!(more[0], *seen.last().unwrap() + 1);
+    let all: Vec<u64> = seen.iter().chain(&more).copied().collect();
+    assert!(all.iter().copied().eq(1..=31), "{all:?}");
+    assert_eq!(after.last().unwrap().data, json!({"result": {"final": 30}}));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    wait_exit(&mut child);
+}
