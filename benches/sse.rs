@@ -143,31 +143,23 @@ fn raw_frames() -> Body {
     Body::from_stream(stream)
 }
 
-/// Opens `n` SSE subscribers on the run and records emit→parse latency of every event.
-async fn fan_out(flow: &TaskFlow, addr: std::net::SocketAddr) -> Histogram<u64> {
-    let run = flow
-        .start(
-            emitter,
-            EmitIn {
-                n: LATENCY_EVENTS,
-                gap_ms: 20,
-                start_gate: true,
-            },
-        )
-        .await
-        .expect("start");
-    let path = format!("/api/tasks/{}/events", run.idempotency_key);
+/// Opens `SUBSCRIBERS` SSE clients on `path`, waits until all saw `ready`, calls `go`, and
+/// records the emit→parse latency of every `"t":<micros>` they receive until their streams end.
+async fn measure_clients<F, Fut>(addr: std::net::SocketAddr, path: &str, go: F) -> Histogram<u64>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let hist = Arc::new(std::sync::Mutex::new(hist()));
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(SUBSCRIBERS);
     let mut clients = Vec::new();
     for _ in 0..SUBSCRIBERS {
-        let path = path.clone();
+        let path = path.to_owned();
         let hist = hist.clone();
         let ready = ready_tx.clone();
         clients.push(tokio::spawn(async move {
             let mut stream = TcpStream::connect(addr).await.expect("connect");
-            let request =
-                format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+            let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
             stream.write_all(request.as_bytes()).await.expect("write");
             let mut pending = Vec::new();
             let mut buf = vec![0u8; 16 * 1024];
@@ -192,7 +184,7 @@ async fn fan_out(flow: &TaskFlow, addr: std::net::SocketAddr) -> Histogram<u64> 
                         .take_while(u8::is_ascii_digit)
                         .collect();
                     if pos + 4 + digits.len() >= pending.len() {
-                        break; // number may continue in the next read
+                        break; // the number may continue in the next read
                     }
                     let t: u64 = std::str::from_utf8(&digits)
                         .expect("ascii")
@@ -208,15 +200,63 @@ async fn fan_out(flow: &TaskFlow, addr: std::net::SocketAddr) -> Histogram<u64> 
     for _ in 0..SUBSCRIBERS {
         ready_rx.recv().await.expect("subscriber ready");
     }
-    eprintln!("[2/3] {SUBSCRIBERS} subscribers attached; emitting {LATENCY_EVENTS} events");
-    GATE.notify_one();
+    go().await;
     for c in clients {
         c.await.expect("client");
     }
-    Arc::try_unwrap(hist)
-        .expect("clients done")
-        .into_inner()
-        .expect("lock")
+    Arc::try_unwrap(hist).expect("clients done").into_inner().expect("lock")
+}
+
+/// taskflow: `SUBSCRIBERS` SSE clients on one run that emits `LATENCY_EVENTS` stamped events.
+async fn fan_out(flow: &TaskFlow, addr: std::net::SocketAddr) -> Histogram<u64> {
+    let run = flow
+        .start(
+            emitter,
+            EmitIn {
+                n: LATENCY_EVENTS,
+                gap_ms: 20,
+                start_gate: true,
+            },
+        )
+        .await
+        .expect("start");
+    let path = format!("/api/tasks/{}/events", run.idempotency_key);
+    measure_clients(addr, &path, || async {
+        eprintln!("[2/3] {SUBSCRIBERS} subscribers attached; emitting {LATENCY_EVENTS} events");
+        GATE.notify_one();
+    })
+    .await
+}
+
+/// Raw axum: the same clients on a route that forwards pre-made frames from a broadcast
+/// channel (no log, no commit): the floor for 1,000 real sockets on this machine.
+async fn raw_fan_out(addr: std::net::SocketAddr, tx: tokio::sync::broadcast::Sender<Bytes>) -> Histogram<u64> {
+    measure_clients(addr, "/raw-fanout", move || async move {
+        for i in 0..LATENCY_EVENTS {
+            let frame = format!(
+                "id: {i}\nevent: tick\ndata: {{\"i\":{i},\"t\":{}}}\n\n",
+                now_micros()
+            );
+            let _ = tx.send(Bytes::from(frame));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = tx.send(Bytes::from_static(b"event: end\ndata: {}\n\n"));
+    })
+    .await
+}
+
+fn raw_fanout_body(rx: tokio::sync::broadcast::Receiver<Bytes>) -> Body {
+    let ready = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(
+        b"event: ready\ndata: {}\n\n",
+    ))]);
+    let live = futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(frame) if frame.starts_with(b"event: end") => None,
+            Ok(frame) => Some((Ok(frame), rx)),
+            Err(_) => None,
+        }
+    });
+    Body::from_stream(futures_util::StreamExt::chain(ready, live))
 }
 
 /// Raw baselines: broadcast fan-out to 1,000 receivers, and one redb Immediate commit.
@@ -385,15 +425,26 @@ fn main() {
             .build()
             .await
             .expect("build");
+        let (fan_tx, _) = tokio::sync::broadcast::channel::<Bytes>(1024);
+        let fan_for_route = fan_tx.clone();
         let app = axum::Router::new()
             .nest("/api", taskflow::axum::routes(flow.clone()))
-            .route("/raw", axum::routing::get(|| async { raw_frames() }));
+            .route("/raw", axum::routing::get(|| async { raw_frames() }))
+            .route(
+                "/raw-fanout",
+                axum::routing::get(move || {
+                    let rx = fan_for_route.subscribe();
+                    async move { raw_fanout_body(rx) }
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
         let (ours, raw) = replay(&flow, addr).await;
         let fan = fan_out(&flow, addr).await;
+        eprintln!("[2/3] raw axum fan-out to {SUBSCRIBERS} sockets");
+        let raw_fan = raw_fan_out(addr, fan_tx).await;
         let (broadcast, commit) = baselines(dir.path()).await;
         let per_conn = memory_per_connection(dir.path()).await;
         server.abort();
@@ -420,6 +471,11 @@ fn main() {
             "| emit→client latency p99, {SUBSCRIBERS} subscribers | {f99} µs | broadcast p99 {b99} µs + commit p99 {c99} µs = {} µs | {:.2}× | ≤ 1.5× |",
             b99 + c99,
             f99 as f64 / (b99 + c99) as f64
+        );
+        let (r50, r99) = (raw_fan.value_at_quantile(0.5), raw_fan.value_at_quantile(0.99));
+        println!(
+            "| emit→client latency p99 against raw axum fan-out to the same {SUBSCRIBERS} sockets | {f99} µs | raw fan-out p99 {r99} µs (p50 {r50} µs) | {:.2}× | (context) |",
+            f99 as f64 / r99 as f64
         );
         match per_conn {
             Some(kib) => println!(
