@@ -159,7 +159,8 @@ where
         let ready = ready_tx.clone();
         clients.push(tokio::spawn(async move {
             let mut stream = TcpStream::connect(addr).await.expect("connect");
-            let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
             stream.write_all(request.as_bytes()).await.expect("write");
             let mut pending = Vec::new();
             let mut buf = vec![0u8; 16 * 1024];
@@ -204,7 +205,10 @@ where
     for c in clients {
         c.await.expect("client");
     }
-    Arc::try_unwrap(hist).expect("clients done").into_inner().expect("lock")
+    Arc::try_unwrap(hist)
+        .expect("clients done")
+        .into_inner()
+        .expect("lock")
 }
 
 /// taskflow: `SUBSCRIBERS` SSE clients on one run that emits `LATENCY_EVENTS` stamped events.
@@ -230,7 +234,10 @@ async fn fan_out(flow: &TaskFlow, addr: std::net::SocketAddr) -> Histogram<u64> 
 
 /// Raw axum: the same clients on a route that forwards pre-made frames from a broadcast
 /// channel (no log, no commit): the floor for 1,000 real sockets on this machine.
-async fn raw_fan_out(addr: std::net::SocketAddr, tx: tokio::sync::broadcast::Sender<Bytes>) -> Histogram<u64> {
+async fn raw_fan_out(
+    addr: std::net::SocketAddr,
+    tx: tokio::sync::broadcast::Sender<Bytes>,
+) -> Histogram<u64> {
     measure_clients(addr, "/raw-fanout", move || async move {
         for i in 0..LATENCY_EVENTS {
             let frame = format!(
@@ -246,9 +253,9 @@ async fn raw_fan_out(addr: std::net::SocketAddr, tx: tokio::sync::broadcast::Sen
 }
 
 fn raw_fanout_body(rx: tokio::sync::broadcast::Receiver<Bytes>) -> Body {
-    let ready = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(
-        b"event: ready\ndata: {}\n\n",
-    ))]);
+    let ready = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        Bytes::from_static(b"event: ready\ndata: {}\n\n"),
+    )]);
     let live = futures_util::stream::unfold(rx, |mut rx| async move {
         match rx.recv().await {
             Ok(frame) if frame.starts_with(b"event: end") => None,

@@ -231,3 +231,63 @@ async fn the_access_token_never_reaches_files_logs_or_debug() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_behalf_of_needs_a_user_and_gets_a_fresh_context_after_a_restart() {
+    let s = server().await;
+    let url = format!("{}/api/tasks/obo", s.base);
+    let input = json!({"tag": "id-obo"});
+    // Without a user: 401.
+    let r = client().post(&url).json(&input).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    // With a user: runs with the live context.
+    let r = client()
+        .post(&url)
+        .header("x-forwarded-user", "ann")
+        .json(&input)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ik = ik_of(&r);
+    drop(r);
+    gate("id-obo").wait_progress(1).await;
+    // Restart: the live context is gone, so the run waits for its user.
+    s.flow.crash();
+    let dir = s.dir.clone();
+    drop(s);
+    let s = server_with(Options {
+        dir: Some(dir),
+        ..Options::default()
+    })
+    .await;
+    let status: serde_json::Value = client()
+        .get(format!("{}/api/tasks/{ik}", s.base))
+        .header("x-forwarded-user", "ann")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "suspended");
+    assert_eq!(status["suspended_reason"], "user_context_required");
+    // A fresh authenticated POST by the same user supplies a new context and resumes.
+    let r = client()
+        .post(format!("{}/api/tasks/obo", s.base))
+        .header("x-forwarded-user", "ann")
+        .json(&input)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ik_of(&r), ik);
+    let reader = tokio::spawn(frames(r));
+    gate("id-obo").wait_progress(2).await;
+    gate("id-obo").release.send_replace(true);
+    let f = reader.await.unwrap();
+    assert_eq!(f.last().unwrap().event, "completed");
+    assert_eq!(f.last().unwrap().data, json!({"result": "ann"}));
+    s.shutdown().await;
+}

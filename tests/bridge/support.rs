@@ -118,6 +118,27 @@ pub async fn count(ctx: TaskContext<Count>, input: CountIn) -> Result<CountOut, 
     })
 }
 
+/// Needs the caller's live user context; holds until released.
+#[task(name = "obo", on_behalf_of, max_attempts = 1)]
+pub async fn obo(ctx: TaskContext<Count>, input: CountIn) -> Result<String, TaskError> {
+    let g = gate(&input.tag);
+    let user = ctx
+        .user()
+        .map(|u| u.id().as_str().to_owned())
+        .ok_or_else(|| TaskError::permanent("no user context"))?;
+    ctx.step("first", || async { Ok::<_, TaskError>(1) })
+        .await?;
+    g.progress.send_modify(|p| *p += 1);
+    let mut release = g.release.subscribe();
+    let released = async move {
+        let _ = release.wait_for(|r| *r).await;
+    };
+    tokio::select! {
+        () = released => Ok(user),
+        () = ctx.cancelled() => Err(TaskError::new("stopped")),
+    }
+}
+
 /// A running server and its flow.
 pub struct Server {
     pub base: String,
@@ -156,6 +177,7 @@ pub async fn server_with(o: Options) -> Server {
     let mut builder = dir
         .builder()
         .register(count)
+        .register(obo)
         .stop_grace(Duration::from_millis(200))
         .payload_limit(o.payload_limit)
         .start_rate_per_minute_per_user(o.rate_per_user)
