@@ -245,7 +245,7 @@ fn generate(item: &ItemEnum, variants: &[Variant], krate: &syn::Path) -> TokenSt
                         .map_err(|__source| #private::payload_error(__name, __source))
                 });
                 let assert = quote_spanned! {ty.span()=>
-                    <#ty as #krate::EventPayload>::payload_schema()
+                    <#ty as #private::EventPayload>::payload_schema()
                 };
                 schema_entries.push(quote!((#wire, #assert)));
             }
@@ -263,7 +263,7 @@ fn generate(item: &ItemEnum, variants: &[Variant], krate: &syn::Path) -> TokenSt
                         .map_err(|__source| #private::payload_error(__name, __source))
                 });
                 schema_entries
-                    .push(quote!((#wire, <#de as #krate::EventPayload>::payload_schema())));
+                    .push(quote!((#wire, <#de as #private::EventPayload>::payload_schema())));
                 helpers.push(quote! {
                     #[derive(#private::serde::Serialize)]
                     #[serde(crate = #serde_path)]
@@ -294,7 +294,7 @@ fn generate(item: &ItemEnum, variants: &[Variant], krate: &syn::Path) -> TokenSt
             #(#helpers)*
 
             #[automatically_derived]
-            impl #krate::Events for #ident {
+            impl #private::Events for #ident {
                 const NAMES: &'static [&'static str] = &[#(#names),*];
 
                 fn name(&self) -> &'static str {
@@ -310,7 +310,7 @@ fn generate(item: &ItemEnum, variants: &[Variant], krate: &syn::Path) -> TokenSt
                 fn decode(
                     __name: &str,
                     __payload: #private::serde_json::Value,
-                ) -> ::core::result::Result<Self, #krate::EventDecodeError> {
+                ) -> ::core::result::Result<Self, #private::EventDecodeError> {
                     let _ = &__payload;
                     match __name {
                         #(#decode_arms,)*

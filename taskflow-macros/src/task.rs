@@ -481,7 +481,7 @@ fn generate(func: &ItemFn, o: &Options, sig: &Signature) -> TokenStream {
     // error type so rustc's message lands there (input, output and events are checked by the
     // Task trait's own bounds).
     let convert = quote_spanned! {error.span()=>
-        fn __taskflow_into_task_error<E: #krate::IntoTaskError>(error: E) -> #krate::TaskError {
+        fn __taskflow_into_task_error<E: #private::IntoTaskError>(error: E) -> #private::TaskError {
             ::core::convert::Into::into(error)
         }
     };
@@ -498,23 +498,23 @@ fn generate(func: &ItemFn, o: &Options, sig: &Signature) -> TokenStream {
         #vis struct #ident;
 
         #[automatically_derived]
-        impl #krate::Task for #ident {
+        impl #private::Task for #ident {
             const NAME: &'static str = #name;
             type Input = #input;
             type Output = #output;
             type Events = #events;
 
-            fn options(&self) -> #krate::TaskOptions {
+            fn options(&self) -> #private::TaskOptions {
                 #private::options(#max_attempts, #auto_recover, #max_age, #at_most_once, #on_behalf_of)
             }
 
             #[allow(clippy::manual_async_fn)]
             fn run(
                 self,
-                __ctx: #krate::TaskContext<#events>,
+                __ctx: #private::TaskContext<#events>,
                 __input: #input,
             ) -> impl ::core::future::Future<
-                Output = ::core::result::Result<#output, #krate::TaskError>,
+                Output = ::core::result::Result<#output, #private::TaskError>,
             > + ::core::marker::Send {
                 #[allow(clippy::unused_async)]
                 #body_fn

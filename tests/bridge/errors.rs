@@ -77,6 +77,23 @@ async fn each_error_code_in_the_json_shape() {
         (404, Some("not_found"))
     );
 
+    // axum's own rejections come in the same shape: a wrong method, an unknown route.
+    for (status, body, _) in [
+        error_of(c.put(format!("{}/api/tasks", s.base)).send().await.unwrap()).await,
+        error_of(
+            c.get(format!("{}/api/nowhere", s.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await,
+    ] {
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
+    }
+
     // 409 on a finished run.
     let done = post(&s.base, &json!({"tag": "e-409", "n": 1})).await;
     let ik = ik_of(&done);

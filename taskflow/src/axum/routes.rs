@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,6 +40,8 @@ pub fn routes(flow: TaskFlow) -> Router {
         .route("/tasks/{key}/resume", post(resume))
         .route("/tasks/{key}/cancel", post(cancel))
         .fallback(|| async { HttpError::not_found() })
+        // The closed code set has no 405: a wrong method is answered like an unknown route.
+        .method_not_allowed_fallback(|| async { HttpError::not_found() })
         // The body limit equals the input limit; one byte more is 413 before any parsing.
         .layer(DefaultBodyLimit::max(limit))
         .with_state(flow)
@@ -76,16 +78,16 @@ fn scope(user: MaybeUser) -> Scope {
 }
 
 /// `Last-Event-ID` header, else the `last_event_id` query parameter (for a fresh EventSource).
-fn last_event_id(headers: &HeaderMap, query: &LastEventIdQuery) -> Option<crate::Seq> {
+/// The query is read raw, so no malformed query string can produce a rejection; only digits
+/// are valid values, so no percent-decoding is needed.
+fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<crate::Seq> {
     match headers.get("last-event-id") {
         Some(v) => v.to_str().ok().and_then(parse_last_event_id),
-        None => query.last_event_id.as_deref().and_then(parse_last_event_id),
+        None => query?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("last_event_id="))
+            .and_then(parse_last_event_id),
     }
-}
-
-#[derive(serde::Deserialize)]
-struct LastEventIdQuery {
-    last_event_id: Option<String>,
 }
 
 fn body_bytes(
@@ -121,7 +123,7 @@ async fn start(
     State(flow): State<TaskFlow>,
     user: MaybeUser,
     Path(task): Path<String>,
-    Query(query): Query<LastEventIdQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
@@ -152,7 +154,8 @@ async fn start(
             }
         }
     };
-    let settings = ExecuteTaskSettings::default().last_event_id(last_event_id(&headers, &query));
+    let settings =
+        ExecuteTaskSettings::default().last_event_id(last_event_id(&headers, query.as_deref()));
     stream::execute(&flow.inner, scope(user), &task, input, &settings).await
 }
 
@@ -180,14 +183,15 @@ async fn events(
     State(flow): State<TaskFlow>,
     user: MaybeUser,
     Path(key): Path<String>,
-    Query(query): Query<LastEventIdQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let ik = match parse_key(&key) {
         Ok(ik) => ik,
         Err(e) => return e.into_response(),
     };
-    let settings = ExecuteTaskSettings::default().last_event_id(last_event_id(&headers, &query));
+    let settings =
+        ExecuteTaskSettings::default().last_event_id(last_event_id(&headers, query.as_deref()));
     stream::reattach(&flow.inner, scope(user), ik, &settings).await
 }
 
