@@ -1,0 +1,416 @@
+//! End-to-end: the demo binary driven by headless Chromium through WebDriver (chromedriver).
+//!
+//! Clicks Run and sees the bar reach 100 %; reloads mid-run and sees the run finish; kills the
+//! server with SIGKILL mid-run, starts it again and sees the page finish. Each time it checks,
+//! on the ids the page recorded per connection, that every reconnect resumed at the last id + 1
+//! (no replay from the start) and that no tick is missing or doubled. Screenshots go to
+//! `target/browser-test/`.
+//!
+//! Chromium and chromedriver come from Debian (`chromium`, `chromium-driver`). When missing,
+//! the test installs them if it runs as root, and otherwise fails with the command to run.
+//! The WebDriver calls are a few JSON requests, made with the `reqwest` the suite already has.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+const INSTALL: &str = "apt-get update && apt-get install -y chromium chromium-driver";
+
+fn ensure_chromium() {
+    let present = |bin: &str| Path::new(bin).exists();
+    if present("/usr/bin/chromium") && present("/usr/bin/chromedriver") {
+        return;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    assert!(
+        root,
+        "Chromium and chromedriver are missing. Install them with: sudo sh -c '{INSTALL}'"
+    );
+    eprintln!("browser test: installing Chromium: {INSTALL}");
+    let status = Command::new("sh")
+        .args(["-c", &format!("DEBIAN_FRONTEND=noninteractive {INSTALL}")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "installing Chromium failed: {INSTALL}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn demo_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/demo");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace --all-features`, which builds the examples",
+        path.display()
+    );
+    path
+}
+
+fn start_demo(data: &Path, addr: &str) -> (Proc, String) {
+    let mut child = Command::new(demo_binary())
+        .env("TASKFLOW_ADDR", addr)
+        .env("TASKFLOW_DATA_DIR", data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    (Proc(child), url)
+}
+
+/// A WebDriver session.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    _driver: Proc,
+    _profile: tempfile::TempDir,
+    shots: PathBuf,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = free_port();
+        let driver = Proc(
+            Command::new("/usr/bin/chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let http = reqwest::Client::new();
+        let driver_url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http
+            .get(format!("{driver_url}/status"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1200,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ]
+            }
+        }}});
+        let r: Value = http
+            .post(format!("{driver_url}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {r}"))
+            .to_owned();
+        let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-test");
+        std::fs::create_dir_all(&shots).unwrap();
+        Self {
+            http,
+            base: format!("{driver_url}/session/{id}"),
+            _driver: driver,
+            _profile: profile,
+            shots,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let r: Value = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["value"].get("error").is_some() {
+            panic!("WebDriver {path}: {r}");
+        }
+        r["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", json!({ "url": url }))
+            .await;
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
+        .await
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let v = self
+            .call(reqwest::Method::GET, "/screenshot", json!({}))
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// Fills the form and clicks Run; returns the new run's key.
+    async fn run(&self, task: &str, n: &str, ms: &str) -> Option<String> {
+        let before = self.js("return [...window.__taskflow.runs.keys()]").await;
+        self.js(&format!(
+            "const f = document.getElementById('start');
+             f.task.value = {task:?}; f.n.value = {n:?}; f.ms.value = {ms:?};
+             document.getElementById('run').click(); return true;"
+        ))
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let keys = self.js("return [...window.__taskflow.runs.keys()]").await;
+            let new: Vec<String> = keys
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|k| !before.as_array().unwrap().contains(k))
+                .map(|k| k.as_str().unwrap().to_owned())
+                .collect();
+            if let Some(k) = new.first() {
+                return Some(k.clone());
+            }
+            let error = self
+                .js("return document.getElementById('error').textContent")
+                .await;
+            if !error.as_str().unwrap_or_default().is_empty() {
+                return None;
+            }
+            assert!(Instant::now() < deadline, "no run appeared");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn state(&self, ik: &str) -> (String, u64) {
+        let v = self
+            .js(&format!(
+                "const r = window.__taskflow.runs.get({ik:?});
+                 if (!r || !r.el) return null;
+                 return [r.el.dataset.state, Number(r.el.querySelector('.bar > div').dataset.percent || 0)];"
+            ))
+            .await;
+        match v.as_array() {
+            Some(a) => (
+                a[0].as_str().unwrap_or_default().to_owned(),
+                a[1].as_u64().unwrap_or(0),
+            ),
+            None => (String::new(), 0),
+        }
+    }
+
+    async fn wait_until(&self, ik: &str, what: &str, pred: impl Fn(&str, u64) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (state, pct) = self.state(ik).await;
+            if pred(&state, pct) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: stuck at {state} {pct} %"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Checks the page's per-connection ids: each connection starts at its `from` + 1, ids are
+    /// consecutive, and together they are 1..=last exactly once. Returns (connections, last).
+    async fn check_ids(&self, ik: &str) -> (usize, u64) {
+        let conns = self
+            .js(&format!(
+                "return window.__taskflow.connections.filter(c => c.ik === {ik:?})"
+            ))
+            .await;
+        let mut all = Vec::new();
+        let conns = conns.as_array().unwrap();
+        for c in conns {
+            let from = c["from"].as_u64().unwrap();
+            let ids: Vec<u64> = c["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            if let Some(first) = ids.first() {
+                assert_eq!(
+                    *first,
+                    from + 1,
+                    "a reconnect did not resume at the last id + 1: {c}"
+                );
+            }
+            assert!(
+                ids.windows(2).all(|w| w[1] == w[0] + 1),
+                "gap or repeat within {c}"
+            );
+            all.extend(ids);
+        }
+        let last = all.len() as u64;
+        assert!(
+            all.iter().copied().eq(1..=last),
+            "ids across connections: {all:?}"
+        );
+        (conns.len(), last)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_survives_reloads_and_server_kills() {
+    ensure_chromium();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let (demo, url) = start_demo(data.path(), &addr);
+    let mut demo = Some(demo);
+    let b = Browser::start().await;
+    b.goto(&url).await;
+
+    // 1. Run to 100 %.
+    let ik = b.run("count-to-n", "6", "150").await.expect("run started");
+    b.wait_until(&ik, "first run", |s, p| s == "completed" && p == 100)
+        .await;
+    let (conns, last) = b.check_ids(&ik).await;
+    assert_eq!(last, 7, "6 ticks and completed");
+    assert_eq!(conns, 1);
+    b.screenshot("1-completed").await;
+
+    // 2. Reload mid-run.
+    let ik = b.run("count-to-n", "12", "250").await.unwrap();
+    b.wait_until(&ik, "before reload", |_, p| p >= 25).await;
+    b.goto(&url).await;
+    b.wait_until(&ik, "after reload", |s, p| s == "completed" && p == 100)
+        .await;
+    let (conns, last) = b.check_ids(&ik).await;
+    assert!(conns >= 2, "the reload made a new connection");
+    assert_eq!(last, 13);
+    b.screenshot("2-after-reload").await;
+
+    // 3. SIGKILL the server mid-run and start it again on the same address.
+    let ik = b.run("count-to-n", "12", "250").await.unwrap();
+    b.wait_until(&ik, "before kill", |_, p| p >= 25).await;
+    let mut killed = demo.take().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &killed.0.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = killed.0.wait();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b
+        .js("return document.getElementById('banner').classList.contains('on')")
+        .await
+        != json!(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reconnecting banner while the server is down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.screenshot("3-server-down").await;
+    let (restarted, _) = start_demo(data.path(), &addr);
+    demo = Some(restarted);
+    b.wait_until(&ik, "after restart", |s, p| s == "completed" && p == 100)
+        .await;
+    let (conns, last) = b.check_ids(&ik).await;
+    assert!(conns >= 2, "the page reconnected after the restart");
+    assert_eq!(last, 13);
+    b.screenshot("3-after-restart").await;
+
+    // 4. Bad input shows the server's 400 message.
+    assert!(b.run("count-to-n", "abc", "100").await.is_none());
+    let error = b
+        .js("return document.getElementById('error').textContent")
+        .await;
+    assert!(error.as_str().unwrap().contains("(field: n)"), "{error}");
+    assert!(b.run("count-to-n", "0", "100").await.is_none());
+    let error = b
+        .js("return document.getElementById('error').textContent")
+        .await;
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .contains("n must be between 1 and 10000"),
+        "{error}"
+    );
+    b.screenshot("4-bad-input").await;
+
+    // 5. After a reload, GET /api/tasks lists the runs the page shows.
+    b.goto(&url).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shown = b
+        .js("return [...window.__taskflow.runs.keys()].sort()")
+        .await;
+    let listed: Value = reqwest::get(format!("{url}/api/tasks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut listed: Vec<String> = listed["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["idempotency_key"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(shown, json!(listed));
+    drop(demo);
+}
