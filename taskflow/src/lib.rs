@@ -70,6 +70,8 @@ pub mod testing;
 
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "client")]
+pub mod client;
 
 #[doc(hidden)]
 #[path = "macro_support.rs"]

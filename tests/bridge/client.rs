@@ -1,0 +1,215 @@
+//! The typed Rust client through a TCP proxy that cuts connections at random byte offsets
+//! (mid-frame): on the wire every reconnect sends the last complete id, the server never
+//! resends an id at or below it, and the client yields every event once, then the output.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use taskflow::client::{Client, ClientEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+/// What one proxied connection carried.
+#[derive(Debug, Default, Clone)]
+struct Wire {
+    request: String,
+    delivered: Vec<u8>,
+    cut: bool,
+}
+
+fn last_event_id_sent(w: &Wire) -> Option<u64> {
+    w.request
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("last-event-id: ")
+                .map(str::to_owned)
+        })
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// Ids of the frames the client received completely on this connection (a frame is complete
+/// once its blank line arrived), and of every frame the server started to send.
+fn ids_on(w: &Wire) -> (Vec<u64>, Vec<u64>) {
+    let text = String::from_utf8_lossy(&w.delivered);
+    let id_of = |part: &str| {
+        part.lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+    };
+    let parts: Vec<&str> = text.split("\n\n").collect();
+    let complete = parts[..parts.len() - 1]
+        .iter()
+        .filter_map(|p| id_of(p))
+        .collect();
+    let started = parts.iter().filter_map(|p| id_of(p)).collect();
+    (complete, started)
+}
+
+async fn proxy(upstream: String, cuts: usize, seed: u64) -> (String, Arc<Mutex<Vec<Wire>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let wires = log.clone();
+    tokio::spawn(async move {
+        let mut rng = seed | 1;
+        let mut n = 0usize;
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let mut server = TcpStream::connect(&upstream).await.unwrap();
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Cut the first `cuts` connections somewhere in their first ~900 bytes.
+            let cut_at = (n < cuts).then(|| 150 + (rng % 750) as usize);
+            n += 1;
+            let index = {
+                let mut w = wires.lock().unwrap();
+                w.push(Wire::default());
+                w.len() - 1
+            };
+            let wires = wires.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                // The request: read until the end of headers (GETs and small POSTs).
+                let mut request = Vec::new();
+                loop {
+                    let k = client.read(&mut buf).await.unwrap_or(0);
+                    if k == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..k]);
+                    let text = String::from_utf8_lossy(&request);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length: ")
+                                    .map(str::to_owned)
+                            })
+                            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                wires.lock().unwrap()[index].request =
+                    String::from_utf8_lossy(&request).into_owned();
+                server.write_all(&request).await.unwrap();
+                let mut sent = 0usize;
+                loop {
+                    let k = server.read(&mut buf).await.unwrap_or(0);
+                    if k == 0 {
+                        break;
+                    }
+                    let mut chunk = &buf[..k];
+                    let mut cut = false;
+                    if let Some(at) = cut_at
+                        && sent + chunk.len() >= at
+                    {
+                        chunk = &chunk[..at - sent];
+                        cut = true;
+                    }
+                    if client.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                    sent += chunk.len();
+                    wires.lock().unwrap()[index]
+                        .delivered
+                        .extend_from_slice(chunk);
+                    if cut {
+                        wires.lock().unwrap()[index].cut = true;
+                        break;
+                    }
+                }
+                // Dropping both sockets cuts the connection.
+            });
+        }
+    });
+    (addr, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_resumes_after_mid_frame_cuts_without_gaps_or_duplicates() {
+    let s = server().await;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("client proxy test seed: {seed}");
+    let upstream = s.base.trim_start_matches("http://").to_owned();
+    let (base, wires) = proxy(upstream, 5, seed).await;
+    let client = Client::new(format!("{base}/api")).backoff_base(Duration::from_millis(50));
+    let input = CountIn {
+        tag: "client-cuts".into(),
+        n: 30,
+        sleep_ms: 15,
+        ..CountIn::default()
+    };
+    let mut run = client.start(count, &input).await.unwrap();
+    let mut ticks = Vec::new();
+    let mut output = None;
+    let mut readies = 0;
+    while let Some(event) = run.next().await {
+        match event.unwrap() {
+            ClientEvent::Ready { .. } => readies += 1,
+            ClientEvent::Progress {
+                seq,
+                event: Count::Tick { i, big },
+            } => {
+                assert_eq!(
+                    big, 9_007_199_254_740_993,
+                    "JS-safe string read back as a number"
+                );
+                ticks.push((seq.get(), i));
+            }
+            ClientEvent::Completed { seq, output: o } => {
+                assert_eq!(seq.get(), 31);
+                output = Some(o);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ticks.len(), 30, "{ticks:?}");
+    for (k, (seq, i)) in ticks.iter().enumerate() {
+        assert_eq!(
+            (*seq, *i),
+            (k as u64 + 1, k as u32),
+            "every event once, in order"
+        );
+    }
+    let output = output.expect("the output");
+    assert_eq!((output.n, output.huge), (30, u64::MAX));
+
+    let wires = wires.lock().unwrap().clone();
+    assert!(
+        wires.iter().filter(|w| w.cut).count() >= 3,
+        "the proxy cut connections"
+    );
+    assert!(readies >= 2);
+    let mut last_complete: Option<u64> = None;
+    for (k, w) in wires.iter().enumerate() {
+        let sent = last_event_id_sent(w);
+        assert_eq!(
+            sent, last_complete,
+            "connection {k} resumed from the last complete id"
+        );
+        let (complete, started) = ids_on(w);
+        if let Some(first) = started.first() {
+            assert_eq!(
+                *first,
+                last_complete.unwrap_or(0) + 1,
+                "connection {k} resent an id"
+            );
+        }
+        if let Some(last) = complete.last() {
+            last_complete = Some(*last);
+        }
+    }
+    s.shutdown().await;
+}
