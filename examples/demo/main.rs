@@ -15,6 +15,7 @@ mod tasks;
 
 use std::time::Duration;
 
+use axum::http::header::CONTENT_TYPE;
 use axum::response::Html;
 use axum::routing::get;
 use taskflow::TaskFlow;
@@ -40,6 +41,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let app = axum::Router::new()
         .route("/", get(|| async { Html(include_str!("page.html")) }))
+        .route(
+            "/static/taskflow-client.js",
+            get(|| async {
+                (
+                    [(CONTENT_TYPE, "text/javascript")],
+                    include_str!("static/taskflow-client.js"),
+                )
+            }),
+        )
+        .route(
+            "/static/taskflow-client.d.ts",
+            get(|| async {
+                (
+                    [(CONTENT_TYPE, "text/plain")],
+                    include_str!("static/taskflow-client.d.ts"),
+                )
+            }),
+        )
+        .route(
+            "/static/events.d.ts",
+            get(|| async {
+                (
+                    [(CONTENT_TYPE, "text/plain")],
+                    include_str!("static/events.d.ts"),
+                )
+            }),
+        )
         .nest("/api", taskflow::axum::routes(flow.clone()))
         .merge(taskflow::axum::metrics(flow.clone()));
     let listener = tokio::net::TcpListener::bind(&addr).await?;

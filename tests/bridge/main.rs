@@ -12,4 +12,5 @@ mod reattach;
 mod shutdown;
 mod signal;
 mod support;
+mod typescript;
 mod wire;
