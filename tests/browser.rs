@@ -315,9 +315,10 @@ impl Browser {
 async fn the_demo_page_survives_reloads_and_server_kills() {
     ensure_chromium();
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let (demo, url) = start_demo(data.path(), &addr);
+    let (demo, url) = start_demo(data.path(), "127.0.0.1:0");
+    // The restart below must come back on the same origin, so it reuses the port the first
+    // server picked.
+    let addr = url.trim_start_matches("http://").to_owned();
     let mut demo = Some(demo);
     let b = Browser::start().await;
     b.goto(&url).await;
