@@ -4,6 +4,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), taskflow::client::ClientError> {
+//! use taskflow::TaskEvent;
 //! use taskflow::client::{Client, ClientEvent};
 //! # use taskflow::prelude::*;
 //! # #[task] async fn count(_c: TaskContext<NoEvents>, n: u32) -> Result<u32, TaskError> { Ok(n) }
@@ -11,7 +12,7 @@
 //! let mut run = client.start(count, &10).await?;
 //! while let Some(event) = run.next().await {
 //!     match event? {
-//!         ClientEvent::Completed { output, .. } => println!("done: {output}"),
+//!         ClientEvent::Event(TaskEvent::Completed { output, .. }) => println!("done: {output}"),
 //!         other => println!("{other:?}"),
 //!     }
 //! }
@@ -31,9 +32,11 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
+use crate::engine::{TaskEvent, decode_event};
 use crate::ids::{IdempotencyKey, Seq};
 use crate::sse::{MAX_SAFE_INTEGER, parse_last_event_id};
-use crate::task::{Events, Task};
+use crate::status::StoredEvent;
+use crate::task::Task;
 
 /// Why the client stopped.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +78,9 @@ pub enum ClientError {
     },
 }
 
-/// What a run streams, typed by its task.
+/// What a run streams, typed by its task: a `ready` frame per connection, then the run's
+/// events exactly as [`TaskFlow::subscribe_typed`](crate::TaskFlow::subscribe_typed) yields
+/// them in-process.
 #[non_exhaustive]
 pub enum ClientEvent<T: Task> {
     /// The first frame of each connection.
@@ -85,43 +90,8 @@ pub enum ClientEvent<T: Task> {
         /// Whether the request attached to an existing run.
         attached: bool,
     },
-    /// A progress event.
-    Progress {
-        /// Its sequence number.
-        seq: Seq,
-        /// The event.
-        event: T::Events,
-    },
-    /// The run was suspended (the stream ends when this is its current state).
-    Suspended {
-        /// Its sequence number.
-        seq: Seq,
-        /// Why.
-        reason: String,
-    },
-    /// The run finished.
-    Completed {
-        /// Its sequence number.
-        seq: Seq,
-        /// The output.
-        output: T::Output,
-    },
-    /// The run failed.
-    Failed {
-        /// Its sequence number.
-        seq: Seq,
-        /// The message.
-        message: String,
-        /// The code.
-        code: String,
-    },
-    /// The run was cancelled.
-    Cancelled {
-        /// Its sequence number.
-        seq: Seq,
-        /// Why.
-        reason: String,
-    },
+    /// A progress or lifecycle event of the run.
+    Event(TaskEvent<T>),
 }
 
 impl<T: Task> std::fmt::Debug for ClientEvent<T>
@@ -139,32 +109,7 @@ where
                 .field("idempotency_key", idempotency_key)
                 .field("attached", attached)
                 .finish(),
-            Self::Progress { seq, event } => f
-                .debug_struct("Progress")
-                .field("seq", seq)
-                .field("event", event)
-                .finish(),
-            Self::Suspended { seq, reason } => f
-                .debug_struct("Suspended")
-                .field("seq", seq)
-                .field("reason", reason)
-                .finish(),
-            Self::Completed { seq, output } => f
-                .debug_struct("Completed")
-                .field("seq", seq)
-                .field("output", output)
-                .finish(),
-            Self::Failed { seq, message, code } => f
-                .debug_struct("Failed")
-                .field("seq", seq)
-                .field("message", message)
-                .field("code", code)
-                .finish(),
-            Self::Cancelled { seq, reason } => f
-                .debug_struct("Cancelled")
-                .field("seq", seq)
-                .field("reason", reason)
-                .finish(),
+            Self::Event(e) => f.debug_tuple("Event").field(e).finish(),
         }
     }
 }
@@ -489,43 +434,17 @@ impl<T: Task> TaskStream<T> {
         }
         self.last = Some(seq);
         self.last_was_suspended = false;
-        let text = |key: &str| data[key].as_str().unwrap_or_default().to_owned();
-        let event = match frame.event.as_str() {
-            "suspended" => {
-                self.last_was_suspended = true;
-                ClientEvent::Suspended {
-                    seq,
-                    reason: text("reason"),
-                }
-            }
-            "cancelled" => {
-                self.done = true;
-                ClientEvent::Cancelled {
-                    seq,
-                    reason: text("reason"),
-                }
-            }
-            "failed" => {
-                self.done = true;
-                ClientEvent::Failed {
-                    seq,
-                    message: text("message"),
-                    code: text("code"),
-                }
-            }
-            "completed" => {
-                self.done = true;
-                let output = decode_lenient(data.get("result").cloned().unwrap_or_default())
-                    .map_err(|e| decode_error("completed", e))?;
-                ClientEvent::Completed { seq, output }
-            }
-            name => {
-                let event =
-                    decode_event::<T::Events>(name, data).map_err(|e| decode_error(name, e))?;
-                ClientEvent::Progress { seq, event }
-            }
-        };
-        Ok(Some(event))
+        self.last_was_suspended = frame.event == "suspended";
+        if matches!(frame.event.as_str(), "completed" | "failed" | "cancelled") {
+            self.done = true;
+        }
+        let event = decode_lenient::<T>(StoredEvent {
+            seq,
+            name: frame.event.clone(),
+            data,
+        })
+        .map_err(|e| decode_error(&frame.event, e))?;
+        Ok(Some(ClientEvent::Event(event)))
     }
 }
 
@@ -544,24 +463,13 @@ fn jitter_fraction() -> f64 {
 
 /// Decodes as sent; if that fails, once more with JS-safe integer strings turned back into
 /// numbers (the bridge writes integers beyond ±(2^53 − 1) as strings).
-fn decode_lenient<O: serde::de::DeserializeOwned>(value: Value) -> Result<O, String> {
-    match serde_json::from_value(value.clone()) {
-        Ok(o) => Ok(o),
-        Err(first) => {
-            let mut numbers = value;
-            unstring_integers(&mut numbers);
-            serde_json::from_value(numbers).map_err(|_| first.to_string())
-        }
-    }
-}
-
-fn decode_event<E: Events>(name: &str, data: Value) -> Result<E, String> {
-    match E::decode(name, data.clone()) {
+fn decode_lenient<T: Task>(event: StoredEvent) -> Result<TaskEvent<T>, String> {
+    match decode_event::<T>(event.clone()) {
         Ok(e) => Ok(e),
         Err(first) => {
-            let mut numbers = data;
-            unstring_integers(&mut numbers);
-            E::decode(name, numbers).map_err(|_| first.to_string())
+            let mut numbers = event;
+            unstring_integers(&mut numbers.data);
+            decode_event::<T>(numbers).map_err(|_| first.to_string())
         }
     }
 }

@@ -167,17 +167,9 @@ impl<E: Events> TaskContext<E> {
     pub async fn heartbeat(&self) -> Result<(), TaskError> {
         let mut patch = crate::store::TaskPatch::at(self.state.inner.now());
         patch.heartbeat = true;
-        let batch = WriteBatch::fenced(
-            self.state.fence(),
-            vec![Write::Update {
-                task: self.state.task_id,
-                patch,
-            }],
-        );
-        self.state
-            .inner
-            .store
-            .commit(batch)
+        let s = &self.state;
+        s.inner
+            .commit_patch(s.task_id, &s.ik, s.epoch, patch, None)
             .await
             .map_err(store_error)?;
         Ok(())

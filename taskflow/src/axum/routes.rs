@@ -36,9 +36,7 @@ pub fn routes(flow: TaskFlow) -> Router {
         .route("/tasks", get(list))
         .route("/tasks/{key}", post(start).get(status))
         .route("/tasks/{key}/events", get(events))
-        .route("/tasks/{key}/stop", post(stop))
-        .route("/tasks/{key}/resume", post(resume))
-        .route("/tasks/{key}/cancel", post(cancel))
+        .route("/tasks/{key}/{action}", post(control))
         .fallback(|| async { HttpError::not_found() })
         // The closed code set has no 405: a wrong method is answered like an unknown route.
         .method_not_allowed_fallback(|| async { HttpError::not_found() })
@@ -201,16 +199,22 @@ struct ReasonBody {
     reason: Option<String>,
 }
 
+/// `POST /tasks/{ik}/stop|resume|cancel`, optional body `{"reason"}`.
 async fn control(
-    flow: TaskFlow,
+    State(flow): State<TaskFlow>,
     user: MaybeUser,
-    key: &str,
-    action: Action,
-    headers: &HeaderMap,
+    Path((key, action)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let env = flow.inner.config.environment;
-    let ik = match parse_key(key) {
+    let action = match action.as_str() {
+        "stop" => Action::Stop,
+        "resume" => Action::Resume,
+        "cancel" => Action::Cancel,
+        _ => return HttpError::not_found().into_response(),
+    };
+    let ik = match parse_key(&key) {
         Ok(ik) => ik,
         Err(e) => return e.into_response(),
     };
@@ -221,7 +225,7 @@ async fn control(
     let reason = if body.is_empty() {
         None
     } else {
-        if !json_content(headers) {
+        if !json_content(&headers) {
             return HttpError::new(
                 axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -250,36 +254,6 @@ async fn control(
         Ok(s) => json_response(&status_json(&s, env, true)),
         Err(e) => HttpError::from_control(e, env).into_response(),
     }
-}
-
-async fn stop(
-    State(flow): State<TaskFlow>,
-    user: MaybeUser,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    control(flow, user, &key, Action::Stop, &headers, body).await
-}
-
-async fn resume(
-    State(flow): State<TaskFlow>,
-    user: MaybeUser,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    control(flow, user, &key, Action::Resume, &headers, body).await
-}
-
-async fn cancel(
-    State(flow): State<TaskFlow>,
-    user: MaybeUser,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    control(flow, user, &key, Action::Cancel, &headers, body).await
 }
 
 async fn list(State(flow): State<TaskFlow>, user: MaybeUser) -> Response {

@@ -14,7 +14,7 @@ use crate::error::{StoreError, TaskError};
 use crate::ids::{Epoch, Seq};
 use crate::metrics::Metrics;
 use crate::status::{StoredEvent, TaskState};
-use crate::store::{Committed, Fence, TaskPatch, TaskRecord, Write, WriteBatch};
+use crate::store::{Committed, TaskPatch, TaskRecord};
 
 /// How an attempt ended.
 enum Attempt {
@@ -125,18 +125,10 @@ async fn begin_attempt(inner: &Inner, record: &TaskRecord) -> Option<Epoch> {
     patch.next_attempt_at = Some(None);
     patch.bump_epoch = true;
     patch.heartbeat = true;
-    let fence = Fence {
-        task: record.id,
-        epoch: record.epoch,
-    };
-    let batch = WriteBatch::fenced(
-        fence,
-        vec![Write::Update {
-            task: record.id,
-            patch,
-        }],
-    );
-    match inner.store.commit(batch).await {
+    match inner
+        .commit_patch(record.id, &record.ik, record.epoch, patch, None)
+        .await
+    {
         Ok(c) => match c.first() {
             Some(Committed::Epoch(e)) => Some(*e),
             _ => None,
@@ -266,17 +258,9 @@ fn outcome(
 async fn heartbeat(inner: &Inner, record: &TaskRecord, epoch: Epoch) {
     let mut patch = TaskPatch::at(inner.now());
     patch.heartbeat = true;
-    let batch = WriteBatch::fenced(
-        Fence {
-            task: record.id,
-            epoch,
-        },
-        vec![Write::Update {
-            task: record.id,
-            patch,
-        }],
-    );
-    if let Err(e) = inner.store.commit(batch).await
+    if let Err(e) = inner
+        .commit_patch(record.id, &record.ik, epoch, patch, None)
+        .await
         && !matches!(e, StoreError::Fenced)
     {
         tracing::warn!(error = %e, "heartbeat failed");
@@ -290,10 +274,6 @@ async fn settle(
     epoch: Epoch,
     result: Result<serde_json::Value, TaskError>,
 ) -> bool {
-    let fence = Fence {
-        task: record.id,
-        epoch,
-    };
     let now = inner.now();
     let mut patch = TaskPatch::at(now);
     let (event, retry) = match result {
@@ -343,19 +323,10 @@ async fn settle(
         }
     };
     let status = patch.status;
-    let mut writes = vec![Write::Update {
-        task: record.id,
-        patch,
-    }];
-    if let Some((name, data)) = event {
-        writes.push(Write::Event {
-            ik: record.ik.clone(),
-            task: record.id,
-            name: name.to_owned(),
-            data,
-        });
-    }
-    match inner.store.commit(WriteBatch::fenced(fence, writes)).await {
+    match inner
+        .commit_patch(record.id, &record.ik, epoch, patch, event)
+        .await
+    {
         Ok(_) => {
             match status {
                 Some(TaskState::Completed) => Metrics::inc(&inner.metrics.tasks_completed),

@@ -26,6 +26,7 @@ pub use self::builder::{Environment, TaskFlowBuilder};
 use self::hub::Hub;
 use self::registry::Registry;
 pub use self::scope::{StartOptions, UserScope};
+pub(crate) use self::subscription::decode as decode_event;
 pub use self::subscription::{EventSubscription, TaskEvent, TypedEventError, TypedSubscription};
 use crate::clock::{Clock, MonotonicClock, Timestamp};
 use crate::error::{
@@ -473,24 +474,31 @@ impl Inner {
         patch: TaskPatch,
         event: Option<(&str, serde_json::Value)>,
     ) -> Result<(), StoreError> {
-        let mut writes = vec![Write::Update {
-            task: record.id,
-            patch,
-        }];
+        self.commit_patch(record.id, &record.ik, record.epoch, patch, event)
+            .await
+            .map(drop)
+    }
+
+    /// Commits `patch` (and `event`, if any) to run `id` unless its epoch moved past `epoch`.
+    pub(crate) async fn commit_patch(
+        &self,
+        id: TaskId,
+        ik: &IdempotencyKey,
+        epoch: crate::ids::Epoch,
+        patch: TaskPatch,
+        event: Option<(&str, serde_json::Value)>,
+    ) -> Result<Vec<Committed>, StoreError> {
+        let mut writes = vec![Write::Update { task: id, patch }];
         if let Some((name, data)) = event {
             writes.push(Write::Event {
-                ik: record.ik.clone(),
-                task: record.id,
+                ik: ik.clone(),
+                task: id,
                 name: name.to_owned(),
                 data,
             });
         }
-        let fence = Fence {
-            task: record.id,
-            epoch: record.epoch,
-        };
-        self.store.commit(WriteBatch::fenced(fence, writes)).await?;
-        Ok(())
+        let fence = Fence { task: id, epoch };
+        self.store.commit(WriteBatch::fenced(fence, writes)).await
     }
 
     /// Fails a run that is not running in this process (recovery).

@@ -263,7 +263,7 @@ impl<T: crate::Task> TypedSubscription<T> {
     }
 }
 
-fn decode<T: crate::Task>(e: StoredEvent) -> Result<TaskEvent<T>, TypedEventError> {
+pub(crate) fn decode<T: crate::Task>(e: StoredEvent) -> Result<TaskEvent<T>, TypedEventError> {
     use crate::task::Events as _;
     let seq = e.seq;
     let field =
