@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use taskflow::TaskEvent;
 use taskflow::client::{Client, ClientEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,8 +35,10 @@ fn last_event_id_sent(w: &Wire) -> Option<u64> {
 /// once its blank line arrived), and of every frame the server started to send.
 fn ids_on(w: &Wire) -> (Vec<u64>, Vec<u64>) {
     let text = String::from_utf8_lossy(&w.delivered);
+    // Only whole `id:` lines count: a cut inside "id: 12" must not read as id 1.
     let id_of = |part: &str| {
-        part.lines()
+        part.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .find_map(|l| l.strip_prefix("id: "))
             .map(|v| v.trim().parse::<u64>().unwrap())
     };
@@ -64,8 +67,10 @@ async fn proxy(upstream: String, cuts: usize, seed: u64) -> (String, Arc<Mutex<V
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            // Cut the first `cuts` connections somewhere in their first ~900 bytes.
-            let cut_at = (n < cuts).then(|| 150 + (rng % 750) as usize);
+            // Cut the first `cuts` connections at a random offset within ~600 bytes after their
+            // `ready` frame (a cut before `ready` would count against the client's 3 retries
+            // per episode, which it is right to give up after).
+            let cut_after_ready = (n < cuts).then(|| (rng % 600) as usize);
             n += 1;
             let index = {
                 let mut w = wires.lock().unwrap();
@@ -102,14 +107,28 @@ async fn proxy(upstream: String, cuts: usize, seed: u64) -> (String, Arc<Mutex<V
                     String::from_utf8_lossy(&request).into_owned();
                 server.write_all(&request).await.unwrap();
                 let mut sent = 0usize;
+                let mut cut_at: Option<usize> = None;
+                let mut seen = Vec::new();
                 loop {
                     let k = server.read(&mut buf).await.unwrap_or(0);
                     if k == 0 {
                         break;
                     }
                     let mut chunk = &buf[..k];
+                    if cut_at.is_none()
+                        && let Some(extra) = cut_after_ready
+                    {
+                        seen.extend_from_slice(chunk);
+                        let text = String::from_utf8_lossy(&seen);
+                        if let Some(ready) = text.find("event: ready")
+                            && let Some(end) = text[ready..].find("\n\n")
+                        {
+                            cut_at = Some((ready + end + 2 + extra).max(sent + 1));
+                        }
+                    }
                     let mut cut = false;
                     if let Some(at) = cut_at
+                        && at > sent
                         && sent + chunk.len() >= at
                     {
                         chunk = &chunk[..at - sent];
@@ -158,17 +177,17 @@ async fn the_client_resumes_after_mid_frame_cuts_without_gaps_or_duplicates() {
     while let Some(event) = run.next().await {
         match event.unwrap() {
             ClientEvent::Ready { .. } => readies += 1,
-            ClientEvent::Progress {
+            ClientEvent::Event(TaskEvent::Progress {
                 seq,
                 event: Count::Tick { i, big },
-            } => {
+            }) => {
                 assert_eq!(
                     big, 9_007_199_254_740_993,
                     "JS-safe string read back as a number"
                 );
                 ticks.push((seq.get(), i));
             }
-            ClientEvent::Completed { seq, output: o } => {
+            ClientEvent::Event(TaskEvent::Completed { seq, output: o }) => {
                 assert_eq!(seq.get(), 31);
                 output = Some(o);
             }
