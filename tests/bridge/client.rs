@@ -70,7 +70,7 @@ async fn proxy(upstream: String, cuts: usize, seed: u64) -> (String, Arc<Mutex<V
             // Cut the first `cuts` connections at a random offset within ~600 bytes after their
             // `ready` frame (a cut before `ready` would count against the client's 3 retries
             // per episode, which it is right to give up after).
-            let cut_after_ready = (n < cuts).then(|| (rng % 600) as usize);
+            let cut_after_ready = (n < cuts).then_some((rng % 600) as usize);
             n += 1;
             let index = {
                 let mut w = wires.lock().unwrap();
