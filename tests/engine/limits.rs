@@ -274,3 +274,41 @@ async fn retention_removes_old_runs_by_the_clock_and_keys_keep_their_seqs() {
     );
     flow.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_retention_pass_compacts_the_file() {
+    let dir = TempDataDir::new();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let flow = fast_builder(&dir)
+        .clock(clock.clone())
+        .compact_after(20)
+        .build()
+        .await
+        .unwrap();
+    let file = dir.path().join("taskflow.redb");
+    let mut runs = Vec::new();
+    for k in 0..40 {
+        let mut s = Script::new(&format!("lim-compact-{k}"));
+        s.steps = 1;
+        s.step_bytes = 200_000;
+        runs.push(flow.start(scripted, s).await.unwrap());
+    }
+    for run in &runs {
+        flow.wait(run).await.unwrap();
+    }
+    let before = std::fs::metadata(&file).unwrap().len();
+    clock.advance(Duration::from_secs(25 * 3600));
+    assert_eq!(flow.collect_garbage().await.unwrap(), 40);
+    let after = std::fs::metadata(&file).unwrap().len();
+    println!("file: {before} bytes before retention, {after} after compaction");
+    assert!(
+        after * 2 < before,
+        "compaction gave space back: {before} -> {after}"
+    );
+    // Still a working store.
+    let mut s = Script::new("lim-compact-after");
+    s.steps = 1;
+    let run = flow.start(scripted, s).await.unwrap();
+    flow.wait(&run).await.unwrap();
+    flow.shutdown().await.unwrap();
+}

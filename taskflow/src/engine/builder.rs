@@ -229,6 +229,13 @@ impl TaskFlowBuilder {
         self
     }
 
+    /// Compacts the file after a retention pass removed at least `runs` runs (default 1000),
+    /// giving the freed space back to the file system.
+    pub fn compact_after(mut self, runs: usize) -> Self {
+        self.config.compact_after = runs.max(1);
+        self
+    }
+
     /// How often retention runs in the background (default 10 min).
     pub fn gc_interval(mut self, every: Duration) -> Self {
         self.config.gc_interval = every;
