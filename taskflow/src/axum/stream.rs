@@ -177,8 +177,8 @@ impl Writer {
         }
         let keep_alive = self.settings.get_keep_alive();
         loop {
-            let next = tokio::time::timeout(keep_alive, subscription.next()).await;
-            let event = match next {
+            let next = tokio::time::timeout(keep_alive, subscription.next_shared()).await;
+            let shared = match next {
                 Err(_) => {
                     let mut frame = String::new();
                     write_comment(&mut frame, "hb");
@@ -200,20 +200,23 @@ impl Writer {
                     self.error_frame(&message, "internal").await;
                     return;
                 }
-                Ok(Some(Ok(event))) => event,
+                Ok(Some(Ok(shared))) => shared,
             };
-            let mut data = event.data;
-            if event.name == "failed" {
-                self.mask_failure(&mut data).await;
-            }
-            if self.settings.get_js_safe_integers() {
-                js_safe_integers(&mut data);
-            }
-            let mut frame = String::new();
-            if let Err(e) = write_event(&mut frame, Some(event.seq), &event.name, &data.to_string())
-            {
-                // Names in the log were checked when they were emitted; keep the stream valid.
-                tracing::error!(error = %e, seq = %event.seq, "event skipped: invalid name");
+            let event = &shared.event;
+            let frame = if event.name != "failed" && self.settings.get_js_safe_integers() {
+                // The default rendering: done once per event, shared by every subscriber.
+                shared.frame.get_or_init(|| render(event, true)).clone()
+            } else {
+                let mut data = event.data.clone();
+                if event.name == "failed" {
+                    self.mask_failure(&mut data).await;
+                }
+                if self.settings.get_js_safe_integers() {
+                    js_safe_integers(&mut data);
+                }
+                render_data(event, &data)
+            };
+            if frame.is_empty() {
                 continue;
             }
             if !self.send(frame).await {
@@ -270,6 +273,25 @@ impl Writer {
         let _ = write_event(&mut frame, None, "error", &data.to_string());
         let _ = self.send(frame).await;
     }
+}
+
+/// One event's frame; empty (and logged) if its name could not be written, which cannot happen
+/// for events the engine checked when they were emitted.
+fn render(event: &crate::StoredEvent, js_safe: bool) -> String {
+    let mut data = event.data.clone();
+    if js_safe {
+        js_safe_integers(&mut data);
+    }
+    render_data(event, &data)
+}
+
+fn render_data(event: &crate::StoredEvent, data: &serde_json::Value) -> String {
+    let mut frame = String::new();
+    if let Err(e) = write_event(&mut frame, Some(event.seq), &event.name, &data.to_string()) {
+        tracing::error!(error = %e, seq = %event.seq, "event skipped: invalid name");
+        frame.clear();
+    }
+    frame
 }
 
 /// The response body: frames from the writer. Dropping it (the client went away) closes the

@@ -1,7 +1,7 @@
 //! In-process fan-out of committed events to live subscribers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::broadcast;
 
@@ -12,15 +12,32 @@ use crate::store::CommitListener;
 /// Events buffered per key for slow subscribers; one that falls further behind reads the log.
 const CAPACITY: usize = 1024;
 
+/// A committed event as it is fanned out: the event, and a slot for its SSE frame, rendered
+/// once by the first SSE writer that needs the default rendering and shared by the others.
+#[derive(Debug)]
+pub(crate) struct SharedEvent {
+    pub(crate) event: StoredEvent,
+    pub(crate) frame: OnceLock<String>,
+}
+
+impl SharedEvent {
+    pub(crate) fn new(event: StoredEvent) -> Arc<Self> {
+        Arc::new(Self {
+            event,
+            frame: OnceLock::new(),
+        })
+    }
+}
+
 /// One broadcast channel per key that has live subscribers.
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
-    channels: Mutex<HashMap<IdempotencyKey, broadcast::Sender<Arc<StoredEvent>>>>,
+    channels: Mutex<HashMap<IdempotencyKey, broadcast::Sender<Arc<SharedEvent>>>>,
 }
 
 impl Hub {
     /// A receiver of every event committed to `ik` from now on.
-    pub(crate) fn receiver(&self, ik: &IdempotencyKey) -> broadcast::Receiver<Arc<StoredEvent>> {
+    pub(crate) fn receiver(&self, ik: &IdempotencyKey) -> broadcast::Receiver<Arc<SharedEvent>> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if channels.len() > 4 * CAPACITY {
             channels.retain(|_, tx| tx.receiver_count() > 0);
@@ -39,7 +56,7 @@ impl CommitListener for Hub {
             return;
         };
         for event in events {
-            if tx.send(Arc::new(event.clone())).is_err() {
+            if tx.send(SharedEvent::new(event.clone())).is_err() {
                 channels.remove(ik);
                 return;
             }

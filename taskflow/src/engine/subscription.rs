@@ -11,6 +11,8 @@ use crate::ids::{IdempotencyKey, Seq};
 use crate::status::StoredEvent;
 use crate::store::DynStore;
 
+use super::hub::SharedEvent;
+
 /// Events read from the log per store round trip.
 const CHUNK: usize = 256;
 
@@ -23,12 +25,12 @@ const CHUNK: usize = 256;
 pub struct EventSubscription {
     store: DynStore,
     ik: IdempotencyKey,
-    live: broadcast::Receiver<Arc<StoredEvent>>,
+    live: broadcast::Receiver<Arc<SharedEvent>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     cursor: Seq,
     /// Terminal events at or after this seq end the stream (the current run's).
     run_first_seq: Seq,
-    buffer: VecDeque<StoredEvent>,
+    buffer: VecDeque<Arc<SharedEvent>>,
     catching_up: bool,
     done: bool,
 }
@@ -47,7 +49,7 @@ impl EventSubscription {
     pub(crate) fn new(
         store: DynStore,
         ik: IdempotencyKey,
-        live: broadcast::Receiver<Arc<StoredEvent>>,
+        live: broadcast::Receiver<Arc<SharedEvent>>,
         shutdown: tokio::sync::watch::Receiver<bool>,
         after: Seq,
         run_first_seq: Seq,
@@ -76,6 +78,14 @@ impl EventSubscription {
     /// # Errors
     /// When reading the log fails.
     pub async fn next(&mut self) -> Option<Result<StoredEvent, StoreError>> {
+        self.next_shared()
+            .await
+            .map(|r| r.map(|shared| shared.event.clone()))
+    }
+
+    /// As [`next`](Self::next), without copying the event (the SSE bridge shares one rendered
+    /// frame among its subscribers).
+    pub(crate) async fn next_shared(&mut self) -> Option<Result<Arc<SharedEvent>, StoreError>> {
         loop {
             if let Some(event) = self.buffer.pop_front() {
                 return Some(Ok(self.deliver(event)));
@@ -100,9 +110,9 @@ impl EventSubscription {
                 }
             };
             match received {
-                Ok(event) if event.seq <= self.cursor => {}
-                Ok(event) if event.seq == self.cursor.next() => {
-                    return Some(Ok(self.deliver(StoredEvent::clone(&event))));
+                Ok(shared) if shared.event.seq <= self.cursor => {}
+                Ok(shared) if shared.event.seq == self.cursor.next() => {
+                    return Some(Ok(self.deliver(shared)));
                 }
                 // A gap (the log moved on before this receiver existed) or a lag: read back.
                 Ok(_) | Err(RecvError::Lagged(_)) => self.catching_up = true,
@@ -111,20 +121,21 @@ impl EventSubscription {
         }
     }
 
-    fn deliver(&mut self, event: StoredEvent) -> StoredEvent {
+    fn deliver(&mut self, shared: Arc<SharedEvent>) -> Arc<SharedEvent> {
+        let event = &shared.event;
         self.cursor = event.seq;
         if event.is_terminal() && event.seq >= self.run_first_seq {
             self.done = true;
             self.buffer.clear();
         }
-        event
+        shared
     }
 
     /// Reads the next chunk of the log into the buffer; `false` when the log had nothing new.
     async fn read_log(&mut self) -> Result<bool, StoreError> {
         let chunk = self.store.events(&self.ik, self.cursor, CHUNK).await?;
         let got = !chunk.is_empty();
-        self.buffer.extend(chunk);
+        self.buffer.extend(chunk.into_iter().map(SharedEvent::new));
         Ok(got)
     }
 }
