@@ -73,7 +73,7 @@ async fn the_last_client_leaving_stops_the_run_after_the_grace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reattach_within_the_grace_keeps_the_run() {
     let s = server().await;
-    let (ik, response) = start_held(&s, "dc-return", 400).await;
+    let (ik, response) = start_held(&s, "dc-return", 1500).await;
     drop(response);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let again = client()

@@ -28,9 +28,11 @@ fn next(state: &mut u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_in_process_crashes_lose_nothing_and_rerun_nothing() {
+    // 100 steps, so that a slow machine finishing a few extra steps per life never lets the
+    // run complete before the 20th crash.
     let dir = TempDataDir::new();
     let mut s = Script::new("rec-crash");
-    s.steps = 50;
+    s.steps = 100;
     s.step_sleep_ms = 10;
     let p = probe("rec-crash");
     let mut rng = seed() | 1;
@@ -80,11 +82,11 @@ async fn twenty_in_process_crashes_lose_nothing_and_rerun_nothing() {
     for (i, v) in out.values.iter().enumerate() {
         assert_eq!(first[&(i as u32)], *v);
     }
-    // Events: 50 ticks, each once, in order, gapless, then completed.
+    // Events: 100 ticks, each once, in order, gapless, then completed.
     let events = all_events(&flow, &run.idempotency_key, SubscribeFrom::Start).await;
     assert_gapless(&events, 1);
-    assert_eq!(events.len(), 51);
-    for (i, e) in events[..50].iter().enumerate() {
+    assert_eq!(events.len(), 101);
+    for (i, e) in events[..100].iter().enumerate() {
         assert_eq!(e.name, "tick");
         assert_eq!(e.data["i"], i);
     }
