@@ -82,7 +82,8 @@ async fn a_reattach_within_the_grace_keeps_the_run() {
         .await
         .unwrap();
     let reader = tokio::spawn(frames(again));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Past the grace: had the re-attach not cancelled the timer, the run would be suspended.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         status_of(&s, &ik).await["status"],
         "running",
