@@ -12,13 +12,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+#[path = "common/demo_process.rs"]
+mod demo_process;
 
 const INSTALL: &str = "apt-get update && apt-get install -y chromium chromium-driver";
 
@@ -60,39 +62,8 @@ impl Drop for Proc {
     }
 }
 
-fn demo_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/demo");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test --workspace --all-features`, which builds the examples",
-        path.display()
-    );
-    path
-}
-
 fn start_demo(data: &Path, addr: &str) -> (Proc, String) {
-    let mut child = Command::new(demo_binary())
-        .env("TASKFLOW_ADDR", addr)
-        .env("TASKFLOW_DATA_DIR", data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_owned();
+    let (child, url) = demo_process::start_demo(data, addr);
     (Proc(child), url)
 }
 

@@ -2,9 +2,7 @@
 //! `server_shutting_down` frame, the process exits, and after a restart on the same data dir a
 //! re-attach with the last id continues with no gap or duplicate.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
@@ -13,43 +11,9 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn demo_binary() -> PathBuf {
-    // target/debug/deps/bridge-* → target/debug/examples/demo (cargo test builds examples).
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/demo");
-    assert!(
-        path.exists(),
-        "{} is missing: run the suite with `cargo test --workspace --all-features`, which builds the examples",
-        path.display()
-    );
-    path
-}
-
-fn start_demo(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(demo_binary())
-        .env("TASKFLOW_ADDR", "127.0.0.1:0")
-        .env("TASKFLOW_DATA_DIR", data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_owned();
-    (child, url)
-}
+#[path = "../common/demo_process.rs"]
+mod demo_process;
+use demo_process::start_demo;
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -68,7 +32,7 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_stream_then_restart_continues_without_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = start_demo(dir.path());
+    let (mut child, url) = start_demo(dir.path(), "127.0.0.1:0");
     let response = client()
         .post(format!("{url}/api/tasks/count-to-n"))
         .json(&json!({"run_key": "sigterm", "n": 30, "sleep_ms": 50}))
@@ -111,7 +75,7 @@ async fn sigterm_mid_stream_then_restart_continues_without_gap() {
     assert!(status.success(), "exit status {status}");
     assert!(seen.iter().copied().eq(1..=seen.len() as u64));
 
-    let (mut child, url) = start_demo(dir.path());
+    let (mut child, url) = start_demo(dir.path(), "127.0.0.1:0");
     let after = frames(
         client()
             .get(format!("{url}/api/tasks/{ik}/events"))
