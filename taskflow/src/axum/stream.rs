@@ -50,13 +50,12 @@ pub(crate) async fn execute(
         task,
         user = scope.owner.as_ref().map(|u| u.as_str())
     );
-    let _entered = span.enter();
     let options = StartOptions {
         max_attempts: settings.get_max_attempts(),
         execute_mode: settings.get_execute_mode(),
     };
-    drop(_entered);
-    let started = match inner.start(&scope, task, input, &options).await {
+    let start = inner.start(&scope, task, input, &options);
+    let started = match tracing::Instrument::instrument(start, span).await {
         Ok(s) => s,
         Err(e) => return HttpError::from_start(e, env).into_response(),
     };

@@ -836,9 +836,9 @@ pub(crate) fn handle_of<T: Task>(started: Started) -> TaskHandle<T> {
     }
 }
 
-#[allow(dead_code)]
-fn _assert_send_sync() {
+// Compile-time check: handles are shared across tasks and threads.
+const _: fn() = || {
     fn is<T: Send + Sync>() {}
     is::<TaskFlow>();
     is::<StoredEvent>();
-}
+};
