@@ -35,7 +35,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .data_dir(&data_dir)
         .register(tasks::count_to_n)
         .register(tasks::pipeline_with_steps)
-        .trust_proxy_headers(ProxyTrust::new())
         .stop_grace(Duration::from_secs(2))
         .build()
         .await?;
@@ -68,7 +67,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )
             }),
         )
-        .nest("/api", taskflow::axum::routes(flow.clone()))
+        .nest(
+            "/api",
+            taskflow::axum::routes(flow.clone()).layer(ProxyTrust::new().layer(&flow)),
+        )
         .merge(taskflow::axum::metrics(flow.clone()));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!(

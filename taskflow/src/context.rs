@@ -1,24 +1,21 @@
 //! What a handler sees: [`TaskContext`], with durable `step`s and replay-aware `emit`.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::Location;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::engine::Inner;
+use crate::engine::attempt::AttemptState;
 use crate::error::{PayloadKind, StoreError, TaskError};
 use crate::identity::UserContext;
-use crate::ids::{Epoch, IdempotencyKey, StepKey, TaskId};
-use crate::metrics::Metrics;
+use crate::ids::{IdempotencyKey, StepKey, TaskId};
 use crate::names::{validate_event_name, validate_name};
 use crate::status::StoredEvent;
-use crate::store::{Fence, StepRecord, Write, WriteBatch};
+use crate::store::StepRecord;
 use crate::task::Events;
 
 /// Whether a step's value was computed now or read back from the log.
@@ -32,36 +29,6 @@ pub enum StepOrigin {
 
 /// Code of the error a fenced-off attempt's `step`/`emit` returns.
 pub const STOPPED_CODE: &str = "stopped";
-
-/// Everything one attempt shares between its context clones.
-pub(crate) struct AttemptState {
-    pub(crate) inner: Arc<Inner>,
-    pub(crate) task_name: &'static str,
-    pub(crate) task_id: TaskId,
-    pub(crate) ik: IdempotencyKey,
-    pub(crate) epoch: Epoch,
-    pub(crate) attempt: u32,
-    pub(crate) is_recovery: bool,
-    pub(crate) user: Option<UserContext>,
-    pub(crate) previous_events: Vec<StoredEvent>,
-    pub(crate) recorded: Mutex<HashMap<StepKey, StepRecord>>,
-    pub(crate) step_calls: Mutex<HashMap<String, u32>>,
-    pub(crate) emits: Mutex<usize>,
-    pub(crate) stop: watch::Receiver<bool>,
-}
-
-impl AttemptState {
-    fn fence(&self) -> Fence {
-        Fence {
-            task: self.task_id,
-            epoch: self.epoch,
-        }
-    }
-
-    fn is_stopped(&self) -> bool {
-        *self.stop.borrow()
-    }
-}
 
 fn stopped() -> TaskError {
     TaskError::internal(
@@ -95,9 +62,9 @@ impl<E> Clone for TaskContext<E> {
 impl<E> std::fmt::Debug for TaskContext<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskContext")
-            .field("task", &self.state.task_name)
-            .field("task_id", &self.state.task_id)
-            .field("attempt", &self.state.attempt)
+            .field("task", &self.state.task_name())
+            .field("task_id", &self.state.task_id())
+            .field("attempt", &self.state.attempt())
             .finish_non_exhaustive()
     }
 }
@@ -113,43 +80,43 @@ impl<E: Events> TaskContext<E> {
     /// This run's id.
     #[must_use]
     pub fn task_id(&self) -> TaskId {
-        self.state.task_id
+        self.state.task_id()
     }
 
     /// This run's idempotency key.
     #[must_use]
     pub fn idempotency_key(&self) -> &IdempotencyKey {
-        &self.state.ik
+        self.state.ik()
     }
 
     /// The attempt number, from 1.
     #[must_use]
     pub fn attempt(&self) -> u32 {
-        self.state.attempt
+        self.state.attempt()
     }
 
     /// Whether this attempt resumes a run that a crash or restart interrupted.
     #[must_use]
     pub fn is_recovery(&self) -> bool {
-        self.state.is_recovery
+        self.state.is_recovery()
     }
 
     /// The user events this run emitted in earlier attempts (replayed emits are skipped).
     #[must_use]
     pub fn previous_events(&self) -> &[StoredEvent] {
-        &self.state.previous_events
+        self.state.previous_events()
     }
 
     /// The live context of the user the run belongs to, if it has one in this process.
     #[must_use]
     pub fn user(&self) -> Option<&UserContext> {
-        self.state.user.as_ref()
+        self.state.user()
     }
 
     /// Resolves when the run is stopped, cancelled or the flow shuts down. A handler that does
     /// not return soon after is dropped at its next `.await` once the grace period ends.
     pub async fn cancelled(&self) {
-        let mut stop = self.state.stop.clone();
+        let mut stop = self.state.stop_signal();
         // An Err means the run's control is gone, which also means: stop.
         let _ = stop.wait_for(|s| *s).await;
     }
@@ -165,14 +132,7 @@ impl<E: Events> TaskContext<E> {
     /// # Errors
     /// When the attempt was stopped, or storage failed.
     pub async fn heartbeat(&self) -> Result<(), TaskError> {
-        let mut patch = crate::store::TaskPatch::at(self.state.inner.now());
-        patch.heartbeat = true;
-        let s = &self.state;
-        s.inner
-            .commit_patch(s.task_id, &s.ik, s.epoch, patch, None)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        self.state.heartbeat().await.map_err(store_error)
     }
 
     /// Emits a progress event, durably, before returning.
@@ -188,20 +148,11 @@ impl<E: Events> TaskContext<E> {
         let name = event.name();
         validate_event_name(name)
             .map_err(|e| TaskError::internal("invalid_event_name", e.to_string()))?;
-        let position = {
-            let mut emits = self
-                .state
-                .emits
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let n = *emits;
-            *emits += 1;
-            n
-        };
-        if let Some(previous) = self.state.previous_events.get(position) {
+        let position = self.state.next_emit_position();
+        if let Some(previous) = self.state.previous_events().get(position) {
             if previous.name != name {
                 tracing::warn!(
-                    task = self.state.task_name,
+                    task = self.state.task_name(),
                     position,
                     recorded = %previous.name,
                     emitted = name,
@@ -211,7 +162,7 @@ impl<E: Events> TaskContext<E> {
                 && event.to_payload().ok().as_ref() != Some(&previous.data)
             {
                 tracing::debug!(
-                    task = self.state.task_name,
+                    task = self.state.task_name(),
                     position,
                     "replayed event payload differs from the recorded one"
                 );
@@ -225,25 +176,12 @@ impl<E: Events> TaskContext<E> {
             .to_payload()
             .map_err(|e| TaskError::internal("invalid_event", e.to_string()))?;
         self.state
-            .inner
             .check_payload(PayloadKind::Event, &data)
             .map_err(|e| TaskError::internal("payload_too_large", e.to_string()))?;
-        let batch = WriteBatch::fenced(
-            self.state.fence(),
-            vec![Write::Event {
-                ik: self.state.ik.clone(),
-                task: self.state.task_id,
-                name: name.to_owned(),
-                data,
-            }],
-        );
         self.state
-            .inner
-            .store
-            .commit(batch)
+            .commit_event(name, data)
             .await
-            .map_err(store_error)?;
-        Ok(())
+            .map_err(store_error)
     }
 
     /// Runs `body` once per run, durably: the n-th call of `name` in an attempt has key
@@ -289,32 +227,12 @@ impl<E: Events> TaskContext<E> {
         let site = Location::caller();
         // The key is fixed now, at call time, so concurrent steps get keys in call order.
         let key = validate_name(name)
-            .map(|()| {
-                let mut calls = self
-                    .state
-                    .step_calls
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                let n = match calls.get_mut(name) {
-                    Some(n) => n,
-                    None => calls.entry(name.to_owned()).or_insert(0),
-                };
-                let key = StepKey::new(name, *n);
-                *n += 1;
-                key
-            })
+            .map(|()| self.state.next_step_key(name))
             .map_err(|e| TaskError::internal("invalid_step_name", e.to_string()));
         async move {
             let key = key?;
             let site = format!("{}:{}:{}", site.file(), site.line(), site.column());
-            let recorded = self
-                .state
-                .recorded
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&key)
-                .cloned();
-            if let Some(record) = recorded {
+            if let Some(record) = self.state.recorded_step(&key) {
                 return self
                     .replay(&key, record, &site)
                     .map(|v| (v, StepOrigin::Replayed));
@@ -322,32 +240,21 @@ impl<E: Events> TaskContext<E> {
             if self.state.is_stopped() {
                 return Err(stopped());
             }
-            let span = tracing::debug_span!("step", task = self.state.task_name, key = %key);
+            let span = tracing::debug_span!("step", task = self.state.task_name(), key = %key);
             let value = body().instrument(span).await.map_err(Into::into)?;
             // Serialised once: the size check and the stored record use the same bytes.
             let json = serde_json::to_vec(&value)
                 .map_err(|e| TaskError::internal("invalid_step_result", e.to_string()))?;
             self.state
-                .inner
                 .check_payload_len(PayloadKind::StepResult, json.len())
                 .map_err(|e| TaskError::internal("payload_too_large", e.to_string()))?;
             let json = StepRecord::encode(&key, &json, &site)
                 .map_err(|e| TaskError::internal("invalid_step_result", e.to_string()))?;
-            let batch = WriteBatch::fenced(
-                self.state.fence(),
-                vec![Write::Step {
-                    task: self.state.task_id,
-                    key,
-                    json,
-                }],
-            );
             self.state
-                .inner
-                .store
-                .commit(batch)
+                .commit_step(key, json)
                 .await
                 .map_err(store_error)?;
-            Metrics::inc(&self.state.inner.metrics.steps_executed);
+            self.state.count_step(StepOrigin::Executed);
             Ok((value, StepOrigin::Executed))
         }
     }
@@ -360,20 +267,20 @@ impl<E: Events> TaskContext<E> {
     ) -> Result<T, TaskError> {
         if record.site != site {
             tracing::warn!(
-                task = self.state.task_name,
+                task = self.state.task_name(),
                 step = %key,
                 recorded_at = %record.site,
                 called_at = site,
                 "step replayed from a different call site; step names must be unique per call site and the handler deterministic"
             );
         }
-        Metrics::inc(&self.state.inner.metrics.steps_replayed);
+        self.state.count_step(StepOrigin::Replayed);
         serde_json::from_value(record.value).map_err(|e| {
             TaskError::internal(
                 "incompatible_state",
                 format!(
                     "task `{}`, step `{key}`: the recorded result no longer decodes: {e}",
-                    self.state.task_name
+                    self.state.task_name()
                 ),
             )
         })

@@ -86,7 +86,7 @@ pub use crate::settings::{ExecuteTaskSettings, not_a_setting};
 pub use crate::clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use crate::context::{STOPPED_CODE, StepOrigin, TaskContext};
 pub use crate::engine::{
-    Environment, EventSubscription, MAX_REASON_CHARS, StartOptions, TaskEvent, TaskFlow,
+    AnyTask, Environment, EventSubscription, MAX_REASON_CHARS, StartOptions, TaskEvent, TaskFlow,
     TaskFlowBuilder, TaskHandle, TypedEventError, TypedSubscription, UserScope,
 };
 pub use crate::error::{

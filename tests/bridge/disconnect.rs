@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use serde_json::json;
 use taskflow::{ExecuteTaskSettings, TaskState};
 
@@ -45,7 +46,8 @@ async fn start_held(s: &Server, tag: &str, grace_ms: u64) -> (String, axum::resp
             },
             ExecuteTaskSettings::default().disconnect_grace(Duration::from_millis(grace_ms)),
         )
-        .await;
+        .await
+        .into_response();
     let ik = response.headers()["x-taskflow-idempotency-key"]
         .to_str()
         .unwrap()

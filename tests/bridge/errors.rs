@@ -1,5 +1,6 @@
 //! Every HTTP error code of the bridge, in the JSON shape; masking in production.
 
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -259,7 +260,8 @@ async fn js_safe_integers_can_be_turned_off() {
             },
             taskflow::ExecuteTaskSettings::default().js_safe_integers(false),
         )
-        .await;
+        .await
+        .into_response();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap();

@@ -174,7 +174,7 @@ pub async fn server() -> Server {
 
 pub async fn server_with(o: Options) -> Server {
     let dir = o.dir.unwrap_or_else(|| Arc::new(TempDataDir::new()));
-    let mut builder = dir
+    let builder = dir
         .builder()
         .register(count)
         .register(obo)
@@ -186,12 +186,13 @@ pub async fn server_with(o: Options) -> Server {
         } else {
             taskflow::Environment::Development
         });
-    if o.trust {
-        builder = builder.trust_proxy_headers(taskflow::axum::ProxyTrust::new());
-    }
     let flow = builder.build().await.unwrap();
+    let mut api = taskflow::axum::routes(flow.clone());
+    if o.trust {
+        api = api.layer(taskflow::axum::ProxyTrust::new().layer(&flow));
+    }
     let app = axum::Router::new()
-        .nest("/api", taskflow::axum::routes(flow.clone()))
+        .nest("/api", api)
         .merge(taskflow::axum::metrics(flow.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

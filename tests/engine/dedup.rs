@@ -218,12 +218,15 @@ async fn key_ignores_json_key_order_and_omitted_defaults() {
         )
         .await
         .unwrap();
-    assert_eq!(a.1, b.1);
-    assert!(b.2, "second submission attaches");
+    assert_eq!(a.idempotency_key, b.idempotency_key);
+    assert!(b.attached, "second submission attaches");
     // The typed API computes the same key.
     let mut s = Script::new("dedup-json");
     s.steps = 1;
-    assert_eq!(flow.start(scripted, s).await.unwrap().idempotency_key, a.1);
+    assert_eq!(
+        flow.start(scripted, s).await.unwrap().idempotency_key,
+        a.idempotency_key
+    );
     flow.shutdown().await.unwrap();
 }
 

@@ -14,9 +14,20 @@ const NOT_FOUND: &str = "not found";
 /// Message that replaces internal error messages in production.
 pub(crate) const MASKED: &str = "Server error";
 
-/// An HTTP error response.
+/// An error answered before any response header, in the routes' shape:
+/// `{"error": {"code", "message", "path"?}}` with the matching status (and `Retry-After` for
+/// 429). Custom handlers return it to answer like the task routes (`Result<_, HttpError>`
+/// with `?`). The codes form a closed set, so it is built only from the named constructors
+/// and the engine's errors.
+///
+/// ```
+/// use taskflow::axum::HttpError;
+///
+/// let e = HttpError::invalid_input("must be at most 100", Some("n".into()));
+/// assert_eq!(e.code(), "invalid_input");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct HttpError {
+pub struct HttpError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: String,
@@ -35,22 +46,30 @@ impl HttpError {
         }
     }
 
-    pub(crate) fn not_found() -> Self {
+    /// 404 `not_found`, byte-identical for every unknown task, key or route.
+    #[must_use]
+    pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", NOT_FOUND)
     }
 
-    pub(crate) fn invalid_input(message: impl Into<String>, path: Option<String>) -> Self {
+    /// 400 `invalid_input`, naming the field at `path` when there is one.
+    #[must_use]
+    pub fn invalid_input(message: impl Into<String>, path: Option<String>) -> Self {
         Self {
             path,
             ..Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
         }
     }
 
-    pub(crate) fn unauthenticated(message: impl Into<String>) -> Self {
+    /// 401 `unauthenticated`.
+    #[must_use]
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
     }
 
-    pub(crate) fn shutting_down() -> Self {
+    /// 503 `shutting_down`.
+    #[must_use]
+    pub fn shutting_down() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
@@ -69,7 +88,9 @@ impl HttpError {
         }
     }
 
-    pub(crate) fn internal(message: &str, env: Environment) -> Self {
+    /// 500 `internal`; the message is logged and, in production, masked.
+    #[must_use]
+    pub fn internal(message: &str, env: Environment) -> Self {
         tracing::error!(error = message, "internal error answered with 500");
         let message = if env == Environment::Production {
             MASKED
@@ -79,7 +100,9 @@ impl HttpError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
-    pub(crate) fn from_start(e: StartError, env: Environment) -> Self {
+    /// The answer to a failed start, as the task routes give it.
+    #[must_use]
+    pub fn from_start(e: StartError, env: Environment) -> Self {
         match e {
             StartError::UnknownTask(_) => Self::not_found(),
             StartError::InvalidInput { path, message } => Self::invalid_input(message, path),
@@ -112,7 +135,9 @@ impl HttpError {
         }
     }
 
-    pub(crate) fn from_control(e: ControlError, env: Environment) -> Self {
+    /// The answer to a failed status, list or control call, as the task routes give it.
+    #[must_use]
+    pub fn from_control(e: ControlError, env: Environment) -> Self {
         match e {
             ControlError::NotFound => Self::not_found(),
             ControlError::InvalidState { state, action } => Self::new(
@@ -129,7 +154,27 @@ impl HttpError {
         }
     }
 
-    pub(crate) fn body(&self) -> serde_json::Value {
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The error code (one of the closed set).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message shown to the caller.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The JSON body.
+    #[must_use]
+    pub fn body(&self) -> serde_json::Value {
         let mut error = serde_json::json!({ "code": self.code, "message": self.message });
         if let Some(path) = &self.path {
             error["path"] = serde_json::Value::String(path.clone());

@@ -1,14 +1,20 @@
-//! The user's identity from a trusted proxy's headers.
+//! The request's user: [`UserContext`] as an extractor (read from the request's extensions,
+//! where the app's own auth middleware or [`ProxyIdentityLayer`] put it), and the built-in
+//! provider that reads a trusted reverse proxy's headers.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use super::http_error::HttpError;
-use crate::engine::TaskFlow;
+use crate::engine::{Environment, TaskFlow};
 use crate::identity::{AccessToken, UserContext, UserId};
 
 /// Longest accepted user or email header, in bytes.
@@ -16,9 +22,9 @@ const MAX_IDENTITY_HEADER: usize = 256;
 /// Longest accepted access-token header, in bytes (tokens such as JWTs are long).
 const MAX_TOKEN_HEADER: usize = 16 * 1024;
 
-/// Whether and whose proxy headers to trust. Off unless set with
-/// [`TaskFlowBuilder::trust_proxy_headers`](crate::TaskFlowBuilder::trust_proxy_headers):
-/// without it every request runs as the service identity, whatever headers it carries.
+/// Whether and whose proxy headers to trust: one identity provider, applied as a layer with
+/// [`ProxyTrust::layer`]. Without it (and without the app's own middleware inserting a
+/// [`UserContext`]) every request runs as the service identity, whatever headers it carries.
 ///
 /// ```
 /// use taskflow::axum::ProxyTrust;
@@ -78,7 +84,32 @@ impl ProxyTrust {
         self
     }
 
-    pub(crate) fn is_unrestricted(&self) -> bool {
+    /// The layer that applies this trust to `flow`'s routes (and to the app's handlers under
+    /// it): a trusted request's identity headers become the request's [`UserContext`];
+    /// malformed identity headers are answered with 401. In production an unrestricted trust
+    /// logs a warning here.
+    ///
+    /// ```no_run
+    /// # async fn demo(flow: taskflow::TaskFlow) {
+    /// use taskflow::axum::{ProxyTrust, routes};
+    ///
+    /// let app: axum::Router = axum::Router::new()
+    ///     .nest("/api", routes(flow.clone()))
+    ///     .layer(ProxyTrust::new().layer(&flow));
+    /// # }
+    /// ```
+    pub fn layer(self, flow: &TaskFlow) -> ProxyIdentityLayer {
+        if flow.environment() == Environment::Production && self.is_unrestricted() {
+            tracing::warn!(
+                "proxy identity headers are trusted from any peer in production; restrict them with ProxyTrust::from_peers or with_secret_header"
+            );
+        }
+        ProxyIdentityLayer {
+            trust: Arc::new(self),
+        }
+    }
+
+    fn is_unrestricted(&self) -> bool {
         self.peers.is_none() && self.secret.is_none()
     }
 
@@ -138,27 +169,79 @@ fn header(headers: &HeaderMap, name: &str, max: usize) -> Result<Option<String>,
     Ok(Some(text.to_owned()))
 }
 
-/// Extracts the request's user, if the flow trusts proxy headers and the request carries them:
-/// `MaybeUser(None)` runs as the service identity. Malformed identity headers are rejected
-/// with 401.
+/// The tower layer made by [`ProxyTrust::layer`].
 #[derive(Debug, Clone)]
-pub struct MaybeUser(pub Option<UserContext>);
+pub struct ProxyIdentityLayer {
+    trust: Arc<ProxyTrust>,
+}
 
-impl<S> FromRequestParts<S> for MaybeUser
-where
-    TaskFlow: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = Response;
+impl<S> tower_layer::Layer<S> for ProxyIdentityLayer {
+    type Service = ProxyIdentity<S>;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let flow = TaskFlow::from_ref(state);
-        match &flow.inner.config.proxy_trust {
-            None => Ok(MaybeUser(None)),
-            Some(trust) => trust
-                .user(parts)
-                .map(MaybeUser)
-                .map_err(IntoResponse::into_response),
+    fn layer(&self, inner: S) -> Self::Service {
+        ProxyIdentity {
+            inner,
+            trust: self.trust.clone(),
         }
+    }
+}
+
+/// The service of [`ProxyIdentityLayer`]: resolves the proxy user, then calls `S`.
+#[derive(Debug, Clone)]
+pub struct ProxyIdentity<S> {
+    inner: S,
+    trust: Arc<ProxyTrust>,
+}
+
+impl<S> tower_service::Service<Request> for ProxyIdentity<S>
+where
+    S: tower_service::Service<Request, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        match self.trust.user(&parts) {
+            Ok(Some(user)) => {
+                parts.extensions.insert(user);
+            }
+            Ok(None) => {}
+            Err(e) => return Box::pin(std::future::ready(Ok(e.into_response()))),
+        }
+        Box::pin(self.inner.call(Request::from_parts(parts, body)))
+    }
+}
+
+/// The request's user, as the app's auth middleware or [`ProxyIdentityLayer`] left it in the
+/// request's extensions. As `UserContext` the extractor refuses a request without a user (401
+/// in the routes' JSON shape); as `Option<UserContext>` it yields `None` for one.
+impl<S: Send + Sync> FromRequestParts<S> for UserContext {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<UserContext>()
+            .cloned()
+            .ok_or_else(|| HttpError::unauthenticated("sign in: this route needs a user"))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for UserContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<UserContext>().cloned())
     }
 }

@@ -1,18 +1,26 @@
 //! The axum SSE bridge (feature `axum`, on by default): `execute_task`, the user-context
-//! extractor, the task routes, Prometheus metrics and `serve`.
+//! extractor and the proxy identity layer, the task routes, Prometheus metrics and `serve`.
+//!
+//! The bridge sits outside the engine and reaches it only through the engine's port
+//! (`engine/port.rs`): it never reads the engine's state.
 //!
 //! Cross-origin browsers: expose the key header with
 //! `Access-Control-Expose-Headers: X-Taskflow-Idempotency-Key` (the `ready` frame carries the
 //! key too, for clients that cannot read headers).
 
+mod disconnect;
+mod execute;
 mod http_error;
 mod identity;
 mod metrics;
 mod routes;
 mod serve;
 mod status_json;
-pub(crate) mod stream;
+mod stream;
 
-pub use self::identity::{MaybeUser, ProxyTrust};
+pub use self::disconnect::CLIENT_DISCONNECTED;
+pub use self::execute::SseResponse;
+pub use self::http_error::HttpError;
+pub use self::identity::{ProxyIdentity, ProxyIdentityLayer, ProxyTrust};
 pub use self::routes::{metrics, routes};
 pub use self::serve::{FORCED_EXIT_AFTER, serve, serve_until};

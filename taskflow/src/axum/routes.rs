@@ -3,21 +3,23 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::http_error::HttpError;
-use super::identity::MaybeUser;
 use super::status_json::status_json;
 use super::stream;
+use crate::engine::port::Port;
 use crate::engine::{Action, Scope, TaskFlow};
+use crate::identity::UserContext;
 use crate::ids::IdempotencyKey;
 use crate::settings::ExecuteTaskSettings;
 use crate::sse::parse_last_event_id;
 use crate::status::ListFilter;
 
-/// The task API, to nest under a prefix (`Router::new().nest("/api", routes(flow))`):
+/// The task API, to nest under a prefix (`Router::new().nest("/api", routes(flow))`); it
+/// fits any router state (`Router<AppState>` included):
 ///
 /// | route | does |
 /// |---|---|
@@ -28,10 +30,12 @@ use crate::status::ListFilter;
 /// | `GET /tasks` | the caller's runs |
 ///
 /// One `{key}` segment serves both task names and idempotency keys (a router cannot hold two
-/// parameters at one position). The caller is the proxy user when the flow trusts proxy
-/// headers, else the service identity. Errors are `{"error": {"code", "message", "path"?}}`.
-pub fn routes(flow: TaskFlow) -> Router {
-    let limit = flow.inner.config.payload_limit;
+/// parameters at one position). The caller is the request's [`UserContext`] (set by the app's
+/// auth middleware or by [`ProxyTrust::layer`](super::ProxyTrust::layer)), else the service
+/// identity. Errors are `{"error": {"code", "message", "path"?}}`.
+pub fn routes<S: Clone + Send + Sync + 'static>(flow: TaskFlow) -> Router<S> {
+    let port = flow.port();
+    let limit = port.payload_limit();
     Router::new()
         .route("/tasks", get(list))
         .route("/tasks/{key}", post(start).get(status))
@@ -42,11 +46,11 @@ pub fn routes(flow: TaskFlow) -> Router {
         .method_not_allowed_fallback(|| async { HttpError::not_found() })
         // The body limit equals the input limit; one byte more is 413 before any parsing.
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(flow)
+        .with_state(port)
 }
 
-/// `GET /metrics`: the flow's counters as Prometheus text.
-pub fn metrics(flow: TaskFlow) -> Router {
+/// `GET /metrics`: the flow's counters as Prometheus text. Fits any router state.
+pub fn metrics<S: Clone + Send + Sync + 'static>(flow: TaskFlow) -> Router<S> {
     Router::new()
         .route(
             "/metrics",
@@ -68,11 +72,8 @@ fn json_response(value: &serde_json::Value) -> Response {
         .into_response()
 }
 
-fn scope(user: MaybeUser) -> Scope {
-    match user.0 {
-        Some(u) => Scope::user(&u),
-        None => Scope::service(),
-    }
+fn scope(user: Option<UserContext>) -> Scope {
+    user.as_ref().map_or_else(Scope::service, Scope::user)
 }
 
 /// `Last-Event-ID` header, else the `last_event_id` query parameter (for a fresh EventSource).
@@ -93,7 +94,7 @@ fn body_bytes(
 ) -> Result<Bytes, HttpError> {
     body.map_err(|r| {
         let status = r.status();
-        if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
             HttpError::new(
                 status,
                 "payload_too_large",
@@ -117,44 +118,52 @@ fn json_content(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The body as JSON: empty is `null`; anything else needs a JSON content type.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    expected: &str,
+) -> Result<Option<T>, HttpError> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    if !json_content(headers) {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send {expected} with Content-Type: application/json"),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize::<_, T>(&mut de)
+        .map(Some)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            HttpError::invalid_input(e.inner().to_string(), (path != ".").then_some(path))
+        })
+}
+
 async fn start(
-    State(flow): State<TaskFlow>,
-    user: MaybeUser,
+    State(port): State<Port>,
+    user: Option<UserContext>,
     Path(task): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let body = match body_bytes(body) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let input = if body.is_empty() {
-        serde_json::Value::Null
-    } else {
-        if !json_content(&headers) {
-            return HttpError::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the input as JSON with Content-Type: application/json",
-            )
-            .into_response();
-        }
-        let mut de = serde_json::Deserializer::from_slice(&body);
-        match serde_path_to_error::deserialize::<_, serde_json::Value>(&mut de) {
-            Ok(v) => v,
-            Err(e) => {
-                return HttpError::invalid_input(
-                    format!("the body is not JSON: {}", e.inner()),
-                    None,
-                )
-                .into_response();
+) -> Result<Response, HttpError> {
+    let body = body_bytes(body)?;
+    let input = json_body::<serde_json::Value>(&headers, &body, "the input as JSON")
+        .map_err(|e| {
+            if e.code() == "invalid_input" {
+                HttpError::invalid_input(format!("the body is not JSON: {}", e.message()), None)
+            } else {
+                e
             }
-        }
-    };
+        })?
+        .unwrap_or(serde_json::Value::Null);
     let settings =
         ExecuteTaskSettings::default().last_event_id(last_event_id(&headers, query.as_deref()));
-    stream::execute(&flow.inner, scope(user), &task, input, &settings).await
+    Ok(stream::execute(&port, scope(user), &task, input, &settings).await)
 }
 
 fn parse_key(key: &str) -> Result<IdempotencyKey, HttpError> {
@@ -162,35 +171,30 @@ fn parse_key(key: &str) -> Result<IdempotencyKey, HttpError> {
 }
 
 async fn status(
-    State(flow): State<TaskFlow>,
-    user: MaybeUser,
+    State(port): State<Port>,
+    user: Option<UserContext>,
     Path(key): Path<String>,
-) -> Response {
-    let env = flow.inner.config.environment;
-    let ik = match parse_key(&key) {
-        Ok(ik) => ik,
-        Err(e) => return e.into_response(),
-    };
-    match flow.inner.status(&scope(user), &ik).await {
-        Ok(s) => json_response(&status_json(&s, env, true)),
-        Err(e) => HttpError::from_control(e, env).into_response(),
-    }
+) -> Result<Response, HttpError> {
+    let env = port.environment();
+    let ik = parse_key(&key)?;
+    let status = port
+        .status(&scope(user), &ik)
+        .await
+        .map_err(|e| HttpError::from_control(e, env))?;
+    Ok(json_response(&status_json(&status, env, true)))
 }
 
 async fn events(
-    State(flow): State<TaskFlow>,
-    user: MaybeUser,
+    State(port): State<Port>,
+    user: Option<UserContext>,
     Path(key): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> Response {
-    let ik = match parse_key(&key) {
-        Ok(ik) => ik,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, HttpError> {
+    let ik = parse_key(&key)?;
     let settings =
         ExecuteTaskSettings::default().last_event_id(last_event_id(&headers, query.as_deref()));
-    stream::reattach(&flow.inner, scope(user), ik, &settings).await
+    Ok(stream::reattach(&port, scope(user), ik, &settings).await)
 }
 
 #[derive(serde::Deserialize)]
@@ -201,68 +205,36 @@ struct ReasonBody {
 
 /// `POST /tasks/{ik}/stop|resume|cancel`, optional body `{"reason"}`.
 async fn control(
-    State(flow): State<TaskFlow>,
-    user: MaybeUser,
+    State(port): State<Port>,
+    user: Option<UserContext>,
     Path((key, action)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let env = flow.inner.config.environment;
+) -> Result<Response, HttpError> {
+    let env = port.environment();
     let action = match action.as_str() {
         "stop" => Action::Stop,
         "resume" => Action::Resume,
         "cancel" => Action::Cancel,
-        _ => return HttpError::not_found().into_response(),
+        _ => return Err(HttpError::not_found()),
     };
-    let ik = match parse_key(&key) {
-        Ok(ik) => ik,
-        Err(e) => return e.into_response(),
-    };
-    let body = match body_bytes(body) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let reason = if body.is_empty() {
-        None
-    } else {
-        if !json_content(&headers) {
-            return HttpError::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send {\"reason\": \"...\"} with Content-Type: application/json",
-            )
-            .into_response();
-        }
-        let mut de = serde_json::Deserializer::from_slice(&body);
-        match serde_path_to_error::deserialize::<_, ReasonBody>(&mut de) {
-            Ok(b) => b.reason,
-            Err(e) => {
-                let path = e.path().to_string();
-                return HttpError::invalid_input(
-                    e.inner().to_string(),
-                    (path != ".").then_some(path),
-                )
-                .into_response();
-            }
-        }
-    };
-    match flow
-        .inner
+    let ik = parse_key(&key)?;
+    let body = body_bytes(body)?;
+    let reason =
+        json_body::<ReasonBody>(&headers, &body, "{\"reason\": \"...\"}")?.and_then(|b| b.reason);
+    let status = port
         .control(&scope(user), &ik, action, reason.as_deref())
         .await
-    {
-        Ok(s) => json_response(&status_json(&s, env, true)),
-        Err(e) => HttpError::from_control(e, env).into_response(),
-    }
+        .map_err(|e| HttpError::from_control(e, env))?;
+    Ok(json_response(&status_json(&status, env, true)))
 }
 
-async fn list(State(flow): State<TaskFlow>, user: MaybeUser) -> Response {
-    let env = flow.inner.config.environment;
-    match flow.inner.list(&scope(user), ListFilter::all()).await {
-        Ok(runs) => {
-            let items: Vec<_> = runs.iter().map(|s| status_json(s, env, true)).collect();
-            json_response(&serde_json::json!({ "tasks": items }))
-        }
-        Err(e) => HttpError::from_control(e, env).into_response(),
-    }
+async fn list(State(port): State<Port>, user: Option<UserContext>) -> Result<Response, HttpError> {
+    let env = port.environment();
+    let runs = port
+        .list(&scope(user), ListFilter::all())
+        .await
+        .map_err(|e| HttpError::from_control(e, env))?;
+    let items: Vec<_> = runs.iter().map(|s| status_json(s, env, true)).collect();
+    Ok(json_response(&serde_json::json!({ "tasks": items })))
 }

@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
@@ -14,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use super::disconnect::{StreamTicket, Streams};
 use super::http_error::{HttpError, MASKED};
-use crate::engine::streams::StreamTicket;
-use crate::engine::{Environment, Inner, Scope, StartOptions};
+use crate::engine::port::Port;
+use crate::engine::{Environment, Scope, StartOptions};
 use crate::ids::{IdempotencyKey, Seq};
 use crate::settings::ExecuteTaskSettings;
 use crate::sse::{js_safe_integers, write_comment, write_event, write_retry};
@@ -28,21 +28,16 @@ const RETRY_MILLIS: u64 = 2000;
 /// Frames buffered between the writer and a slow client before the writer waits.
 const BUFFERED_FRAMES: usize = 32;
 
-/// The HTTP error for a start that failed before reaching the engine.
-pub(crate) fn start_error(e: crate::StartError, inner: &Inner) -> HttpError {
-    HttpError::from_start(e, inner.config.environment)
-}
-
 /// Starts (or attaches to) a run by task name and streams it.
 pub(crate) async fn execute(
-    inner: &Arc<Inner>,
+    port: &Port,
     scope: Scope,
     task: &str,
     input: serde_json::Value,
     settings: &ExecuteTaskSettings,
 ) -> Response {
-    let env = inner.config.environment;
-    if inner.is_shutting_down() {
+    let env = port.environment();
+    if port.is_shutting_down() {
         return HttpError::shutting_down().into_response();
     }
     let span = tracing::info_span!(
@@ -54,69 +49,77 @@ pub(crate) async fn execute(
         max_attempts: settings.get_max_attempts(),
         execute_mode: settings.get_execute_mode(),
     };
-    let start = inner.start(&scope, task, input, &options);
+    let start = port.start(&scope, task, input, &options);
     let started = match tracing::Instrument::instrument(start, span).await {
         Ok(s) => s,
         Err(e) => return HttpError::from_start(e, env).into_response(),
     };
     let grace = (!started.attached && settings.get_cancel_on_disconnect())
         .then(|| settings.get_disconnect_grace());
-    open(inner, scope, started.ik, started.attached, grace, settings).await
+    open(
+        port,
+        scope,
+        started.idempotency_key,
+        started.attached,
+        grace,
+        settings,
+    )
+    .await
 }
 
 /// Re-attaches to the run of `ik` and streams it.
 pub(crate) async fn reattach(
-    inner: &Arc<Inner>,
+    port: &Port,
     scope: Scope,
     ik: IdempotencyKey,
     settings: &ExecuteTaskSettings,
 ) -> Response {
-    if inner.is_shutting_down() {
+    if port.is_shutting_down() {
         return HttpError::shutting_down().into_response();
     }
-    open(inner, scope, ik, true, None, settings).await
+    open(port, scope, ik, true, None, settings).await
 }
 
 async fn open(
-    inner: &Arc<Inner>,
+    port: &Port,
     scope: Scope,
     ik: IdempotencyKey,
     attached: bool,
     disconnect_grace: Option<std::time::Duration>,
     settings: &ExecuteTaskSettings,
 ) -> Response {
-    let env = inner.config.environment;
-    let (record, last) = match inner.owned_run(&scope, &ik).await {
-        Ok(x) => x,
+    let env = port.environment();
+    let run = match port.run(&scope, &ik).await {
+        Ok(run) => run,
         Err(e) => return HttpError::from_control(e, env).into_response(),
     };
     let last_event_id = settings.get_last_event_id();
     // A finished run the client has fully seen: 204 stops EventSource from reconnecting.
-    if record.status.is_terminal() && last_event_id.is_some_and(|k| k >= last) {
+    if run.status.is_terminal() && last_event_id.is_some_and(|k| k >= run.last_seq) {
         return StatusCode::NO_CONTENT.into_response();
     }
     let from = last_event_id.map_or(SubscribeFrom::Start, SubscribeFrom::After);
-    let subscription = match inner.subscribe(&scope, &ik, from).await {
+    let subscription = match port.subscribe(&scope, &ik, from).await {
         Ok(s) => s,
         Err(e) => return HttpError::from_control(e, env).into_response(),
     };
-    inner.streams.opened(record.id, disconnect_grace);
+    port.extension::<Streams>().opened(run.id, disconnect_grace);
     let ticket = StreamTicket {
-        id: record.id,
+        id: run.id,
         ik: ik.clone(),
-        owner: record.owner.clone(),
+        owner: run.owner.clone(),
     };
     let (tx, rx) = mpsc::channel(BUFFERED_FRAMES);
     let writer = Writer {
-        inner: inner.clone(),
+        port: port.clone(),
         scope,
         ik: ik.clone(),
         attached,
-        run_first_seq: record.first_seq,
+        run_first_seq: run.first_seq,
         settings: settings.clone(),
         tx,
     };
-    let span = tracing::info_span!("bridge_stream", ik = %ik, task_id = %record.id);
+    let span = tracing::info_span!("bridge_stream", ik = %ik, task_id = %run.id);
     let task = tokio::spawn(tracing::Instrument::instrument(
         writer.run(subscription),
         span,
@@ -124,7 +127,7 @@ async fn open(
     let body = FrameStream {
         rx,
         _guard: StreamGuard {
-            inner: inner.clone(),
+            port: port.clone(),
             ticket: Some(ticket),
             writer: task.abort_handle(),
         },
@@ -149,7 +152,7 @@ async fn open(
 
 /// Writes frames for one client until the run ends, the client leaves or the flow shuts down.
 struct Writer {
-    inner: Arc<Inner>,
+    port: Port,
     scope: Scope,
     ik: IdempotencyKey,
     attached: bool,
@@ -187,7 +190,7 @@ impl Writer {
                     continue;
                 }
                 Ok(None) => {
-                    if self.inner.is_shutting_down() {
+                    if self.port.is_shutting_down() {
                         self.error_frame("server_shutting_down", "server_shutting_down")
                             .await;
                     }
@@ -239,14 +242,14 @@ impl Writer {
     /// Whether a `suspended` event is the run's current state (then it ends the stream); a
     /// historical one in a replay is only forwarded.
     async fn is_newest_suspension(&self, seq: Seq) -> bool {
-        match self.inner.owned_run(&self.scope, &self.ik).await {
-            Ok((record, last)) => record.status == TaskState::Suspended && last == seq,
+        match self.port.status(&self.scope, &self.ik).await {
+            Ok(status) => status.status == TaskState::Suspended && status.last_seq == seq,
             Err(_) => true,
         }
     }
 
     fn mask(&self, message: &str, public: bool) -> String {
-        if self.inner.config.environment == Environment::Production && !public {
+        if self.port.environment() == Environment::Production && !public {
             MASKED.to_owned()
         } else {
             message.to_owned()
@@ -254,11 +257,11 @@ impl Writer {
     }
 
     async fn mask_failure(&self, data: &mut serde_json::Value) {
-        if self.inner.config.environment != Environment::Production {
+        if self.port.environment() != Environment::Production {
             return;
         }
-        let public = match self.inner.owned_run(&self.scope, &self.ik).await {
-            Ok((record, _)) => record.error.is_some_and(|e| e.public),
+        let public = match self.port.status(&self.scope, &self.ik).await {
+            Ok(status) => status.error.is_some_and(|e| e.public),
             Err(_) => false,
         };
         if !public && let Some(obj) = data.as_object_mut() {
@@ -311,7 +314,7 @@ impl futures_core::Stream for FrameStream {
 /// Tells the engine that a client left (arming the disconnect timer when it was the last one)
 /// and stops the writer.
 struct StreamGuard {
-    inner: Arc<Inner>,
+    port: Port,
     ticket: Option<StreamTicket>,
     writer: AbortHandle,
 }
@@ -320,7 +323,7 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.writer.abort();
         if let Some(ticket) = self.ticket.take() {
-            self.inner.streams.closed(&self.inner, ticket);
+            self.port.extension::<Streams>().closed(&self.port, ticket);
         }
     }
 }

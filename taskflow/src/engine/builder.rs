@@ -59,8 +59,6 @@ pub(crate) struct Config {
     pub(crate) retain_suspended: Duration,
     pub(crate) gc_interval: Duration,
     pub(crate) compact_after: usize,
-    #[cfg(feature = "axum")]
-    pub(crate) proxy_trust: Option<crate::axum::ProxyTrust>,
 }
 
 impl Default for Config {
@@ -77,8 +75,6 @@ impl Default for Config {
             retain_suspended: Duration::from_secs(7 * 24 * 3600),
             gc_interval: Duration::from_secs(600),
             compact_after: 1000,
-            #[cfg(feature = "axum")]
-            proxy_trust: None,
         }
     }
 }
@@ -242,15 +238,6 @@ impl TaskFlowBuilder {
         self
     }
 
-    /// Trusts the identity headers of a reverse proxy (off by default: without this every
-    /// HTTP request runs as the service identity). In production an unrestricted trust logs
-    /// a warning at build time.
-    #[cfg(feature = "axum")]
-    pub fn trust_proxy_headers(mut self, trust: crate::axum::ProxyTrust) -> Self {
-        self.config.proxy_trust = Some(trust);
-        self
-    }
-
     /// Opens the log, checks the registrations and recovers interrupted runs before returning.
     ///
     /// # Errors
@@ -266,17 +253,6 @@ impl TaskFlowBuilder {
             return Err(BuildError::InvalidSetting(
                 "max_concurrent and payload_limit must be at least 1".into(),
             ));
-        }
-        #[cfg(feature = "axum")]
-        if config.environment == Environment::Production
-            && config
-                .proxy_trust
-                .as_ref()
-                .is_some_and(crate::axum::ProxyTrust::is_unrestricted)
-        {
-            tracing::warn!(
-                "proxy identity headers are trusted from any peer in production; restrict them with ProxyTrust::from_peers or with_secret_header"
-            );
         }
         let mut registry = Registry::default();
         for task in self.tasks {
@@ -300,12 +276,4 @@ impl TaskFlowBuilder {
         }
         TaskFlow::open(self.store, registry, self.clock, config).await
     }
-}
-
-pub(crate) fn database_path(dir: &Path) -> Result<PathBuf, BuildError> {
-    std::fs::create_dir_all(dir).map_err(|source| BuildError::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    Ok(dir.join("taskflow.redb"))
 }

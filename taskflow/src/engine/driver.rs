@@ -1,15 +1,16 @@
 //! A run's driver: admission slot held, attempts run one after another, outcomes settled.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::Inner;
 use super::admission::Ticket;
+use super::attempt::{AttemptStart, AttemptState};
 use super::registry::Registered;
-use super::{Inner, RunControl, lock};
-use crate::context::{AttemptState, STOPPED_CODE};
+use super::runs::Generation;
+use crate::context::STOPPED_CODE;
 use crate::error::{StoreError, TaskError};
 use crate::ids::{Epoch, Seq};
 use crate::metrics::Metrics;
@@ -26,33 +27,17 @@ enum Attempt {
 
 /// Starts a driver for a run that holds an admission slot.
 pub(super) fn spawn(inner: Arc<Inner>, ticket: Ticket) {
-    let generation = inner
-        .generations
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    inner.active_drivers.send_modify(|n| *n += 1);
-    let mut runs = lock(&inner.runs);
-    runs.insert(
-        ticket.id,
-        RunControl {
-            generation,
-            stop: stop_tx,
-            driver: None,
-            handler: None,
-        },
-    );
+    let (generation, stop_rx) = inner.runs.register(ticket.id);
     let span = tracing::info_span!("run", task_id = %ticket.id);
-    let task =
-        tokio::spawn(drive(inner.clone(), ticket.clone(), generation, stop_rx).instrument(span));
-    if let Some(control) = runs.get_mut(&ticket.id) {
-        control.driver = Some(task.abort_handle());
-    }
+    let id = ticket.id;
+    let task = tokio::spawn(drive(inner.clone(), ticket, generation, stop_rx).instrument(span));
+    inner.runs.set_driver(id, generation, task.abort_handle());
 }
 
 async fn drive(
     inner: Arc<Inner>,
     ticket: Ticket,
-    generation: u64,
+    generation: Generation,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut first = true;
@@ -78,7 +63,7 @@ async fn drive(
                 }
             }
         }
-        let user = inner.live_user(record.id);
+        let user = inner.runs.live_user(record.id);
         if record.on_behalf_of && user.is_none() {
             if let Err(e) = inner.suspend_run(&record, "user_context_required").await {
                 tracing::warn!(error = %e, "could not suspend a run without its user context");
@@ -126,7 +111,7 @@ async fn begin_attempt(inner: &Inner, record: &TaskRecord) -> Option<Epoch> {
     patch.bump_epoch = true;
     patch.heartbeat = true;
     match inner
-        .commit_patch(record.id, &record.ik, record.epoch, patch, None)
+        .commit_fenced(record.id, &record.ik, record.epoch, patch, None)
         .await
     {
         Ok(c) => match c.first() {
@@ -166,7 +151,7 @@ async fn run_attempt(
     is_recovery: bool,
     user: Option<crate::identity::UserContext>,
     stop: &mut watch::Receiver<bool>,
-    generation: u64,
+    generation: Generation,
 ) -> Attempt {
     let loaded = async {
         let steps = inner.store.steps(record.id).await?;
@@ -181,28 +166,26 @@ async fn run_attempt(
             return Attempt::Stopped;
         }
     };
-    let state = Arc::new(AttemptState {
-        inner: inner.clone(),
-        task_name: registered.name,
-        task_id: record.id,
-        ik: record.ik.clone(),
-        epoch,
-        attempt,
-        is_recovery,
-        user,
-        previous_events: previous,
-        recorded: Mutex::new(steps.into_iter().collect::<HashMap<_, _>>()),
-        step_calls: Mutex::new(HashMap::new()),
-        emits: Mutex::new(0),
-        stop: stop.clone(),
-    });
+    let state = Arc::new(AttemptState::new(
+        inner.clone(),
+        AttemptStart {
+            task_name: registered.name,
+            task_id: record.id,
+            ik: record.ik.clone(),
+            epoch,
+            attempt,
+            is_recovery,
+            user,
+            previous_events: previous,
+            steps,
+            stop: stop.clone(),
+        },
+    ));
     let span = tracing::info_span!("attempt", task = registered.name, attempt, is_recovery);
     let mut handler = tokio::spawn((registered.run)(state, record.input.clone()).instrument(span));
-    if let Some(control) = lock(&inner.runs).get_mut(&record.id)
-        && control.generation == generation
-    {
-        control.handler = Some(handler.abort_handle());
-    }
+    inner
+        .runs
+        .set_handler(record.id, generation, handler.abort_handle());
     let beat_every = inner.config.heartbeat_interval;
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + beat_every, beat_every);
     loop {
@@ -259,7 +242,7 @@ async fn heartbeat(inner: &Inner, record: &TaskRecord, epoch: Epoch) {
     let mut patch = TaskPatch::at(inner.now());
     patch.heartbeat = true;
     if let Err(e) = inner
-        .commit_patch(record.id, &record.ik, epoch, patch, None)
+        .commit_fenced(record.id, &record.ik, epoch, patch, None)
         .await
         && !matches!(e, StoreError::Fenced)
     {
@@ -324,7 +307,7 @@ async fn settle(
     };
     let status = patch.status;
     match inner
-        .commit_patch(record.id, &record.ik, epoch, patch, event)
+        .commit_fenced(record.id, &record.ik, epoch, patch, event)
         .await
     {
         Ok(_) => {
@@ -334,7 +317,7 @@ async fn settle(
                 _ => {}
             }
             if status.is_some() {
-                inner.forget_user(record.id);
+                inner.runs.forget_user(record.id);
             }
             retry
         }

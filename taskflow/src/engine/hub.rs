@@ -1,7 +1,7 @@
 //! In-process fan-out of committed events to live subscribers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::broadcast;
 
@@ -17,14 +17,16 @@ const CAPACITY: usize = 1024;
 #[derive(Debug)]
 pub(crate) struct SharedEvent {
     pub(crate) event: StoredEvent,
-    pub(crate) frame: OnceLock<String>,
+    #[cfg(feature = "axum")]
+    pub(crate) frame: std::sync::OnceLock<String>,
 }
 
 impl SharedEvent {
     pub(crate) fn new(event: StoredEvent) -> Arc<Self> {
         Arc::new(Self {
             event,
-            frame: OnceLock::new(),
+            #[cfg(feature = "axum")]
+            frame: std::sync::OnceLock::new(),
         })
     }
 }

@@ -5,7 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::context::{AttemptState, TaskContext};
+use super::attempt::AttemptState;
+use crate::context::TaskContext;
 use crate::error::{PayloadKind, TaskError};
 use crate::task::{Task, TaskOptions};
 
@@ -51,7 +52,6 @@ impl Registered {
                 let json = serde_json::to_value(&output)
                     .map_err(|e| TaskError::internal("invalid_output", e.to_string()))?;
                 state
-                    .inner
                     .check_payload(PayloadKind::Output, &json)
                     .map_err(|e| TaskError::internal("payload_too_large", e.to_string()))?;
                 Ok(json)

@@ -1,9 +1,41 @@
 //! The call surface shared by [`TaskFlow`](super::TaskFlow) (service identity) and
 //! [`UserScope`] (one user), generated once for both.
 
-use super::{Inner, Scope, TaskFlow};
-use crate::task::ExecuteMode;
 use std::sync::Arc;
+
+use super::{Inner, TaskFlow};
+use crate::identity::{UserContext, UserId};
+use crate::task::ExecuteMode;
+
+/// Who a call runs as, and the live user context it brings.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scope {
+    /// The owner of what the call creates and of what it may see; `None` = service identity.
+    pub(crate) owner: Option<UserId>,
+    /// The caller's live context (reaches the handler; never persisted).
+    pub(crate) user: Option<UserContext>,
+}
+
+impl Scope {
+    /// The service identity.
+    pub(crate) fn service() -> Self {
+        Self::default()
+    }
+
+    /// One user, with their live context.
+    pub(crate) fn user(user: &UserContext) -> Self {
+        Self {
+            owner: Some(user.id().clone()),
+            user: Some(user.clone()),
+        }
+    }
+
+    #[cfg(feature = "axum")]
+    /// One owner, without a live context (the bridge's disconnect rule acts for the owner).
+    pub(crate) fn owner(owner: Option<UserId>) -> Self {
+        Self { owner, user: None }
+    }
+}
 
 /// Per-call settings of `start_with`. Ignored when the call attaches to an existing run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,8 +77,21 @@ impl UserScope {
         Self { flow, scope }
     }
 
-    pub(crate) fn scope_api(&self) -> (&Arc<Inner>, Scope) {
+    /// The flow and the identity this scope's calls run as.
+    fn scoped(&self) -> (&Arc<Inner>, Scope) {
         (&self.flow.inner, self.scope.clone())
+    }
+
+    /// The flow this scope belongs to.
+    #[cfg(feature = "axum")]
+    pub(crate) fn flow(&self) -> &TaskFlow {
+        &self.flow
+    }
+
+    /// The identity this scope's calls run as.
+    #[cfg(feature = "axum")]
+    pub(crate) fn scope(&self) -> &Scope {
+        &self.scope
     }
 }
 
@@ -84,9 +129,9 @@ macro_rules! scoped_api {
                         path: None,
                         message: e.to_string(),
                     })?;
-                let (inner, scope) = self.scope_api();
+                let (inner, scope) = self.scoped();
                 let started = inner.start(&scope, T::NAME, json, &options).await?;
-                Ok($crate::engine::handle_of(started))
+                Ok(started.retyped())
             }
 
             /// Starts a task by name with raw JSON input (what the HTTP bridge does). The
@@ -100,10 +145,9 @@ macro_rules! scoped_api {
                 task: &str,
                 input: serde_json::Value,
                 options: $crate::StartOptions,
-            ) -> Result<($crate::TaskId, $crate::IdempotencyKey, bool), $crate::StartError> {
-                let (inner, scope) = self.scope_api();
-                let started = inner.start(&scope, task, input, &options).await?;
-                Ok((started.id, started.ik, started.attached))
+            ) -> Result<$crate::TaskHandle, $crate::StartError> {
+                let (inner, scope) = self.scoped();
+                inner.start(&scope, task, input, &options).await
             }
 
             /// The current run of `ik`.
@@ -114,7 +158,7 @@ macro_rules! scoped_api {
                 &self,
                 ik: &$crate::IdempotencyKey,
             ) -> Result<$crate::TaskStatus, $crate::ControlError> {
-                let (inner, scope) = self.scope_api();
+                let (inner, scope) = self.scoped();
                 inner.status(&scope, ik).await
             }
 
@@ -126,7 +170,7 @@ macro_rules! scoped_api {
                 &self,
                 filter: $crate::ListFilter,
             ) -> Result<Vec<$crate::TaskStatus>, $crate::ControlError> {
-                let (inner, scope) = self.scope_api();
+                let (inner, scope) = self.scoped();
                 inner.list(&scope, filter).await
             }
 
@@ -139,7 +183,7 @@ macro_rules! scoped_api {
                 ik: &$crate::IdempotencyKey,
                 from: $crate::SubscribeFrom,
             ) -> Result<$crate::EventSubscription, $crate::ControlError> {
-                let (inner, scope) = self.scope_api();
+                let (inner, scope) = self.scoped();
                 inner.subscribe(&scope, ik, from).await
             }
 
@@ -169,7 +213,7 @@ macro_rules! scoped_api {
                 ik: &$crate::IdempotencyKey,
                 reason: Option<&str>,
             ) -> Result<$crate::TaskStatus, $crate::ControlError> {
-                let (inner, scope) = self.scope_api();
+                let (inner, scope) = self.scoped();
                 inner
                     .control(&scope, ik, $crate::engine::Action::Stop, reason)
                     .await
@@ -184,7 +228,7 @@ macro_rules! scoped_api {
                 &self,
                 ik: &$crate::IdempotencyKey,
             ) -> Result<$crate::TaskStatus, $crate::ControlError> {
-                let (inner, scope) = self.scope_api();
+                let (inner, scope) = self.scoped();
                 inner
                     .control(&scope, ik, $crate::engine::Action::Resume, None)
                     .await
@@ -199,7 +243,7 @@ macro_rules! scoped_api {
                 ik: &$crate::IdempotencyKey,
                 reason: Option<&str>,
             ) -> Result<$crate::TaskStatus, $crate::ControlError> {
-                let (inner, scope) = self.scope_api();
+                let (inner, scope) = self.scoped();
                 inner
                     .control(&scope, ik, $crate::engine::Action::Cancel, reason)
                     .await
@@ -225,7 +269,7 @@ macro_rules! scoped_api {
                 &self,
                 ik: &$crate::IdempotencyKey,
             ) -> Result<serde_json::Value, $crate::WaitError> {
-                let (inner, scope) = self.scope_api();
+                let (inner, scope) = self.scoped();
                 inner.wait_json(&scope, ik).await
             }
         }
@@ -233,56 +277,5 @@ macro_rules! scoped_api {
 }
 
 pub(crate) use scoped_api;
-
-/// The bridge calls, on [`TaskFlow`] and [`UserScope`] alike.
-#[cfg(feature = "axum")]
-macro_rules! bridge_api {
-    ($ty:ty) => {
-        impl $ty {
-            /// Starts `task` (or attaches to its run, by idempotency key) and answers with its
-            /// events as Server-Sent Events: headers, `retry:` and `ready`, the replay after
-            /// `settings.last_event_id`, live events, the terminal frame. Errors before the
-            /// headers are JSON (`{"error": {"code", "message"}}`) with the matching status.
-            pub async fn execute_task<T: $crate::Task>(
-                &self,
-                task: T,
-                input: T::Input,
-                settings: $crate::ExecuteTaskSettings,
-            ) -> ::axum::response::Response {
-                let _ = task;
-                let (inner, scope) = self.scope_api();
-                let json = match serde_json::to_value(&input) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        let e = $crate::StartError::InvalidInput {
-                            path: None,
-                            message: e.to_string(),
-                        };
-                        return ::axum::response::IntoResponse::into_response(
-                            $crate::axum::stream::start_error(e, inner),
-                        );
-                    }
-                };
-                $crate::axum::stream::execute(inner, scope, T::NAME, json, &settings).await
-            }
-
-            /// Re-attaches to the run of `ik` as Server-Sent Events (from
-            /// `settings.last_event_id`, else from the run's start).
-            pub async fn reattach(
-                &self,
-                ik: &$crate::IdempotencyKey,
-                settings: $crate::ExecuteTaskSettings,
-            ) -> ::axum::response::Response {
-                let (inner, scope) = self.scope_api();
-                $crate::axum::stream::reattach(inner, scope, ik.clone(), &settings).await
-            }
-        }
-    };
-}
-
-#[cfg(feature = "axum")]
-bridge_api!(UserScope);
-#[cfg(feature = "axum")]
-bridge_api!(TaskFlow);
 
 scoped_api!(UserScope);

@@ -1,15 +1,18 @@
 //! Open SSE streams per run, and the disconnect rule: when the last SSE client of a run that a
-//! bridge started has been gone for the grace period, the run is stopped with reason
-//! `client_disconnected`. Any re-attach within the grace cancels the timer. In-process
-//! subscribers do not count.
+//! bridge started has been gone for the grace period, the run is stopped (suspended, it may
+//! resume) with reason `client_disconnected`. Any re-attach within the grace cancels the
+//! timer. In-process subscribers do not count.
+//!
+//! The table is per flow: it lives in the flow's extensions, reached through the port.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
-use super::{Action, Inner, Scope, lock};
+use crate::engine::port::{Port, WeakPort};
+use crate::engine::{Action, Scope};
 use crate::identity::UserId;
 use crate::ids::{IdempotencyKey, TaskId};
 
@@ -24,7 +27,7 @@ struct Watch {
     timer: Option<AbortHandle>,
 }
 
-/// Open streams per run.
+/// Open streams per run, for one flow.
 #[derive(Debug, Default)]
 pub(crate) struct Streams {
     runs: Mutex<HashMap<TaskId, Watch>>,
@@ -36,6 +39,10 @@ pub(crate) struct StreamTicket {
     pub(crate) id: TaskId,
     pub(crate) ik: IdempotencyKey,
     pub(crate) owner: Option<UserId>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Streams {
@@ -54,7 +61,7 @@ impl Streams {
     }
 
     /// A stream closed (its response body was dropped).
-    pub(crate) fn closed(&self, inner: &Arc<Inner>, ticket: StreamTicket) {
+    pub(crate) fn closed(&self, port: &Port, ticket: StreamTicket) {
         let mut runs = lock(&self.runs);
         let Some(watch) = runs.get_mut(&ticket.id) else {
             return;
@@ -67,42 +74,40 @@ impl Streams {
             runs.remove(&ticket.id);
             return;
         };
-        if inner.is_shutting_down() || tokio::runtime::Handle::try_current().is_err() {
+        if port.is_shutting_down() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let weak: Weak<Inner> = Arc::downgrade(inner);
-        let timer = tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            let Some(inner) = weak.upgrade() else { return };
-            {
-                let mut runs = lock(&inner.streams.runs);
-                match runs.get(&ticket.id) {
-                    Some(w) if w.open == 0 => {
-                        runs.remove(&ticket.id);
-                    }
-                    _ => return,
-                }
-            }
-            let scope = Scope {
-                owner: ticket.owner.clone(),
-                user: None,
-            };
-            match inner
-                .control(&scope, &ticket.ik, Action::Stop, Some(CLIENT_DISCONNECTED))
-                .await
-            {
-                Ok(_) => tracing::info!(task_id = %ticket.id, "stopped: every client disconnected"),
-                // Finished meanwhile, or shutting down: nothing to stop.
-                Err(e) => {
-                    tracing::debug!(task_id = %ticket.id, error = %e, "disconnect stop skipped")
-                }
-            }
-        });
+        let timer = tokio::spawn(stop_after(port.downgrade(), grace, ticket));
         watch.timer = Some(timer.abort_handle());
     }
 
     /// Open SSE streams across all runs (a gauge).
     pub(crate) fn open_streams(&self) -> usize {
         lock(&self.runs).values().map(|w| w.open).sum()
+    }
+}
+
+/// The disconnect timer: after `grace`, stops the run unless a client came back.
+async fn stop_after(port: WeakPort, grace: Duration, ticket: StreamTicket) {
+    tokio::time::sleep(grace).await;
+    let Some(port) = port.upgrade() else { return };
+    {
+        let streams = port.extension::<Streams>();
+        let mut runs = lock(&streams.runs);
+        match runs.get(&ticket.id) {
+            Some(w) if w.open == 0 => {
+                runs.remove(&ticket.id);
+            }
+            _ => return,
+        }
+    }
+    let scope = Scope::owner(ticket.owner.clone());
+    match port
+        .control(&scope, &ticket.ik, Action::Stop, Some(CLIENT_DISCONNECTED))
+        .await
+    {
+        Ok(_) => tracing::info!(task_id = %ticket.id, "stopped: every client disconnected"),
+        // Finished meanwhile, or shutting down: nothing to stop.
+        Err(e) => tracing::debug!(task_id = %ticket.id, error = %e, "disconnect stop skipped"),
     }
 }

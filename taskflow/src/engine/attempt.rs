@@ -1,0 +1,202 @@
+//! One attempt's state as the handler's [`TaskContext`](crate::TaskContext) sees it: the
+//! recorded steps and events it replays, its call counters, its fence, and the writes it may
+//! make. The context reaches the engine only through these methods.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use super::{Inner, limits, lock};
+use crate::context::StepOrigin;
+use crate::error::{PayloadKind, PayloadTooLarge, StoreError};
+use crate::identity::UserContext;
+use crate::ids::{Epoch, IdempotencyKey, StepKey, TaskId};
+use crate::metrics::Metrics;
+use crate::status::StoredEvent;
+use crate::store::{Fence, StepRecord, TaskPatch, Write, WriteBatch};
+
+/// What the driver knows about an attempt when it starts it.
+pub(super) struct AttemptStart {
+    pub(super) task_name: &'static str,
+    pub(super) task_id: TaskId,
+    pub(super) ik: IdempotencyKey,
+    pub(super) epoch: Epoch,
+    pub(super) attempt: u32,
+    pub(super) is_recovery: bool,
+    pub(super) user: Option<UserContext>,
+    pub(super) previous_events: Vec<StoredEvent>,
+    pub(super) steps: Vec<(StepKey, StepRecord)>,
+    pub(super) stop: watch::Receiver<bool>,
+}
+
+/// Everything one attempt shares between its context clones.
+pub(crate) struct AttemptState {
+    inner: Arc<Inner>,
+    task_name: &'static str,
+    task_id: TaskId,
+    ik: IdempotencyKey,
+    epoch: Epoch,
+    attempt: u32,
+    is_recovery: bool,
+    user: Option<UserContext>,
+    previous_events: Vec<StoredEvent>,
+    recorded: Mutex<HashMap<StepKey, StepRecord>>,
+    step_calls: Mutex<HashMap<String, u32>>,
+    emits: Mutex<usize>,
+    stop: watch::Receiver<bool>,
+}
+
+impl AttemptState {
+    pub(super) fn new(inner: Arc<Inner>, start: AttemptStart) -> Self {
+        Self {
+            inner,
+            task_name: start.task_name,
+            task_id: start.task_id,
+            ik: start.ik,
+            epoch: start.epoch,
+            attempt: start.attempt,
+            is_recovery: start.is_recovery,
+            user: start.user,
+            previous_events: start.previous_events,
+            recorded: Mutex::new(start.steps.into_iter().collect()),
+            step_calls: Mutex::new(HashMap::new()),
+            emits: Mutex::new(0),
+            stop: start.stop,
+        }
+    }
+
+    pub(crate) fn task_name(&self) -> &'static str {
+        self.task_name
+    }
+
+    pub(crate) fn task_id(&self) -> TaskId {
+        self.task_id
+    }
+
+    pub(crate) fn ik(&self) -> &IdempotencyKey {
+        &self.ik
+    }
+
+    pub(crate) fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    pub(crate) fn is_recovery(&self) -> bool {
+        self.is_recovery
+    }
+
+    pub(crate) fn user(&self) -> Option<&UserContext> {
+        self.user.as_ref()
+    }
+
+    pub(crate) fn previous_events(&self) -> &[StoredEvent] {
+        &self.previous_events
+    }
+
+    /// The stop signal: `true` once the run is stopped, cancelled or the flow shuts down.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// The key of the next call of step `name` in this attempt: `name#n`, n from 0.
+    pub(crate) fn next_step_key(&self, name: &str) -> StepKey {
+        let mut calls = lock(&self.step_calls);
+        let n = match calls.get_mut(name) {
+            Some(n) => n,
+            None => calls.entry(name.to_owned()).or_insert(0),
+        };
+        let key = StepKey::new(name, *n);
+        *n += 1;
+        key
+    }
+
+    /// The result recorded under `key` by an earlier attempt.
+    pub(crate) fn recorded_step(&self, key: &StepKey) -> Option<StepRecord> {
+        lock(&self.recorded).get(key).cloned()
+    }
+
+    /// The position of the next user emit in this attempt, from 0.
+    pub(crate) fn next_emit_position(&self) -> usize {
+        let mut emits = lock(&self.emits);
+        let n = *emits;
+        *emits += 1;
+        n
+    }
+
+    pub(crate) fn check_payload(
+        &self,
+        kind: PayloadKind,
+        value: &serde_json::Value,
+    ) -> Result<(), PayloadTooLarge> {
+        self.inner.check_payload(kind, value)
+    }
+
+    pub(crate) fn check_payload_len(
+        &self,
+        kind: PayloadKind,
+        size: usize,
+    ) -> Result<(), PayloadTooLarge> {
+        limits::check_payload_len(self.inner.config.payload_limit, kind, size)
+    }
+
+    /// Counts a step for the metrics.
+    pub(crate) fn count_step(&self, origin: StepOrigin) {
+        let m = &self.inner.metrics;
+        Metrics::inc(match origin {
+            StepOrigin::Executed => &m.steps_executed,
+            StepOrigin::Replayed => &m.steps_replayed,
+        });
+    }
+
+    fn fence(&self) -> Fence {
+        Fence {
+            task: self.task_id,
+            epoch: self.epoch,
+        }
+    }
+
+    /// Records that the attempt is alive.
+    pub(crate) async fn heartbeat(&self) -> Result<(), StoreError> {
+        let mut patch = TaskPatch::at(self.inner.now());
+        patch.heartbeat = true;
+        self.inner
+            .commit_fenced(self.task_id, &self.ik, self.epoch, patch, None)
+            .await
+            .map(drop)
+    }
+
+    /// Appends a user event to the run's log, fenced by this attempt's epoch.
+    pub(crate) async fn commit_event(
+        &self,
+        name: &str,
+        data: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let write = Write::Event {
+            ik: self.ik.clone(),
+            task: self.task_id,
+            name: name.to_owned(),
+            data,
+        };
+        self.commit(write).await
+    }
+
+    /// Records a step result (an encoded [`StepRecord`]), fenced by this attempt's epoch.
+    pub(crate) async fn commit_step(&self, key: StepKey, json: Vec<u8>) -> Result<(), StoreError> {
+        let write = Write::Step {
+            task: self.task_id,
+            key,
+            json,
+        };
+        self.commit(write).await
+    }
+
+    async fn commit(&self, write: Write) -> Result<(), StoreError> {
+        let batch = WriteBatch::fenced(self.fence(), vec![write]);
+        self.inner.store.commit(batch).await.map(drop)
+    }
+}

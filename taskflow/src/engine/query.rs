@@ -1,0 +1,137 @@
+//! Reading runs back: ownership checks, status, lists, subscriptions and waiting for the end.
+
+use super::Inner;
+use super::scope::Scope;
+use super::subscription::EventSubscription;
+use crate::error::{ControlError, ErrorRecord, WaitError};
+use crate::ids::{IdempotencyKey, Seq};
+use crate::status::{ListFilter, SubscribeFrom, TaskState, TaskStatus};
+use crate::store::{Scan, TaskRecord};
+
+impl Inner {
+    /// The key's current run if `scope` owns it, with the key's last seq.
+    pub(super) async fn owned_run(
+        &self,
+        scope: &Scope,
+        ik: &IdempotencyKey,
+    ) -> Result<(TaskRecord, Seq), ControlError> {
+        match self.store.current_run(ik).await? {
+            (Some(record), last) if record.owner == scope.owner => Ok((record, last)),
+            _ => Err(ControlError::NotFound),
+        }
+    }
+
+    pub(super) async fn status(
+        &self,
+        scope: &Scope,
+        ik: &IdempotencyKey,
+    ) -> Result<TaskStatus, ControlError> {
+        let (record, last) = self.owned_run(scope, ik).await?;
+        Ok(status_of(&record, last))
+    }
+
+    pub(super) async fn list(
+        &self,
+        scope: &Scope,
+        filter: ListFilter,
+    ) -> Result<Vec<TaskStatus>, ControlError> {
+        let scan = Scan {
+            owner: Some(scope.owner.clone()),
+            states: filter.states,
+            task: filter.task,
+            updated_before: None,
+            limit: None,
+        };
+        let limit = filter.limit.unwrap_or(100);
+        let mut out = Vec::new();
+        for record in self.store.scan(scan).await? {
+            if out.len() >= limit {
+                break;
+            }
+            // A key shows once: its current run (an older failed run is history).
+            let (current, last) = self.store.current_run(&record.ik).await?;
+            if current.as_ref().is_some_and(|c| c.id == record.id) {
+                out.push(status_of(&record, last));
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn subscribe(
+        &self,
+        scope: &Scope,
+        ik: &IdempotencyKey,
+        from: SubscribeFrom,
+    ) -> Result<EventSubscription, ControlError> {
+        // Listen before reading, so nothing committed in between is missed.
+        let live = self.hub.receiver(ik);
+        let (record, last) = self.owned_run(scope, ik).await?;
+        let run_start = Seq(record.first_seq.0.saturating_sub(1));
+        let after = match from {
+            SubscribeFrom::After(k) if k <= last => k,
+            _ => run_start,
+        };
+        Ok(EventSubscription::new(
+            self.store.clone(),
+            ik.clone(),
+            live,
+            self.shutdown.subscribe(),
+            after,
+            record.first_seq,
+        ))
+    }
+
+    pub(super) async fn wait_json(
+        &self,
+        scope: &Scope,
+        ik: &IdempotencyKey,
+    ) -> Result<serde_json::Value, WaitError> {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            let mut live = self.hub.receiver(ik);
+            let (record, _) = self.owned_run(scope, ik).await?;
+            match record.status {
+                TaskState::Completed => return Ok(record.output.unwrap_or_default()),
+                TaskState::Failed => {
+                    return Err(WaitError::Failed(record.error.unwrap_or(ErrorRecord {
+                        message: "failed".into(),
+                        code: "task_error".into(),
+                        public: false,
+                    })));
+                }
+                TaskState::Cancelled => {
+                    return Err(WaitError::Cancelled {
+                        reason: record.suspended_reason.unwrap_or_default(),
+                    });
+                }
+                _ => {}
+            }
+            if *shutdown.borrow() {
+                return Err(WaitError::Closed);
+            }
+            tokio::select! {
+                _ = live.recv() => {}
+                _ = shutdown.wait_for(|s| *s) => {}
+            }
+        }
+    }
+}
+
+pub(super) fn status_of(record: &TaskRecord, last_seq: Seq) -> TaskStatus {
+    TaskStatus {
+        task_id: record.id,
+        idempotency_key: record.ik.clone(),
+        task: record.name.clone(),
+        owner: record.owner.clone(),
+        status: record.status,
+        attempt: record.attempt,
+        failed_attempts: record.failed_attempts,
+        max_attempts: record.max_attempts,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+        last_seq,
+        output: record.output.clone(),
+        error: record.error.clone(),
+        suspended_reason: record.suspended_reason.clone(),
+    }
+}

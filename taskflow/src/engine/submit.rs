@@ -1,0 +1,109 @@
+//! Submitting a run: validation, the idempotency key, the dedup table and admission.
+
+use std::sync::Arc;
+
+use super::admission::{Refusal, Ticket};
+use super::handle::{AnyTask, TaskHandle};
+use super::scope::{Scope, StartOptions};
+use super::{Inner, ik, lock};
+use crate::error::{PayloadKind, StartError, StoreError};
+use crate::metrics::Metrics;
+use crate::status::TaskState;
+use crate::store::{Committed, TaskRecord, Write, WriteBatch};
+use crate::task::ExecuteMode;
+
+impl Inner {
+    /// Starts `task` with raw JSON `input` as `scope`, or attaches to the run its key names
+    /// (the dedup table in the crate docs).
+    pub(super) async fn start(
+        self: &Arc<Self>,
+        scope: &Scope,
+        task: &str,
+        input: serde_json::Value,
+        options: &StartOptions,
+    ) -> Result<TaskHandle<AnyTask>, StartError> {
+        if self.is_shutting_down() {
+            return Err(StartError::ShuttingDown);
+        }
+        if self.store.is_failed() {
+            return Err(StartError::Storage(StoreError::FailStopped));
+        }
+        let registered = self
+            .registry
+            .get(task)
+            .ok_or_else(|| StartError::UnknownTask(task.to_owned()))?;
+        if registered.options.on_behalf_of && scope.user.is_none() {
+            return Err(StartError::UserRequired(task.to_owned()));
+        }
+        self.check_payload(PayloadKind::Input, &input)?;
+        let input = (registered.normalize_input)(input).map_err(|e| StartError::InvalidInput {
+            path: e.path,
+            message: e.message,
+        })?;
+        let ik = ik::idempotency_key(task, &input, scope.owner.as_ref());
+        let span = tracing::info_span!("submit", task, ik = %ik);
+        let _guard = self.key_locks.lock(&ik).await;
+        let (current, _) = self.store.current_run(&ik).await?;
+        let mode = options
+            .execute_mode
+            .unwrap_or(registered.options.execute_mode);
+        if let Some(run) = current {
+            let attach = match run.status {
+                TaskState::Created | TaskState::Running | TaskState::Completed => true,
+                TaskState::Suspended => {
+                    if !run.on_behalf_of || scope.user.is_some() {
+                        self.runs.remember_user(run.id, scope);
+                        self.resume_run(&run).await?;
+                    }
+                    true
+                }
+                TaskState::Failed | TaskState::Cancelled => mode == ExecuteMode::AtMostOnce,
+            };
+            if attach {
+                if !run.status.is_terminal() {
+                    self.runs.remember_user(run.id, scope);
+                }
+                tracing::debug!(parent: &span, task_id = %run.id, "attached");
+                return Ok(TaskHandle::new(run.id, ik, true));
+            }
+        }
+        let now = self.now();
+        lock(&self.admission)
+            .check_new(scope.owner.as_ref(), now)
+            .map_err(|refusal| match refusal {
+                Refusal::RateLimited(retry_after) => StartError::RateLimited { retry_after },
+                Refusal::QueueFull(limit) => StartError::QueueFull { limit },
+            })?;
+        let record = TaskRecord::new_run(
+            task,
+            ik.clone(),
+            scope.owner.clone(),
+            input,
+            options
+                .max_attempts
+                .unwrap_or(registered.options.max_attempts)
+                .max(1),
+            mode,
+            registered.options.on_behalf_of,
+            now,
+        );
+        let committed = self
+            .store
+            .commit(WriteBatch::new(vec![Write::CreateRun(Box::new(record))]))
+            .await?;
+        let Some(Committed::Run { id, .. }) = committed.first() else {
+            return Err(StartError::Storage(StoreError::Corrupt(
+                "store did not report the created run".into(),
+            )));
+        };
+        let id = *id;
+        Metrics::inc(&self.metrics.tasks_started);
+        tracing::info!(parent: &span, task_id = %id, "created");
+        self.runs.remember_user(id, scope);
+        self.admit(Ticket {
+            id,
+            owner: scope.owner.clone(),
+        });
+        Ok(TaskHandle::new(id, ik, false))
+    }
+}

@@ -1,0 +1,117 @@
+//! State transitions of a run: each commits the new state with its lifecycle event in one
+//! batch fenced by the run's epoch, and keeps the metrics and the live user table with it.
+
+use std::sync::Arc;
+
+use super::Inner;
+use super::admission::Ticket;
+use crate::error::{ErrorRecord, StoreError};
+use crate::ids::{Epoch, IdempotencyKey, TaskId};
+use crate::metrics::Metrics;
+use crate::status::TaskState;
+use crate::store::{Committed, Fence, TaskPatch, TaskRecord, Write, WriteBatch};
+
+impl Inner {
+    /// Commits `patch` (and `event`, if any) to run `id` unless its epoch moved past `epoch`.
+    pub(super) async fn commit_fenced(
+        &self,
+        id: TaskId,
+        ik: &IdempotencyKey,
+        epoch: Epoch,
+        patch: TaskPatch,
+        event: Option<(&str, serde_json::Value)>,
+    ) -> Result<Vec<Committed>, StoreError> {
+        let mut writes = vec![Write::Update { task: id, patch }];
+        if let Some((name, data)) = event {
+            writes.push(Write::Event {
+                ik: ik.clone(),
+                task: id,
+                name: name.to_owned(),
+                data,
+            });
+        }
+        let fence = Fence { task: id, epoch };
+        self.store.commit(WriteBatch::fenced(fence, writes)).await
+    }
+
+    /// Commits a state change with its lifecycle event, fenced by the record's epoch.
+    async fn transition(
+        &self,
+        record: &TaskRecord,
+        patch: TaskPatch,
+        event: Option<(&str, serde_json::Value)>,
+    ) -> Result<(), StoreError> {
+        self.commit_fenced(record.id, &record.ik, record.epoch, patch, event)
+            .await
+            .map(drop)
+    }
+
+    /// Fails a run that is not running in this process (recovery).
+    pub(super) async fn fail_run(
+        &self,
+        record: &TaskRecord,
+        error: ErrorRecord,
+    ) -> Result<(), StoreError> {
+        let mut patch = TaskPatch::at(self.now());
+        patch.status = Some(TaskState::Failed);
+        patch.bump_epoch = true;
+        let event = serde_json::json!({"message": error.message, "code": error.code});
+        patch.error = Some(error);
+        self.transition(record, patch, Some(("failed", event)))
+            .await?;
+        Metrics::inc(&self.metrics.tasks_failed);
+        self.runs.forget_user(record.id);
+        Ok(())
+    }
+
+    /// Suspends a run, committing the `suspended` event, and fences its attempt.
+    pub(super) async fn suspend_run(
+        &self,
+        record: &TaskRecord,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut patch = TaskPatch::at(self.now());
+        patch.status = Some(TaskState::Suspended);
+        patch.suspended_reason = Some(Some(reason.to_owned()));
+        patch.next_attempt_at = Some(None);
+        patch.bump_epoch = true;
+        let event = serde_json::json!({ "reason": reason });
+        self.transition(record, patch, Some(("suspended", event)))
+            .await
+    }
+
+    /// Cancels a run for good, committing the `cancelled` event, and fences its attempt.
+    pub(super) async fn cancel_run(
+        &self,
+        record: &TaskRecord,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut patch = TaskPatch::at(self.now());
+        patch.status = Some(TaskState::Cancelled);
+        patch.suspended_reason = Some(Some(reason.to_owned()));
+        patch.next_attempt_at = Some(None);
+        patch.bump_epoch = true;
+        let event = serde_json::json!({ "reason": reason });
+        self.transition(record, patch, Some(("cancelled", event)))
+            .await?;
+        Metrics::inc(&self.metrics.tasks_cancelled);
+        self.runs.forget_user(record.id);
+        Ok(())
+    }
+
+    /// Puts a suspended run back in `created` and admits it.
+    pub(super) async fn resume_run(
+        self: &Arc<Self>,
+        record: &TaskRecord,
+    ) -> Result<(), StoreError> {
+        let mut patch = TaskPatch::at(self.now());
+        patch.status = Some(TaskState::Created);
+        patch.suspended_reason = Some(None);
+        self.transition(record, patch, None).await?;
+        self.admit(Ticket {
+            id: record.id,
+            owner: record.owner.clone(),
+        });
+        Ok(())
+    }
+}
