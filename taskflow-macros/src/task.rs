@@ -11,31 +11,6 @@ use syn::{FnArg, GenericArgument, ItemFn, Lit, LitStr, PathArguments, ReturnType
 use crate::attr::{self, Arg, Errors, Value};
 use crate::names::name_problem;
 
-const ACCEPTED: &str =
-    "name, events, max_attempts, auto_recover, recovery_max_age, execute_mode, on_behalf_of, crate";
-
-/// Keys people reach for from other frameworks, with what to do instead.
-fn forbidden(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "retry" | "retries" => {
-            "use `max_attempts = N`: attempts that end in `Err` or a panic are retried with backoff; crashes never use one up"
-        }
-        "cache" => {
-            "remove it: the idempotency key (task name + input + owner) already deduplicates, so an identical submission attaches to the existing run"
-        }
-        "timeout" => {
-            "remove it: use `flow.stop(..)` (cooperative, via `ctx.cancelled()`) and stale-run recovery instead of an interceptor timeout"
-        }
-        "stream" => {
-            "remove it: the wire shape is the `#[events]` enum given with `events = ...`, streamed over SSE by `execute_task`"
-        }
-        "user_id" | "user" => {
-            "remove it: identity only comes from the request's user context (`flow.as_user(&user)` or the axum extractor); use `on_behalf_of` if the task needs the caller's credentials"
-        }
-        _ => return None,
-    })
-}
-
 struct Options {
     name: Option<LitStr>,
     events: Option<Type>,
@@ -63,6 +38,18 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let options = parse_options(attr, &mut errors);
     let sig = check_signature(&func, &options, &mut errors);
     check_step_names(&func, &mut errors);
+    if options.name.is_none()
+        && let Some(p) = name_problem(&taskflow_rules::default_task_name(
+            &func.sig.ident.to_string(),
+        ))
+    {
+        errors.at(
+            func.sig.ident.span(),
+            format!(
+                "the task name taken from the fn name is invalid: {p}; set one with #[task(name = \"...\")]"
+            ),
+        );
+    }
     match (errors.finish(), sig) {
         (Ok(()), Some(sig)) => generate(&func, &options, &sig),
         (result, _) => {
@@ -106,7 +93,7 @@ fn parse_options(attr: TokenStream, errors: &mut Errors) -> Options {
     for arg in &args {
         let key = arg.key.to_string();
         let key = key.trim_start_matches("r#");
-        if let Some(fix) = forbidden(key) {
+        if let Some(fix) = taskflow_rules::forbidden_task_key(key) {
             errors.at(
                 arg.key.span(),
                 format!("`{key}` is not a task setting; {fix}"),
@@ -157,7 +144,7 @@ fn parse_options(attr: TokenStream, errors: &mut Errors) -> Options {
                     "a duration like \"5m\", \"30s\", \"500ms\" or \"2h\"",
                     errors,
                 ) {
-                    match parse_duration(&s.value()) {
+                    match taskflow_rules::parse_duration_ms(&s.value()) {
                         Some(ms) => o.recovery_max_age_ms = Some(ms),
                         None => errors.at(
                             s.span(),
@@ -199,7 +186,10 @@ fn parse_options(attr: TokenStream, errors: &mut Errors) -> Options {
             }
             other => errors.at(
                 arg.key.span(),
-                format!("unknown #[task] key `{other}`; accepted keys: {ACCEPTED}"),
+                format!(
+                    "unknown #[task] key `{other}`; accepted keys: {}",
+                    taskflow_rules::TASK_KEYS.join(", ")
+                ),
             ),
         }
     }
@@ -219,24 +209,6 @@ fn flag(arg: &Arg, errors: &mut Errors) -> Option<bool> {
             None
         }
     }
-}
-
-/// `^[0-9]+(ms|s|m|h)$` in milliseconds.
-fn parse_duration(s: &str) -> Option<u64> {
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (digits, unit) = s.split_at(split);
-    if digits.is_empty() {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    let factor = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    n.checked_mul(factor)
 }
 
 /// The types read off the signature.
@@ -459,7 +431,7 @@ fn generate(func: &ItemFn, o: &Options, sig: &Signature) -> TokenStream {
         .filter(|a| !a.path().is_ident("doc"))
         .collect();
     let name = o.name.as_ref().map_or_else(
-        || ident.to_string().trim_start_matches("r#").replace('_', "-"),
+        || taskflow_rules::default_task_name(&ident.to_string()),
         LitStr::value,
     );
     let Signature {
@@ -468,11 +440,28 @@ fn generate(func: &ItemFn, o: &Options, sig: &Signature) -> TokenStream {
         output,
         error,
     } = sig;
-    let max_attempts = o.max_attempts.unwrap_or(3);
-    let auto_recover = o.auto_recover.unwrap_or(true);
-    let max_age = o.recovery_max_age_ms.unwrap_or(300_000);
-    let at_most_once = o.at_most_once.unwrap_or(false);
-    let on_behalf_of = o.on_behalf_of.unwrap_or(false);
+    // Only the keys the user wrote: every other setting is the runtime's default.
+    let mut options = quote!(#private::TaskOptions::default());
+    if let Some(n) = o.max_attempts {
+        options = quote!(#options.max_attempts(const { #private::attempts(#n) }));
+    }
+    if let Some(on) = o.auto_recover {
+        options = quote!(#options.auto_recover(#on));
+    }
+    if let Some(ms) = o.recovery_max_age_ms {
+        options = quote!(#options.recovery_max_age(::core::time::Duration::from_millis(#ms)));
+    }
+    if let Some(at_most_once) = o.at_most_once {
+        let mode = if at_most_once {
+            quote!(AtMostOnce)
+        } else {
+            quote!(AtLeastOnce)
+        };
+        options = quote!(#options.execute_mode(#private::ExecuteMode::#mode));
+    }
+    if let Some(on) = o.on_behalf_of {
+        options = quote!(#options.on_behalf_of(#on));
+    }
     let mut body_fn = func.clone();
     body_fn.sig.ident = syn::Ident::new("__taskflow_body", ident.span());
     body_fn.vis = syn::Visibility::Inherited;
@@ -505,7 +494,7 @@ fn generate(func: &ItemFn, o: &Options, sig: &Signature) -> TokenStream {
             type Events = #events;
 
             fn options(&self) -> #private::TaskOptions {
-                #private::options(#max_attempts, #auto_recover, #max_age, #at_most_once, #on_behalf_of)
+                #options
             }
 
             #[allow(clippy::manual_async_fn)]

@@ -34,6 +34,7 @@ use serde_json::Value;
 
 use crate::engine::{TaskEvent, decode_event};
 use crate::ids::{IdempotencyKey, Seq};
+use crate::lifecycle::Lifecycle;
 use crate::sse::{MAX_SAFE_INTEGER, parse_last_event_id};
 use crate::status::StoredEvent;
 use crate::task::Task;
@@ -433,9 +434,8 @@ impl<T: Task> TaskStream<T> {
             return Ok(None);
         }
         self.last = Some(seq);
-        self.last_was_suspended = false;
-        self.last_was_suspended = frame.event == "suspended";
-        if matches!(frame.event.as_str(), "completed" | "failed" | "cancelled") {
+        self.last_was_suspended = frame.event == Lifecycle::SUSPENDED;
+        if crate::lifecycle::is_terminal_name(&frame.event) {
             self.done = true;
         }
         let event = decode_lenient::<T>(StoredEvent {

@@ -27,14 +27,8 @@ pub enum StepOrigin {
     Replayed,
 }
 
-/// Code of the error a fenced-off attempt's `step`/`emit` returns.
-pub const STOPPED_CODE: &str = "stopped";
-
 fn stopped() -> TaskError {
-    TaskError::internal(
-        STOPPED_CODE,
-        "the task was stopped or cancelled; this attempt may not write any more",
-    )
+    TaskError::stopped("the task was stopped or cancelled; this attempt may not write any more")
 }
 
 fn store_error(e: StoreError) -> TaskError {

@@ -16,6 +16,7 @@ use crate::status::TaskState;
 /// machine-readable `code` (default `task_error`); a [`public`](Self::public) error's message is
 /// never masked in production; a [`permanent`](Self::permanent) one skips remaining retries.
 pub struct TaskError {
+    kind: ErrorKind,
     message: String,
     code: Cow<'static, str>,
     public: bool,
@@ -31,6 +32,7 @@ impl TaskError {
     #[must_use]
     pub fn new(message: impl Into<String>) -> Self {
         Self {
+            kind: ErrorKind::Handler,
             message: message.into(),
             code: Cow::Borrowed(Self::DEFAULT_CODE),
             public: false,
@@ -96,8 +98,29 @@ impl TaskError {
         self.source.as_deref()
     }
 
+    /// An error of the engine itself (bad event name, payload over the limit, storage):
+    /// permanent, since retrying the same code meets it again.
     pub(crate) fn internal(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(message).with_code(code).into_permanent()
+        Self {
+            kind: ErrorKind::Internal,
+            ..Self::new(message).with_code(code).into_permanent()
+        }
+    }
+
+    /// The error a fenced-off attempt's `step`/`emit` returns after a stop, cancel or
+    /// shutdown. Only the engine makes it: a handler returning an error with code `stopped`
+    /// is an ordinary failure.
+    pub(crate) fn stopped(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Stopped,
+            ..Self::new(message).with_code(STOPPED_CODE).into_permanent()
+        }
+    }
+
+    /// Whether this is the engine's stop error (see [`TaskError::stopped`]); the driver
+    /// settles nothing for it.
+    pub(crate) fn is_stop(&self) -> bool {
+        self.kind == ErrorKind::Stopped
     }
 
     pub(crate) fn to_record(&self) -> ErrorRecord {
@@ -107,6 +130,20 @@ impl TaskError {
             public: self.public,
         }
     }
+}
+
+/// Code of the error a fenced-off attempt's `step`/`emit` returns.
+pub const STOPPED_CODE: &str = "stopped";
+
+/// Where a [`TaskError`] comes from; decides control flow, unlike the code, which handlers set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    /// Returned by the handler (or converted from its error).
+    Handler,
+    /// The engine fenced the attempt off (stop, cancel, shutdown).
+    Stopped,
+    /// The engine refused something the handler did.
+    Internal,
 }
 
 impl<E> From<E> for TaskError
@@ -123,6 +160,7 @@ where
 impl fmt::Debug for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskError")
+            .field("kind", &self.kind)
             .field("code", &self.code)
             .field("message", &self.message)
             .field("public", &self.public)
@@ -334,7 +372,10 @@ pub enum ControlError {
         action: &'static str,
     },
     /// A stop or cancel reason over 512 characters.
-    #[error("reason is {len} characters; at most 512 are allowed")]
+    #[error(
+        "reason is {len} characters; at most {} are allowed",
+        taskflow_rules::MAX_REASON_CHARS
+    )]
     ReasonTooLong {
         /// Its length in characters.
         len: usize,

@@ -57,6 +57,7 @@ mod engine;
 mod error;
 mod identity;
 mod ids;
+mod lifecycle;
 mod metrics;
 mod names;
 mod schema;
@@ -84,17 +85,18 @@ pub use crate::schema::EventPayload;
 pub use crate::settings::{ExecuteTaskSettings, not_a_setting};
 
 pub use crate::clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use crate::context::{STOPPED_CODE, StepOrigin, TaskContext};
+pub use crate::context::{StepOrigin, TaskContext};
 pub use crate::engine::{
     AnyTask, Environment, EventSubscription, MAX_REASON_CHARS, StartOptions, TaskEvent, TaskFlow,
     TaskFlowBuilder, TaskHandle, TypedEventError, TypedSubscription, UserScope,
 };
 pub use crate::error::{
     BuildError, ControlError, Error, ErrorRecord, IntoTaskError, PayloadKind, PayloadTooLarge,
-    StartError, StoreError, TaskError, WaitError,
+    STOPPED_CODE, StartError, StoreError, TaskError, WaitError,
 };
 pub use crate::identity::{AccessToken, InvalidUserId, UserContext, UserId};
 pub use crate::ids::{Epoch, IdempotencyKey, Seq, StepKey, TaskId};
+pub use crate::lifecycle::Lifecycle;
 pub use crate::metrics::MetricsSnapshot;
 pub use crate::names::{NameError, RESERVED_EVENT_NAMES, validate_event_name, validate_name};
 pub use crate::status::{ListFilter, StoredEvent, SubscribeFrom, TaskState, TaskStatus};

@@ -9,31 +9,16 @@ pub use schemars;
 pub use serde;
 pub use serde_json;
 
-use std::time::Duration;
-
-use crate::task::ExecuteMode;
-
 pub use crate::schema::{events_schema, typescript, unit_schema};
+pub use crate::task::ExecuteMode;
 
-/// The options of a `#[task]`.
+/// `max_attempts = n` of a `#[task]`, checked at compile time (the macro refuses 0 first).
 #[must_use]
-pub fn options(
-    max_attempts: u32,
-    auto_recover: bool,
-    recovery_max_age_ms: u64,
-    at_most_once: bool,
-    on_behalf_of: bool,
-) -> TaskOptions {
-    TaskOptions::default()
-        .max_attempts(max_attempts)
-        .auto_recover(auto_recover)
-        .recovery_max_age(Duration::from_millis(recovery_max_age_ms))
-        .execute_mode(if at_most_once {
-            ExecuteMode::AtMostOnce
-        } else {
-            ExecuteMode::AtLeastOnce
-        })
-        .on_behalf_of(on_behalf_of)
+pub const fn attempts(n: u32) -> core::num::NonZeroU32 {
+    match core::num::NonZeroU32::new(n) {
+        Some(n) => n,
+        None => panic!("max_attempts must be at least 1"),
+    }
 }
 
 /// A payload that does not decode.

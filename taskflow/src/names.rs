@@ -1,31 +1,39 @@
-//! The one name grammar shared by tasks, events and steps, and the reserved event names.
+//! The one name grammar shared by tasks, events and steps, and the reserved event names: the
+//! rules of `taskflow-rules` (which the macros check at compile time), as run-time errors.
 
 /// Wire names the bridge and the engine use for their own frames and lifecycle events.
-pub const RESERVED_EVENT_NAMES: [&str; 7] = [
-    "ready",
-    "error",
-    "heartbeat",
-    "completed",
-    "failed",
-    "cancelled",
-    "suspended",
-];
+pub const RESERVED_EVENT_NAMES: [&str; 7] = taskflow_rules::RESERVED_EVENT_NAMES;
 
-/// Why a name was refused.
+/// Why a name was refused. The message says what is wrong, in the same words as the
+/// compile-time check of `#[task]` and `#[events]`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NameError {
-    /// Empty or longer than 64 bytes.
-    #[error("name `{0}` must be 1 to 64 bytes long")]
-    Length(String),
-    /// A byte outside `[A-Za-z0-9_.-]`, or a first byte outside `[a-z0-9]`.
-    #[error(
-        "name `{0}` may only contain `A-Z a-z 0-9 _ . -` and must start with a lowercase letter or digit"
-    )]
-    Characters(String),
-    /// An event name that collides with a reserved one.
-    #[error("event name `{0}` is reserved by taskflow; rename the event")]
-    Reserved(String),
+    /// Empty, longer than 64 bytes, a byte outside `[A-Za-z0-9_.-]`, or a first byte outside
+    /// `[a-z0-9]`.
+    #[error("{message}")]
+    Grammar {
+        /// The name, escaped for display.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An event name that collides with a reserved name or prefix.
+    #[error("{message}; rename the event")]
+    Reserved {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn shown(name: &str) -> String {
+    name.chars()
+        .take(80)
+        .collect::<String>()
+        .escape_debug()
+        .to_string()
 }
 
 /// Checks the grammar of task, event and step names: 1–64 bytes of `[A-Za-z0-9_.-]`, starting
@@ -34,41 +42,36 @@ pub enum NameError {
 /// # Errors
 /// [`NameError`] saying what is wrong.
 pub fn validate_name(name: &str) -> Result<(), NameError> {
-    if name.is_empty() || name.len() > 64 {
-        return Err(NameError::Length(name.chars().take(80).collect()));
-    }
-    let bytes = name.as_bytes();
-    let first_ok = bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit();
-    let rest_ok = bytes
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if first_ok && rest_ok {
-        Ok(())
-    } else {
-        Err(NameError::Characters(name.escape_debug().to_string()))
-    }
+    taskflow_rules::check_name(name).map_err(|p| {
+        let name = shown(name);
+        NameError::Grammar {
+            message: p.describe(&name),
+            name,
+        }
+    })
 }
 
-/// Checks an event name: the grammar, then the reserved set (case-insensitively) and the
-/// reserved prefixes `step:` and `taskflow.`.
+/// Checks an event name: the reserved set (case-insensitively) and the reserved prefixes
+/// `step:` and `taskflow.`, then the grammar.
 ///
 /// # Errors
 /// [`NameError`] saying what is wrong.
 pub fn validate_event_name(name: &str) -> Result<(), NameError> {
-    validate_name(name)?;
-    let lower = name.to_ascii_lowercase();
-    if RESERVED_EVENT_NAMES.contains(&lower.as_str()) || lower.starts_with("taskflow.") {
-        return Err(NameError::Reserved(name.to_owned()));
-    }
-    Ok(())
-}
-
-pub(crate) fn is_lifecycle_event(name: &str) -> bool {
-    matches!(name, "suspended" | "completed" | "failed" | "cancelled")
-}
-
-pub(crate) fn is_terminal_event(name: &str) -> bool {
-    matches!(name, "completed" | "failed" | "cancelled")
+    use taskflow_rules::EventNameProblem;
+    taskflow_rules::check_event_name(name).map_err(|p| {
+        let shown = shown(name);
+        let message = p.describe(&shown);
+        match p {
+            EventNameProblem::Grammar(_) => NameError::Grammar {
+                name: shown,
+                message,
+            },
+            _ => NameError::Reserved {
+                name: shown,
+                message,
+            },
+        }
+    })
 }
 
 #[cfg(test)]

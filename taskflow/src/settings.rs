@@ -1,43 +1,52 @@
-//! [`ExecuteTaskSettings`]: per-call settings of the HTTP bridge.
+//! [`ExecuteTaskSettings`]: per-call settings of the HTTP bridge: the start options of a new
+//! run plus the options of its stream.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
+use crate::engine::StartOptions;
 use crate::ids::Seq;
 use crate::task::ExecuteMode;
 
-/// Per-call settings of `execute_task` (the SSE bridge). Build with [`Default`] and the
-/// builder methods; the fields are private so that settings that do not exist here (`retry`,
-/// `cache`, `timeout`, `stream`, `user_id`) cannot be written, and calling those names is a
-/// compile error that says what to use instead.
+/// Per-call settings of `execute_task` (the SSE bridge): the [`StartOptions`] of a new run
+/// (ignored when the call attaches) and the options of its stream. Build with [`Default`]
+/// and the builder methods; the fields are private so that settings that do not exist here
+/// (`retry`, `cache`, `timeout`, `stream`, `user_id`) cannot be written, and calling those
+/// names is a compile error that says what to use instead.
 ///
 /// ```
+/// use std::num::NonZeroU32;
 /// use std::time::Duration;
 /// use taskflow::ExecuteTaskSettings;
 ///
+/// let five = NonZeroU32::new(5).unwrap();
 /// let settings = ExecuteTaskSettings::default()
 ///     .disconnect_grace(Duration::from_secs(10))
-///     .max_attempts(5);
-/// assert_eq!(settings.get_max_attempts(), Some(5));
+///     .max_attempts(five);
+/// assert_eq!(settings.get_max_attempts(), Some(five));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct ExecuteTaskSettings {
+    start: StartOptions,
+    stream: StreamOptions,
+}
+
+/// How the bridge streams one run to one client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StreamOptions {
     cancel_on_disconnect: bool,
     disconnect_grace: Duration,
-    execute_mode: Option<ExecuteMode>,
-    max_attempts: Option<u32>,
     js_safe_integers: bool,
     keep_alive: Duration,
     last_event_id: Option<Seq>,
 }
 
-impl Default for ExecuteTaskSettings {
+impl Default for StreamOptions {
     fn default() -> Self {
         Self {
             cancel_on_disconnect: true,
             disconnect_grace: Duration::from_secs(5),
-            execute_mode: None,
-            max_attempts: None,
             js_safe_integers: true,
             keep_alive: Duration::from_secs(15),
             last_event_id: None,
@@ -45,42 +54,51 @@ impl Default for ExecuteTaskSettings {
     }
 }
 
+impl Default for ExecuteTaskSettings {
+    fn default() -> Self {
+        Self {
+            start: StartOptions::new(),
+            stream: StreamOptions::default(),
+        }
+    }
+}
+
 impl ExecuteTaskSettings {
-    /// Stop the run (`client_disconnected`) when its last SSE client has been gone for the
-    /// grace period (default on).
+    /// Stop (suspend) the run with reason `client_disconnected` when its last SSE client has
+    /// been gone for the grace period (default on).
     pub fn cancel_on_disconnect(mut self, on: bool) -> Self {
-        self.cancel_on_disconnect = on;
+        self.stream.cancel_on_disconnect = on;
         self
     }
 
     /// How long a run waits for an SSE client to re-attach before it is stopped (default 5 s).
     pub fn disconnect_grace(mut self, grace: Duration) -> Self {
-        self.disconnect_grace = grace;
+        self.stream.disconnect_grace = grace;
         self
     }
 
     /// Overrides the task's execute mode for a new run.
     pub fn execute_mode(mut self, mode: ExecuteMode) -> Self {
-        self.execute_mode = Some(mode);
+        self.start = self.start.execute_mode(mode);
         self
     }
 
-    /// Overrides the task's `max_attempts` for a new run (≥ 1).
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = Some(n.max(1));
+    /// Overrides the task's `max_attempts` for a new run.
+    pub fn max_attempts(mut self, n: NonZeroU32) -> Self {
+        self.start = self.start.max_attempts(n);
         self
     }
 
     /// Write integers outside ±(2^53 − 1) as strings (default on), so JavaScript clients do not
     /// round them.
     pub fn js_safe_integers(mut self, on: bool) -> Self {
-        self.js_safe_integers = on;
+        self.stream.js_safe_integers = on;
         self
     }
 
     /// Silence after which a `: hb` comment keeps the connection alive (default 15 s).
     pub fn keep_alive(mut self, every: Duration) -> Self {
-        self.keep_alive = every;
+        self.stream.keep_alive = every;
         self
     }
 
@@ -88,50 +106,55 @@ impl ExecuteTaskSettings {
     /// [`parse_last_event_id`](crate::sse::parse_last_event_id)); `None` streams the run from
     /// its start. The task routes set it from the header or the `last_event_id` query.
     pub fn last_event_id(mut self, last: Option<Seq>) -> Self {
-        self.last_event_id = last;
+        self.stream.last_event_id = last;
         self
+    }
+
+    /// The start options of a new run.
+    pub fn start_options(&self) -> &StartOptions {
+        &self.start
     }
 
     /// The resume position.
     #[must_use]
     pub fn get_last_event_id(&self) -> Option<Seq> {
-        self.last_event_id
+        self.stream.last_event_id
     }
 
-    /// Whether disconnect cancels.
+    /// Whether disconnect stops the run.
     #[must_use]
     pub fn get_cancel_on_disconnect(&self) -> bool {
-        self.cancel_on_disconnect
+        self.stream.cancel_on_disconnect
     }
 
     /// The disconnect grace.
     #[must_use]
     pub fn get_disconnect_grace(&self) -> Duration {
-        self.disconnect_grace
+        self.stream.disconnect_grace
     }
 
     /// The execute mode override.
     #[must_use]
     pub fn get_execute_mode(&self) -> Option<ExecuteMode> {
-        self.execute_mode
+        self.start.execute_mode
     }
 
     /// The attempts override.
     #[must_use]
-    pub fn get_max_attempts(&self) -> Option<u32> {
-        self.max_attempts
+    pub fn get_max_attempts(&self) -> Option<NonZeroU32> {
+        self.start.max_attempts
     }
 
     /// Whether large integers are sent as strings.
     #[must_use]
     pub fn get_js_safe_integers(&self) -> bool {
-        self.js_safe_integers
+        self.stream.js_safe_integers
     }
 
     /// The keep-alive interval.
     #[must_use]
     pub fn get_keep_alive(&self) -> Duration {
-        self.keep_alive
+        self.stream.keep_alive
     }
 
     /// Not a setting: see the compile error.

@@ -84,8 +84,10 @@ pub struct TaskStatus {
     pub output: Option<serde_json::Value>,
     /// The error, once failed.
     pub error: Option<ErrorRecord>,
-    /// Why it is suspended (or was cancelled).
+    /// Why it is suspended (only while suspended).
     pub suspended_reason: Option<String>,
+    /// Why it was cancelled (only once cancelled).
+    pub cancel_reason: Option<String>,
 }
 
 /// One entry of a run's event log: a user event or a lifecycle event
@@ -104,13 +106,22 @@ impl StoredEvent {
     /// Whether the engine wrote it (as opposed to the handler's `emit`).
     #[must_use]
     pub fn is_lifecycle(&self) -> bool {
-        crate::names::is_lifecycle_event(&self.name)
+        crate::lifecycle::is_lifecycle_name(&self.name)
     }
 
     /// Whether it ends the run (`completed`, `failed`, `cancelled`).
     #[must_use]
     pub fn is_terminal(&self) -> bool {
-        crate::names::is_terminal_event(&self.name)
+        crate::lifecycle::is_terminal_name(&self.name)
+    }
+
+    /// The event as a [`Lifecycle`](crate::Lifecycle), `None` for a user event.
+    ///
+    /// # Errors
+    /// When a lifecycle event's payload does not have its shape.
+    #[must_use]
+    pub fn lifecycle(&self) -> Option<Result<crate::Lifecycle, serde_json::Error>> {
+        crate::Lifecycle::decode(&self.name, &self.data)
     }
 }
 

@@ -2,10 +2,12 @@
 //! also be implemented by hand.
 
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use taskflow_rules::defaults;
 
 use crate::context::TaskContext;
 use crate::error::TaskError;
@@ -101,8 +103,8 @@ pub enum ExecuteMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TaskOptions {
-    /// Attempts that may end in `Err` or a panic before the run fails (≥ 1; default 3).
-    pub max_attempts: u32,
+    /// Attempts that may end in `Err` or a panic before the run fails (default 3).
+    pub max_attempts: NonZeroU32,
     /// Recover interrupted runs at start-up (default `true`); otherwise suspend them.
     pub auto_recover: bool,
     /// Runs interrupted longer ago than this fail with `recovery_max_age_exceeded`; zero means
@@ -117,9 +119,10 @@ pub struct TaskOptions {
 impl Default for TaskOptions {
     fn default() -> Self {
         Self {
-            max_attempts: 3,
-            auto_recover: true,
-            recovery_max_age: Duration::from_secs(300),
+            max_attempts: NonZeroU32::new(defaults::MAX_ATTEMPTS)
+                .expect("the default max_attempts is not zero"),
+            auto_recover: defaults::AUTO_RECOVER,
+            recovery_max_age: Duration::from_millis(defaults::RECOVERY_MAX_AGE_MS),
             execute_mode: ExecuteMode::AtLeastOnce,
             on_behalf_of: false,
         }
@@ -129,7 +132,7 @@ impl Default for TaskOptions {
 impl TaskOptions {
     /// Sets `max_attempts`.
     #[must_use]
-    pub fn max_attempts(mut self, n: u32) -> Self {
+    pub fn max_attempts(mut self, n: NonZeroU32) -> Self {
         self.max_attempts = n;
         self
     }

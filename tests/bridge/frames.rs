@@ -62,6 +62,10 @@ async fn failed_and_cancelled_end_the_stream() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let st: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(st["status"], "cancelled");
+    assert_eq!(st["cancel_reason"], "no longer needed");
+    assert_eq!(st["suspended_reason"], serde_json::Value::Null);
     let cancelled = reader.await.unwrap();
     assert_eq!(names(&cancelled), ["ready", "tick", "cancelled"]);
     assert_eq!(cancelled[2].data, json!({"reason": "no longer needed"}));

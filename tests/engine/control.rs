@@ -141,6 +141,9 @@ async fn cancel_is_terminal() {
         .await
         .unwrap();
     assert_eq!(status.status, TaskState::Cancelled);
+    // The cancellation's reason has its own field; the run is not suspended.
+    assert_eq!(status.cancel_reason.as_deref(), Some("user gave up"));
+    assert_eq!(status.suspended_reason, None);
     assert!(matches!(
         flow.resume(&run.idempotency_key).await,
         Err(ControlError::InvalidState {

@@ -15,7 +15,7 @@ async fn two_errors_then_ok_completes_with_three_attempts() {
     s.steps = 2;
     s.fail_times = 2;
     let run = flow
-        .start_with(scripted, s, StartOptions::new().max_attempts(3))
+        .start_with(scripted, s, StartOptions::new().max_attempts(attempts(3)))
         .await
         .unwrap();
     let out = flow.wait(&run).await.unwrap();
@@ -38,7 +38,7 @@ async fn three_errors_fail_with_the_last_message() {
     let mut s = Script::new("retry-fail");
     s.fail_times = 10;
     let run = flow
-        .start_with(scripted, s, StartOptions::new().max_attempts(3))
+        .start_with(scripted, s, StartOptions::new().max_attempts(attempts(3)))
         .await
         .unwrap();
     match flow.wait(&run).await {
@@ -81,7 +81,11 @@ async fn a_panic_is_an_attempt_with_code_panicked_and_the_runtime_survives() {
     let mut always = Script::new("retry-panic-always");
     always.panic_times = 10;
     let run = flow
-        .start_with(scripted, always, StartOptions::new().max_attempts(2))
+        .start_with(
+            scripted,
+            always,
+            StartOptions::new().max_attempts(attempts(2)),
+        )
         .await
         .unwrap();
     match flow.wait(&run).await {
@@ -97,4 +101,45 @@ async fn a_panic_is_an_attempt_with_code_panicked_and_the_runtime_survives() {
     let run = flow.start(scripted, after).await.unwrap();
     flow.wait(&run).await.unwrap();
     flow.shutdown().await.unwrap();
+}
+
+/// A task whose every attempt fails with a handler error that happens to use the code the
+/// engine gives its own stop errors.
+#[taskflow::task(name = "coded-stopped", max_attempts = 2)]
+async fn coded_stopped(
+    ctx: taskflow::TaskContext<taskflow::NoEvents>,
+    tag: String,
+) -> Result<(), taskflow::TaskError> {
+    let _ = (ctx, tag);
+    Err(taskflow::TaskError::new("not really stopped").with_code("stopped"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_error_coded_stopped_is_an_ordinary_failure() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir)
+        .register(coded_stopped)
+        .build()
+        .await
+        .unwrap();
+    let run = flow.start(coded_stopped, "s".into()).await.unwrap();
+    // Before the typed stop kind the code alone skipped retry and failure accounting, and the
+    // run hung in `running` for ever.
+    let result = tokio::time::timeout(std::time::Duration::from_secs(20), flow.wait(&run))
+        .await
+        .expect("the run must settle");
+    match result {
+        Err(WaitError::Failed(e)) => assert_eq!(e.code, "stopped"),
+        other => panic!("{other:?}"),
+    }
+    let status = flow.status(&run.idempotency_key).await.unwrap();
+    assert_eq!(
+        (status.status, status.failed_attempts),
+        (TaskState::Failed, 2)
+    );
+    flow.shutdown().await.unwrap();
+}
+
+fn attempts(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n).unwrap()
 }

@@ -11,8 +11,7 @@ use crate::error::{ControlError, StartError, StoreError};
 /// owner's key are indistinguishable.
 const NOT_FOUND: &str = "not found";
 
-/// Message that replaces internal error messages in production.
-pub(crate) const MASKED: &str = "Server error";
+pub(crate) use crate::lifecycle::MASKED;
 
 /// An error answered before any response header, in the routes' shape:
 /// `{"error": {"code", "message", "path"?}}` with the matching status (and `Retry-After` for
@@ -145,10 +144,9 @@ impl HttpError {
                 "invalid_state",
                 format!("cannot {action} a task that is {state}"),
             ),
-            ControlError::ReasonTooLong { len } => Self::invalid_input(
-                format!("reason is {len} characters; at most 512 are allowed"),
-                Some("reason".into()),
-            ),
+            e @ ControlError::ReasonTooLong { .. } => {
+                Self::invalid_input(e.to_string(), Some("reason".into()))
+            }
             ControlError::ShuttingDown => Self::shutting_down(),
             ControlError::Storage(s) => Self::storage(&s, env),
         }

@@ -53,6 +53,7 @@ pub(crate) fn status_json(s: &TaskStatus, env: Environment, js_safe: bool) -> Va
         "output": s.output,
         "error": error,
         "suspended_reason": s.suspended_reason,
+        "cancel_reason": s.cancel_reason,
     });
     if js_safe {
         crate::sse::js_safe_integers(&mut v);

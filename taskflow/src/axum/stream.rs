@@ -16,8 +16,9 @@ use tokio::task::AbortHandle;
 use super::disconnect::{StreamTicket, Streams};
 use super::http_error::{HttpError, MASKED};
 use crate::engine::port::Port;
-use crate::engine::{Environment, Scope, StartOptions};
+use crate::engine::{Environment, Scope};
 use crate::ids::{IdempotencyKey, Seq};
+use crate::lifecycle::Lifecycle;
 use crate::settings::ExecuteTaskSettings;
 use crate::sse::{js_safe_integers, write_comment, write_event, write_retry};
 use crate::status::{SubscribeFrom, TaskState};
@@ -45,11 +46,7 @@ pub(crate) async fn execute(
         task,
         user = scope.owner.as_ref().map(|u| u.as_str())
     );
-    let options = StartOptions {
-        max_attempts: settings.get_max_attempts(),
-        execute_mode: settings.get_execute_mode(),
-    };
-    let start = port.start(&scope, task, input, &options);
+    let start = port.start(&scope, task, input, settings.start_options());
     let started = match tracing::Instrument::instrument(start, span).await {
         Ok(s) => s,
         Err(e) => return HttpError::from_start(e, env).into_response(),
@@ -205,18 +202,27 @@ impl Writer {
                 Ok(Some(Ok(shared))) => shared,
             };
             let event = &shared.event;
-            let frame = if event.name != "failed" && self.settings.get_js_safe_integers() {
+            let js_safe = self.settings.get_js_safe_integers();
+            let lifecycle = match event.lifecycle() {
+                Some(Ok(l)) => Some(l),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, seq = %event.seq, "lifecycle event skipped: bad payload");
+                    continue;
+                }
+                None => None,
+            };
+            let frame = match &lifecycle {
+                // `failed` is rendered per client: its message may be masked, its flag dropped.
+                Some(failed @ Lifecycle::Failed { .. }) => {
+                    let mut data = failed.wire_data(self.is_production());
+                    if js_safe {
+                        js_safe_integers(&mut data);
+                    }
+                    render_data(event, &data)
+                }
                 // The default rendering: done once per event, shared by every subscriber.
-                shared.frame.get_or_init(|| render(event, true)).clone()
-            } else {
-                let mut data = event.data.clone();
-                if event.name == "failed" {
-                    self.mask_failure(&mut data).await;
-                }
-                if self.settings.get_js_safe_integers() {
-                    js_safe_integers(&mut data);
-                }
-                render_data(event, &data)
+                _ if js_safe => shared.frame.get_or_init(|| render(event, true)).clone(),
+                _ => render(event, false),
             };
             if frame.is_empty() {
                 continue;
@@ -224,14 +230,12 @@ impl Writer {
             if !self.send(frame).await {
                 return;
             }
-            let ends = if event.seq < self.run_first_seq {
-                false
-            } else if crate::names::is_terminal_event(&event.name) {
-                true
-            } else if event.name == "suspended" {
-                self.is_newest_suspension(event.seq).await
-            } else {
-                false
+            let ends = match &lifecycle {
+                // An event of an earlier run of the key, replayed as history.
+                _ if event.seq < self.run_first_seq => false,
+                Some(Lifecycle::Suspended { .. }) => self.is_newest_suspension(event.seq).await,
+                Some(l) => l.is_terminal(),
+                None => false,
             };
             if ends {
                 return;
@@ -248,24 +252,15 @@ impl Writer {
         }
     }
 
+    fn is_production(&self) -> bool {
+        self.port.environment() == Environment::Production
+    }
+
     fn mask(&self, message: &str, public: bool) -> String {
-        if self.port.environment() == Environment::Production && !public {
+        if self.is_production() && !public {
             MASKED.to_owned()
         } else {
             message.to_owned()
-        }
-    }
-
-    async fn mask_failure(&self, data: &mut serde_json::Value) {
-        if self.port.environment() != Environment::Production {
-            return;
-        }
-        let public = match self.port.status(&self.scope, &self.ik).await {
-            Ok(status) => status.error.is_some_and(|e| e.public),
-            Err(_) => false,
-        };
-        if !public && let Some(obj) = data.as_object_mut() {
-            obj.insert("message".into(), serde_json::Value::String(MASKED.into()));
         }
     }
 

@@ -257,12 +257,6 @@ impl TaskFlowBuilder {
         let mut registry = Registry::default();
         for task in self.tasks {
             validate_name(task.name)?;
-            if task.options.max_attempts == 0 {
-                return Err(BuildError::InvalidSetting(format!(
-                    "task `{}`: max_attempts must be at least 1",
-                    task.name
-                )));
-            }
             let name = task.name;
             if registry.insert(task).is_some() {
                 if config.environment == Environment::Production {

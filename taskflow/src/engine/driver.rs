@@ -10,9 +10,9 @@ use super::admission::Ticket;
 use super::attempt::{AttemptStart, AttemptState};
 use super::registry::Registered;
 use super::runs::Generation;
-use crate::context::STOPPED_CODE;
 use crate::error::{StoreError, TaskError};
 use crate::ids::{Epoch, Seq};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::status::{StoredEvent, TaskState};
 use crate::store::{Committed, TaskPatch, TaskRecord};
@@ -234,7 +234,7 @@ fn outcome(
                 .unwrap_or_else(|| "the handler panicked".to_owned());
             Err(TaskError::new(message).with_code("panicked"))
         }
-        Err(_) => Err(TaskError::internal(STOPPED_CODE, "the handler was dropped")),
+        Err(_) => Err(TaskError::stopped("the handler was dropped")),
     }
 }
 
@@ -263,12 +263,9 @@ async fn settle(
         Ok(output) => {
             patch.status = Some(TaskState::Completed);
             patch.output = Some(output.clone());
-            (
-                Some(("completed", serde_json::json!({ "result": output }))),
-                false,
-            )
+            (Some(Lifecycle::Completed { result: output }), false)
         }
-        Err(error) if error.code() == STOPPED_CODE => {
+        Err(error) if error.is_stop() => {
             // The attempt was fenced off by a stop or cancel that already committed its state.
             return false;
         }
@@ -283,9 +280,10 @@ async fn settle(
                     "run failed"
                 );
                 patch.status = Some(TaskState::Failed);
-                patch.error = Some(error.to_record());
-                let data = serde_json::json!({"message": error.message(), "code": error.code()});
-                (Some(("failed", data)), false)
+                let record = error.to_record();
+                let event = Lifecycle::failed(&record);
+                patch.error = Some(record);
+                (Some(event), false)
             } else {
                 let exp = u32::min(failed - 1, 16);
                 let backoff = inner

@@ -4,7 +4,7 @@ use super::Inner;
 use crate::error::{PayloadKind, PayloadTooLarge};
 
 /// Longest accepted stop or cancel reason, in characters.
-pub const MAX_REASON_CHARS: usize = 512;
+pub const MAX_REASON_CHARS: usize = taskflow_rules::MAX_REASON_CHARS;
 
 impl Inner {
     /// Refuses `value` if its JSON is over the payload limit.

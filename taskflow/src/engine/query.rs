@@ -132,6 +132,12 @@ pub(super) fn status_of(record: &TaskRecord, last_seq: Seq) -> TaskStatus {
         last_seq,
         output: record.output.clone(),
         error: record.error.clone(),
-        suspended_reason: record.suspended_reason.clone(),
+        // The record keeps one reason: the suspension's or the cancellation's.
+        suspended_reason: (record.status == TaskState::Suspended)
+            .then(|| record.suspended_reason.clone())
+            .flatten(),
+        cancel_reason: (record.status == TaskState::Cancelled)
+            .then(|| record.suspended_reason.clone())
+            .flatten(),
     }
 }

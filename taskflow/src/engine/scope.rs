@@ -1,6 +1,7 @@
 //! The call surface shared by [`TaskFlow`](super::TaskFlow) (service identity) and
 //! [`UserScope`] (one user), generated once for both.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use super::{Inner, TaskFlow};
@@ -41,7 +42,7 @@ impl Scope {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use]
 pub struct StartOptions {
-    pub(crate) max_attempts: Option<u32>,
+    pub(crate) max_attempts: Option<NonZeroU32>,
     pub(crate) execute_mode: Option<ExecuteMode>,
 }
 
@@ -51,9 +52,9 @@ impl StartOptions {
         Self::default()
     }
 
-    /// Overrides the task's `max_attempts` (≥ 1) for a new run.
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = Some(n.max(1));
+    /// Overrides the task's `max_attempts` for a new run.
+    pub fn max_attempts(mut self, n: NonZeroU32) -> Self {
+        self.max_attempts = Some(n);
         self
     }
 

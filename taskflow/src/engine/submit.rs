@@ -82,7 +82,7 @@ impl Inner {
             options
                 .max_attempts
                 .unwrap_or(registered.options.max_attempts)
-                .max(1),
+                .get(),
             mode,
             registered.options.on_behalf_of,
             now,

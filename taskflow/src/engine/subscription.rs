@@ -8,6 +8,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::StoreError;
 use crate::ids::{IdempotencyKey, Seq};
+use crate::lifecycle::Lifecycle;
 use crate::status::StoredEvent;
 use crate::store::DynStore;
 
@@ -277,42 +278,24 @@ impl<T: crate::Task> TypedSubscription<T> {
 pub(crate) fn decode<T: crate::Task>(e: StoredEvent) -> Result<TaskEvent<T>, TypedEventError> {
     use crate::task::Events as _;
     let seq = e.seq;
-    let field =
-        |name: &str, key: &str, data: &serde_json::Value| -> Result<String, TypedEventError> {
-            serde_json::from_value(data.get(key).cloned().unwrap_or_default()).map_err(|source| {
-                TypedEventError::Lifecycle {
-                    seq,
-                    name: name.to_owned(),
-                    source,
-                }
-            })
-        };
-    Ok(match e.name.as_str() {
-        "suspended" => TaskEvent::Suspended {
-            seq,
-            reason: field("suspended", "reason", &e.data)?,
-        },
-        "cancelled" => TaskEvent::Cancelled {
-            seq,
-            reason: field("cancelled", "reason", &e.data)?,
-        },
-        "failed" => TaskEvent::Failed {
-            seq,
-            message: field("failed", "message", &e.data)?,
-            code: field("failed", "code", &e.data)?,
-        },
-        "completed" => TaskEvent::Completed {
-            seq,
-            output: serde_json::from_value(e.data.get("result").cloned().unwrap_or_default())
-                .map_err(|source| TypedEventError::Lifecycle {
-                    seq,
-                    name: "completed".into(),
-                    source,
-                })?,
-        },
-        _ => TaskEvent::Progress {
+    let Some(lifecycle) = e.lifecycle() else {
+        return Ok(TaskEvent::Progress {
             seq,
             event: T::Events::decode(&e.name, e.data)?,
+        });
+    };
+    let lifecycle_error = |source| TypedEventError::Lifecycle {
+        seq,
+        name: e.name.clone(),
+        source,
+    };
+    Ok(match lifecycle.map_err(lifecycle_error)? {
+        Lifecycle::Suspended { reason } => TaskEvent::Suspended { seq, reason },
+        Lifecycle::Cancelled { reason } => TaskEvent::Cancelled { seq, reason },
+        Lifecycle::Failed { message, code, .. } => TaskEvent::Failed { seq, message, code },
+        Lifecycle::Completed { result } => TaskEvent::Completed {
+            seq,
+            output: serde_json::from_value(result).map_err(lifecycle_error)?,
         },
     })
 }

@@ -7,6 +7,7 @@ use super::Inner;
 use super::admission::Ticket;
 use crate::error::{ErrorRecord, StoreError};
 use crate::ids::{Epoch, IdempotencyKey, TaskId};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::status::TaskState;
 use crate::store::{Committed, Fence, TaskPatch, TaskRecord, Write, WriteBatch};
@@ -19,15 +20,15 @@ impl Inner {
         ik: &IdempotencyKey,
         epoch: Epoch,
         patch: TaskPatch,
-        event: Option<(&str, serde_json::Value)>,
+        event: Option<Lifecycle>,
     ) -> Result<Vec<Committed>, StoreError> {
         let mut writes = vec![Write::Update { task: id, patch }];
-        if let Some((name, data)) = event {
+        if let Some(event) = event {
             writes.push(Write::Event {
                 ik: ik.clone(),
                 task: id,
-                name: name.to_owned(),
-                data,
+                name: event.name().to_owned(),
+                data: event.data(),
             });
         }
         let fence = Fence { task: id, epoch };
@@ -39,7 +40,7 @@ impl Inner {
         &self,
         record: &TaskRecord,
         patch: TaskPatch,
-        event: Option<(&str, serde_json::Value)>,
+        event: Option<Lifecycle>,
     ) -> Result<(), StoreError> {
         self.commit_fenced(record.id, &record.ik, record.epoch, patch, event)
             .await
@@ -55,10 +56,9 @@ impl Inner {
         let mut patch = TaskPatch::at(self.now());
         patch.status = Some(TaskState::Failed);
         patch.bump_epoch = true;
-        let event = serde_json::json!({"message": error.message, "code": error.code});
+        let event = Lifecycle::failed(&error);
         patch.error = Some(error);
-        self.transition(record, patch, Some(("failed", event)))
-            .await?;
+        self.transition(record, patch, Some(event)).await?;
         Metrics::inc(&self.metrics.tasks_failed);
         self.runs.forget_user(record.id);
         Ok(())
@@ -75,9 +75,10 @@ impl Inner {
         patch.suspended_reason = Some(Some(reason.to_owned()));
         patch.next_attempt_at = Some(None);
         patch.bump_epoch = true;
-        let event = serde_json::json!({ "reason": reason });
-        self.transition(record, patch, Some(("suspended", event)))
-            .await
+        let event = Lifecycle::Suspended {
+            reason: reason.to_owned(),
+        };
+        self.transition(record, patch, Some(event)).await
     }
 
     /// Cancels a run for good, committing the `cancelled` event, and fences its attempt.
@@ -91,9 +92,10 @@ impl Inner {
         patch.suspended_reason = Some(Some(reason.to_owned()));
         patch.next_attempt_at = Some(None);
         patch.bump_epoch = true;
-        let event = serde_json::json!({ "reason": reason });
-        self.transition(record, patch, Some(("cancelled", event)))
-            .await?;
+        let event = Lifecycle::Cancelled {
+            reason: reason.to_owned(),
+        };
+        self.transition(record, patch, Some(event)).await?;
         Metrics::inc(&self.metrics.tasks_cancelled);
         self.runs.forget_user(record.id);
         Ok(())

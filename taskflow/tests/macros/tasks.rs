@@ -38,7 +38,7 @@ async fn default_name(_ctx: TaskContext<NoEvents>, _input: ()) -> Result<(), std
 fn keys_become_options() {
     assert_eq!(count_to_n::NAME, "count-to-n");
     let o = count_to_n.options();
-    assert_eq!(o.max_attempts, 5);
+    assert_eq!(o.max_attempts.get(), 5);
     assert_eq!(o.recovery_max_age, std::time::Duration::from_secs(90));
     assert_eq!(o.execute_mode, ExecuteMode::AtMostOnce);
     assert!(o.auto_recover);

@@ -1,4 +1,5 @@
 // Every ExecuteTaskSettings builder method.
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use taskflow::{ExecuteMode, ExecuteTaskSettings};
@@ -8,9 +9,9 @@ fn main() {
         .cancel_on_disconnect(false)
         .disconnect_grace(Duration::from_secs(9))
         .execute_mode(ExecuteMode::AtMostOnce)
-        .max_attempts(4)
+        .max_attempts(NonZeroU32::new(4).unwrap())
         .js_safe_integers(false)
         .keep_alive(Duration::from_secs(20));
     assert!(!s.get_cancel_on_disconnect());
-    assert_eq!(s.get_max_attempts(), Some(4));
+    assert_eq!(s.get_max_attempts().map(NonZeroU32::get), Some(4));
 }

@@ -36,7 +36,7 @@ async fn flags(_ctx: TaskContext<NoEvents>, _input: ()) -> Result<(), TaskError>
 fn main() {
     assert_eq!(count::NAME, "count-to-n");
     let o = count.options();
-    assert_eq!(o.max_attempts, 5);
+    assert_eq!(o.max_attempts.get(), 5);
     assert!(!o.auto_recover && o.on_behalf_of);
     assert_eq!(o.recovery_max_age, std::time::Duration::from_secs(7200));
     assert!(flags.options().on_behalf_of);
