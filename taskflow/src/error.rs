@@ -269,8 +269,9 @@ pub enum BuildError {
     /// Another process (or another flow in this one) has the data dir open.
     #[error(
         "data dir {path} is already in use by another process; one redb file serves one process. \
-         Stop the other process, use another data dir, or share a PostgreSQL database between \
-         processes with the `postgres` feature"
+         Stop the other process or give this one another data dir (several processes sharing \
+         one queue need the PostgreSQL store, the planned `postgres` feature, which this \
+         version of taskflow does not have yet)"
     )]
     DataDirInUse {
         /// The database file.
@@ -410,6 +411,9 @@ pub enum WaitError {
     /// The flow shut down before the run finished.
     #[error("the flow shut down before the task finished")]
     Closed,
+    /// Another control error (one that waiting itself does not produce).
+    #[error(transparent)]
+    Control(ControlError),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StoreError),
@@ -439,9 +443,35 @@ pub enum Error {
 impl From<ControlError> for WaitError {
     fn from(e: ControlError) -> Self {
         match e {
+            ControlError::NotFound => WaitError::NotFound,
             ControlError::Storage(s) => WaitError::Storage(s),
             ControlError::ShuttingDown => WaitError::Closed,
-            _ => WaitError::NotFound,
+            other => WaitError::Control(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_errors_convert_to_wait_errors_without_loss() {
+        assert!(matches!(
+            WaitError::from(ControlError::NotFound),
+            WaitError::NotFound
+        ));
+        assert!(matches!(
+            WaitError::from(ControlError::ShuttingDown),
+            WaitError::Closed
+        ));
+        assert!(matches!(
+            WaitError::from(ControlError::Storage(StoreError::FailStopped)),
+            WaitError::Storage(StoreError::FailStopped)
+        ));
+        assert!(matches!(
+            WaitError::from(ControlError::ReasonTooLong { len: 600 }),
+            WaitError::Control(ControlError::ReasonTooLong { len: 600 })
+        ));
     }
 }

@@ -188,16 +188,23 @@ impl ExecuteTaskSettings {
     }
 }
 
-/// Bounds that nothing implements: calling `retry`, `cache`, `timeout`, `stream` or `user_id`
-/// on [`ExecuteTaskSettings`] fails to compile with the explanation below.
+/// Bounds that nothing implements, and nothing outside taskflow can (they are sealed):
+/// calling `retry`, `cache`, `timeout`, `stream` or `user_id` on [`ExecuteTaskSettings`] fails
+/// to compile with the explanation below.
+#[doc(hidden)]
 pub mod not_a_setting {
+    mod sealed {
+        /// Implemented by nothing; makes the traits below impossible to implement.
+        pub trait Sealed {}
+    }
+
     /// Never implemented.
     #[diagnostic::on_unimplemented(
         message = "`retry` is not an ExecuteTaskSettings setting",
         label = "use `.max_attempts(n)`",
         note = "attempts that end in `Err` or a panic are retried with backoff up to `max_attempts`; crashes never use one up"
     )]
-    pub trait Retry {}
+    pub trait Retry: sealed::Sealed {}
 
     /// Never implemented.
     #[diagnostic::on_unimplemented(
@@ -205,7 +212,7 @@ pub mod not_a_setting {
         label = "remove it",
         note = "the idempotency key (task + input + user) already deduplicates: a repeated request attaches to the existing run"
     )]
-    pub trait Cache {}
+    pub trait Cache: sealed::Sealed {}
 
     /// Never implemented.
     #[diagnostic::on_unimplemented(
@@ -213,7 +220,7 @@ pub mod not_a_setting {
         label = "remove it",
         note = "stop a run cooperatively with `flow.stop(..)`; disconnects are handled by `cancel_on_disconnect` and `disconnect_grace`"
     )]
-    pub trait Timeout {}
+    pub trait Timeout: sealed::Sealed {}
 
     /// Never implemented.
     #[diagnostic::on_unimplemented(
@@ -221,7 +228,7 @@ pub mod not_a_setting {
         label = "remove it",
         note = "every `execute_task` response streams the task's `#[events]` as Server-Sent Events"
     )]
-    pub trait Stream {}
+    pub trait Stream: sealed::Sealed {}
 
     /// Never implemented.
     #[diagnostic::on_unimplemented(
@@ -229,5 +236,5 @@ pub mod not_a_setting {
         label = "remove it",
         note = "identity only comes from the request's user context (the `UserContext` extractor or `flow.as_user(&user)`)"
     )]
-    pub trait UserId {}
+    pub trait UserId: sealed::Sealed {}
 }

@@ -11,7 +11,33 @@ use std::time::Duration;
 use redb::StorageBackend;
 use redb::backends::FileBackend;
 
-use crate::TaskFlowBuilder;
+use crate::{TaskFlow, TaskFlowBuilder};
+
+/// Simulates `kill -9` of the process a flow lives in, so one test process can crash a flow
+/// and open its data dir again: every handler is aborted, queued writes are dropped, nothing
+/// more is written, and the data dir is released. What was acknowledged is on disk; what was
+/// not is lost, exactly as after a real kill.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), taskflow::Error> {
+/// use taskflow::testing::{SimulateCrash, TempDataDir};
+///
+/// let dir = TempDataDir::new();
+/// let flow = dir.builder().build().await?;
+/// flow.crash();
+/// let again = dir.builder().build().await?; // recovers what the crash interrupted
+/// # again.shutdown().await?; Ok(()) }
+/// ```
+pub trait SimulateCrash {
+    /// Crashes now. Idempotent.
+    fn crash(&self);
+}
+
+impl SimulateCrash for TaskFlow {
+    fn crash(&self) {
+        self.simulate_crash();
+    }
+}
 
 /// A temporary data dir, removed on drop.
 #[derive(Debug)]

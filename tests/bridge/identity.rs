@@ -1,6 +1,7 @@
 //! Owners: isolation, 404s identical to unknown keys, the token never persisted or logged.
 
 use serde_json::json;
+use taskflow::testing::SimulateCrash;
 
 use crate::support::*;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use taskflow::prelude::*;
-use taskflow::testing::TempDataDir;
+use taskflow::testing::{SimulateCrash, TempDataDir};
 use taskflow::{ManualClock, TaskState, Timestamp, WaitError};
 
 use crate::support::*;

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use taskflow::testing::{InstrumentedBackend, TempDataDir};
+use taskflow::testing::{InstrumentedBackend, SimulateCrash, TempDataDir};
 use taskflow::{BuildError, StartError, StoreError, TaskState};
 
 use crate::support::*;
@@ -245,4 +245,28 @@ async fn shutdown_leaves_running_tasks_recoverable_and_is_idempotent() {
     let out = flow.wait(&run).await.unwrap();
     assert_eq!(out.values, vec![1, 1001]);
     flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_opened_by_the_caller_is_used_and_its_data_persists() {
+    let dir = TempDataDir::new();
+    let path = dir.path().to_owned();
+    let store = tokio::task::spawn_blocking(move || taskflow::store::RedbStore::open(path))
+        .await
+        .unwrap()
+        .unwrap();
+    let flow = fast_builder(&dir).store(store).build().await.unwrap();
+    let run = flow
+        .start(scripted, Script::new("own-store"))
+        .await
+        .unwrap();
+    flow.wait(&run).await.unwrap();
+    // The engine attached its hooks: the store's commits reach the metrics.
+    assert!(flow.metrics().wal_commits > 0);
+    flow.shutdown().await.unwrap();
+    // The same file, opened the usual way, holds the run.
+    let again = fast_builder(&dir).build().await.unwrap();
+    let status = again.status(&run.idempotency_key).await.unwrap();
+    assert_eq!(status.status, TaskState::Completed);
+    again.shutdown().await.unwrap();
 }

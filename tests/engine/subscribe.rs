@@ -119,3 +119,48 @@ async fn typed_subscription_decodes_progress_and_the_output() {
     }
     flow.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_streams_and_a_dropped_next_loses_nothing() {
+    use futures_util::StreamExt;
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let mut s = Script::new("sub-stream");
+    s.steps = 40;
+    let run = flow.start(scripted, s).await.unwrap();
+    let ik = run.idempotency_key.clone();
+    // Read live with a next() that is often abandoned mid-read (as a select! with a timer
+    // does): every event still arrives once, in order.
+    let mut sub = flow.subscribe(&ik, SubscribeFrom::Start).await.unwrap();
+    let mut live = Vec::new();
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_micros(50), sub.next()).await {
+            Ok(Some(e)) => live.push(e.unwrap()),
+            Ok(None) => break,
+            Err(_) => {} // the pending read is kept inside the subscription
+        }
+    }
+    assert_gapless(&live, 1);
+    assert_eq!(live.len(), 41);
+    // The same events through the Stream impls, raw and typed.
+    let raw: Vec<_> = flow
+        .subscribe(&ik, SubscribeFrom::Start)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(raw, live);
+    let typed: Vec<_> = flow
+        .subscribe_typed(&run, SubscribeFrom::Start)
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(typed.len(), 41);
+    assert!(matches!(
+        typed.last(),
+        Some(Ok(taskflow::TaskEvent::Completed { .. }))
+    ));
+    flow.shutdown().await.unwrap();
+}

@@ -81,7 +81,11 @@ impl Default for Config {
 
 /// Where the write-ahead log lives.
 pub(crate) enum StoreChoice {
+    /// A redb file in this directory, opened at build.
     DataDir(PathBuf),
+    /// A store the caller opened.
+    Custom(crate::store::DynStore),
+    /// A redb file through an instrumented backend (tests).
     #[cfg(feature = "test-util")]
     Backend(PathBuf, crate::testing::InstrumentedBackend),
 }
@@ -133,7 +137,25 @@ impl TaskFlowBuilder {
         self
     }
 
-    /// Test hook: open the redb file through an instrumented backend.
+    /// Uses `store` for the write-ahead log instead of a redb file in [`data_dir`](Self::data_dir)
+    /// (the last of the two calls wins).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), taskflow::Error> {
+    /// use taskflow::store::RedbStore;
+    ///
+    /// let store = tokio::task::spawn_blocking(|| RedbStore::open(".taskflow"))
+    ///     .await
+    ///     .expect("the open did not panic")?;
+    /// let flow = taskflow::TaskFlow::builder().store(store).build().await?;
+    /// # flow.shutdown().await?; Ok(()) }
+    /// ```
+    pub fn store(mut self, store: impl crate::store::Store) -> Self {
+        self.store = StoreChoice::Custom(std::sync::Arc::new(store));
+        self
+    }
+
+    /// Test hook (feature `test-util`): open the redb file through an instrumented backend.
     #[cfg(feature = "test-util")]
     pub fn storage_backend(
         mut self,

@@ -1,6 +1,5 @@
 //! Opening a flow: the store, the engine's state, recovery and the background collector.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -13,8 +12,7 @@ use super::{Inner, TaskFlow, recovery, retention};
 use crate::clock::{Clock, MonotonicClock};
 use crate::error::{BuildError, StoreError};
 use crate::metrics::Metrics;
-use crate::store::DynStore;
-use crate::store::redb::RedbStore;
+use crate::store::{DynStore, RedbStore, StoreHooks};
 
 impl TaskFlow {
     pub(super) async fn open(
@@ -26,25 +24,17 @@ impl TaskFlow {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::default());
         let store: DynStore = match choice {
-            StoreChoice::DataDir(dir) => {
-                let path = database_path(&dir)?;
-                let (hub, metrics) = (hub.clone(), metrics.clone());
-                tokio::task::spawn_blocking(move || RedbStore::open(&path, hub, metrics))
-                    .await
-                    .map_err(|e| BuildError::Storage(StoreError::io(e)))?
-                    .map(Arc::new)?
-            }
+            StoreChoice::DataDir(dir) => tokio::task::spawn_blocking(move || RedbStore::open(dir))
+                .await
+                .map_err(|e| BuildError::Storage(StoreError::io(e)))?
+                .map(Arc::new)?,
+            StoreChoice::Custom(store) => store,
             #[cfg(feature = "test-util")]
             StoreChoice::Backend(dir, backend) => {
-                let path = database_path(&dir)?;
-                Arc::new(RedbStore::open_with_backend(
-                    &path,
-                    backend,
-                    hub.clone(),
-                    metrics.clone(),
-                )?)
+                Arc::new(RedbStore::open_with_backend(&dir, backend)?)
             }
         };
+        store.attach(StoreHooks::new(hub.clone(), metrics.clone()));
         let inner = Arc::new(Inner {
             store,
             hub,
@@ -64,13 +54,4 @@ impl TaskFlow {
         retention::spawn_collector(&inner);
         Ok(Self { inner })
     }
-}
-
-/// `dir/taskflow.redb`, creating `dir` if needed.
-fn database_path(dir: &Path) -> Result<PathBuf, BuildError> {
-    std::fs::create_dir_all(dir).map_err(|source| BuildError::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    Ok(dir.join("taskflow.redb"))
 }

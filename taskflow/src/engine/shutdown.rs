@@ -37,10 +37,8 @@ impl Inner {
 
 #[cfg(feature = "test-util")]
 impl super::TaskFlow {
-    /// Test hook (feature `test-util`): simulates `kill -9`. Aborts every handler, drops
-    /// queued writes, writes nothing more and releases the data dir, so the same process can
-    /// open it again.
-    pub fn crash(&self) {
+    /// See `testing::SimulateCrash`.
+    pub(crate) fn simulate_crash(&self) {
         self.inner.crash();
     }
 }

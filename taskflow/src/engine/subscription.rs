@@ -1,7 +1,10 @@
 //! [`EventSubscription`]: a run's log from a position, then live events, with no gap.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -21,19 +24,25 @@ const CHUNK: usize = 256;
 /// then live events as they commit. Ends after the current run's terminal event
 /// (`completed`, `failed`, `cancelled`) or when the flow shuts down.
 ///
+/// Read it with [`next`](Self::next) or as a [`futures_core::Stream`]. Dropping a pending
+/// `next()` loses nothing: the read goes on at the next call.
+///
 /// Live events come from an in-memory broadcast; a subscriber that falls behind it is not
 /// dropped but reads the missing range back from the log.
 pub struct EventSubscription {
-    store: DynStore,
     ik: IdempotencyKey,
-    live: broadcast::Receiver<Arc<SharedEvent>>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The seq of the last event returned (or the start position).
     cursor: Seq,
-    /// Terminal events at or after this seq end the stream (the current run's).
-    run_first_seq: Seq,
-    buffer: VecDeque<Arc<SharedEvent>>,
-    catching_up: bool,
-    done: bool,
+    state: State,
+}
+
+type Next = Option<Result<Arc<SharedEvent>, StoreError>>;
+
+/// Where the reader is: ready for the next read, in the middle of one, or finished.
+enum State {
+    Idle(Box<Reader>),
+    Reading(Pin<Box<dyn Future<Output = (Box<Reader>, Next)> + Send>>),
+    Done,
 }
 
 impl std::fmt::Debug for EventSubscription {
@@ -41,7 +50,7 @@ impl std::fmt::Debug for EventSubscription {
         f.debug_struct("EventSubscription")
             .field("ik", &self.ik)
             .field("cursor", &self.cursor)
-            .field("done", &self.done)
+            .field("done", &matches!(self.state, State::Done))
             .finish_non_exhaustive()
     }
 }
@@ -55,9 +64,9 @@ impl EventSubscription {
         after: Seq,
         run_first_seq: Seq,
     ) -> Self {
-        Self {
+        let reader = Reader {
             store,
-            ik,
+            ik: ik.clone(),
             live,
             shutdown,
             cursor: after,
@@ -65,6 +74,11 @@ impl EventSubscription {
             buffer: VecDeque::new(),
             catching_up: true,
             done: false,
+        };
+        Self {
+            ik,
+            cursor: after,
+            state: State::Idle(Box::new(reader)),
         }
     }
 
@@ -86,7 +100,64 @@ impl EventSubscription {
 
     /// As [`next`](Self::next), without copying the event (the SSE bridge shares one rendered
     /// frame among its subscribers).
-    pub(crate) async fn next_shared(&mut self) -> Option<Result<Arc<SharedEvent>, StoreError>> {
+    pub(crate) async fn next_shared(&mut self) -> Next {
+        std::future::poll_fn(|cx| self.poll_next_shared(cx)).await
+    }
+
+    fn poll_next_shared(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
+        loop {
+            match std::mem::replace(&mut self.state, State::Done) {
+                State::Done => return Poll::Ready(None),
+                State::Idle(mut reader) => {
+                    self.state = State::Reading(Box::pin(async move {
+                        let next = reader.next().await;
+                        (reader, next)
+                    }));
+                }
+                State::Reading(mut read) => match read.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.state = State::Reading(read);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready((reader, next)) => {
+                        self.cursor = reader.cursor;
+                        if next.is_some() {
+                            self.state = State::Idle(reader);
+                        }
+                        return Poll::Ready(next);
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl futures_core::Stream for EventSubscription {
+    type Item = Result<StoredEvent, StoreError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut()
+            .poll_next_shared(cx)
+            .map(|next| next.map(|r| r.map(|shared| shared.event.clone())))
+    }
+}
+
+/// The reading state behind an [`EventSubscription`].
+struct Reader {
+    store: DynStore,
+    ik: IdempotencyKey,
+    live: broadcast::Receiver<Arc<SharedEvent>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    cursor: Seq,
+    /// Terminal events at or after this seq end the stream (the current run's).
+    run_first_seq: Seq,
+    buffer: VecDeque<Arc<SharedEvent>>,
+    catching_up: bool,
+    done: bool,
+}
+
+impl Reader {
+    async fn next(&mut self) -> Next {
         loop {
             if let Some(event) = self.buffer.pop_front() {
                 return Some(Ok(self.deliver(event)));
@@ -272,6 +343,20 @@ impl<T: crate::Task> TypedSubscription<T> {
             Err(e) => return Some(Err(e.into())),
         };
         Some(decode::<T>(event))
+    }
+}
+
+impl<T: crate::Task> futures_core::Stream for TypedSubscription<T> {
+    type Item = Result<TaskEvent<T>, TypedEventError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let raw = Pin::new(&mut self.get_mut().raw);
+        raw.poll_next(cx).map(|next| {
+            next.map(|r| match r {
+                Ok(event) => decode::<T>(event),
+                Err(e) => Err(e.into()),
+            })
+        })
     }
 }
 

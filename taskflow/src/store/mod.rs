@@ -23,14 +23,18 @@
 //!   reads the new events from the log and hands them to its [`CommitListener`], so
 //!   subscribers on any process see every event in order.
 
+mod hooks;
 mod record;
-pub(crate) mod redb;
+mod redb;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub(crate) use self::hooks::CommitListener;
+pub use self::hooks::StoreHooks;
 pub use self::record::{StepRecord, TaskPatch, TaskRecord};
+pub use self::redb::RedbStore;
 use crate::error::StoreError;
 use crate::identity::UserId;
 use crate::ids::{Epoch, IdempotencyKey, Seq, StepKey, TaskId};
@@ -157,15 +161,13 @@ pub struct Scan {
     pub limit: Option<usize>,
 }
 
-/// Receives committed events, in commit order, after they are durable.
-pub trait CommitListener: Send + Sync + 'static {
-    /// `events` were committed to `ik`'s log.
-    fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]);
-}
-
 /// Durable storage for runs, steps and events.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Commits `batch` durably, then reports its events to the listener, then resolves.
+    /// Called once by the engine that opens the store, before any other call: where the store
+    /// reports committed events and its commit metrics.
+    fn attach(&self, hooks: StoreHooks);
+
+    /// Commits `batch` durably, then reports its events through the hooks, then resolves.
     fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, Vec<Committed>>;
 
     /// One run's record.
@@ -200,9 +202,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Finishes queued writes and closes the database. Idempotent.
     fn close(&self) -> StoreFuture<'_, ()>;
 
-    /// Test hook: drops queued writes, writes nothing more and releases the database, as if
-    /// the process had been killed.
-    fn crash(&self);
+    /// Simulates `kill -9` for tests (`taskflow::testing::SimulateCrash`): drops queued
+    /// writes, writes nothing more and releases the database. A store that cannot simulate
+    /// it keeps this default, which does nothing.
+    fn crash(&self) {}
 }
 
 pub(crate) type DynStore = Arc<dyn Store>;

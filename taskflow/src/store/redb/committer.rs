@@ -16,9 +16,8 @@ use super::Shared;
 use super::tables::Tables;
 use crate::error::StoreError;
 use crate::ids::IdempotencyKey;
-use crate::metrics::Metrics;
 use crate::status::StoredEvent;
-use crate::store::{CommitListener, Committed, Write, WriteBatch};
+use crate::store::{Committed, StoreHooks, Write, WriteBatch};
 
 /// Upper bound on batches per transaction, so one huge group cannot starve fan-out.
 const MAX_GROUP: usize = 1024;
@@ -47,20 +46,14 @@ struct Pending {
 pub(super) struct Committer {
     shared: Arc<Shared>,
     receiver: mpsc::Receiver<Request>,
-    listener: Arc<dyn CommitListener>,
     held_back: VecDeque<Request>,
 }
 
 impl Committer {
-    pub(super) fn new(
-        shared: Arc<Shared>,
-        receiver: mpsc::Receiver<Request>,
-        listener: Arc<dyn CommitListener>,
-    ) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, receiver: mpsc::Receiver<Request>) -> Self {
         Self {
             shared,
             receiver,
-            listener,
             held_back: VecDeque::new(),
         }
     }
@@ -163,10 +156,11 @@ impl Committer {
             // Durable but never acknowledged: exactly what a kill right after fsync looks like.
             return;
         }
-        self.record_metrics(started, group.len());
+        let hooks = self.shared.hooks();
+        hooks.record_commit(started.elapsed(), group.len());
         for (pending, outcome) in group.into_iter().zip(outcomes) {
             if let Ok(committed) = &outcome {
-                self.fan_out(&pending.batch, committed);
+                fan_out(&hooks, &pending.batch, committed);
             }
             let _ = pending.reply.send(outcome);
         }
@@ -174,35 +168,27 @@ impl Committer {
 
     fn fail_stop(&self, error: &redb::Error) {
         self.shared.failed.store(true, Ordering::Release);
-        self.shared.metrics.store_failed.store(1, Ordering::Relaxed);
+        self.shared.hooks().record_fail_stop();
         tracing::error!(
             %error,
             "taskflow storage commit failed; the store is now fail-stopped (no writes are admitted) and the process must be restarted; every acknowledged write is durable"
         );
     }
+}
 
-    fn record_metrics(&self, started: Instant, group: usize) {
-        let m: &Metrics = &self.shared.metrics;
-        Metrics::inc(&m.wal_commits);
-        m.wal_batches.fetch_add(group as u64, Ordering::Relaxed);
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        m.wal_commit_micros.fetch_add(micros, Ordering::Relaxed);
-        m.wal_max_group.fetch_max(group as u64, Ordering::Relaxed);
+/// Hands each key's committed events to the engine, in commit order.
+fn fan_out(hooks: &StoreHooks, batch: &WriteBatch, committed: &[Committed]) {
+    if !committed.iter().any(|c| matches!(c, Committed::Event(_))) {
+        return;
     }
-
-    fn fan_out(&self, batch: &WriteBatch, committed: &[Committed]) {
-        if !committed.iter().any(|c| matches!(c, Committed::Event(_))) {
-            return;
+    let mut by_key: HashMap<&IdempotencyKey, Vec<StoredEvent>> = HashMap::new();
+    for (write, done) in batch.writes.iter().zip(committed) {
+        if let (Write::Event { ik, .. }, Committed::Event(event)) = (write, done) {
+            by_key.entry(ik).or_default().push(event.clone());
         }
-        let mut by_key: HashMap<&IdempotencyKey, Vec<StoredEvent>> = HashMap::new();
-        for (write, done) in batch.writes.iter().zip(committed) {
-            if let (Write::Event { ik, .. }, Committed::Event(event)) = (write, done) {
-                by_key.entry(ik).or_default().push(event.clone());
-            }
-        }
-        for (ik, events) in by_key {
-            self.listener.committed(ik, &events);
-        }
+    }
+    for (ik, events) in by_key {
+        hooks.committed(ik, &events);
     }
 }
 

@@ -6,7 +6,7 @@ mod tables;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, mpsc};
 use std::thread::JoinHandle;
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable};
@@ -14,12 +14,9 @@ use tokio::sync::oneshot;
 
 use self::committer::{Committer, Request};
 use self::schema::{EVENTS, KEYS, META, SCHEMA_VERSION, STEPS, TASKS};
-use super::{
-    CommitListener, Committed, Scan, StepRecord, Store, StoreFuture, TaskRecord, WriteBatch,
-};
+use super::{Committed, Scan, StepRecord, Store, StoreFuture, StoreHooks, TaskRecord, WriteBatch};
 use crate::error::{BuildError, StoreError};
 use crate::ids::{IdempotencyKey, Seq, StepKey, TaskId};
-use crate::metrics::Metrics;
 use crate::status::StoredEvent;
 
 /// State shared by the store handle and its committer thread.
@@ -28,12 +25,23 @@ pub(crate) struct Shared {
     pub(crate) db: RwLock<Option<Database>>,
     pub(crate) failed: AtomicBool,
     pub(crate) crashed: AtomicBool,
-    pub(crate) metrics: Arc<Metrics>,
+    /// Set once by [`Store::attach`].
+    pub(crate) hooks: OnceLock<StoreHooks>,
 }
 
-/// The redb write-ahead log.
+impl Shared {
+    /// The engine's hooks, or hooks that report to nobody before `attach`.
+    pub(crate) fn hooks(&self) -> StoreHooks {
+        self.hooks.get().cloned().unwrap_or_default()
+    }
+}
+
+/// The embedded store: one redb file (`taskflow.redb` in a data dir), written by one
+/// committer thread that group-commits whatever is queued in one transaction and one fsync.
+/// [`TaskFlowBuilder::data_dir`](crate::TaskFlowBuilder::data_dir) opens one; open it yourself
+/// to hand it to [`TaskFlowBuilder::store`](crate::TaskFlowBuilder::store).
 #[derive(Debug)]
-pub(crate) struct RedbStore {
+pub struct RedbStore {
     path: PathBuf,
     shared: Arc<Shared>,
     sender: Mutex<Option<mpsc::Sender<Request>>>,
@@ -41,47 +49,43 @@ pub(crate) struct RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the file at `path`.
-    pub(crate) fn open(
-        path: &Path,
-        listener: Arc<dyn CommitListener>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, BuildError> {
+    /// Opens (or creates) `dir/taskflow.redb`, creating `dir` if needed. Blocking: call it
+    /// from `spawn_blocking` inside an async runtime.
+    ///
+    /// # Errors
+    /// [`BuildError`]: the dir cannot be created, the file is in use by another process, its
+    /// schema is newer than this taskflow, or it cannot be read.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, BuildError> {
+        let path = database_path(dir.as_ref())?;
         let db = redb::Builder::new()
-            .create(path)
-            .map_err(|e| open_error(path, e))?;
-        Self::start(path, db, listener, metrics)
+            .create(&path)
+            .map_err(|e| open_error(&path, e))?;
+        Self::start(&path, db)
     }
 
     /// Opens a database on a custom backend (tests: fault injection, fsync counting).
     #[cfg(feature = "test-util")]
     pub(crate) fn open_with_backend(
-        path: &Path,
+        dir: &Path,
         backend: impl redb::StorageBackend,
-        listener: Arc<dyn CommitListener>,
-        metrics: Arc<Metrics>,
     ) -> Result<Self, BuildError> {
+        let path = database_path(dir)?;
         let db = redb::Builder::new()
             .create_with_backend(backend)
-            .map_err(|e| open_error(path, e))?;
-        Self::start(path, db, listener, metrics)
+            .map_err(|e| open_error(&path, e))?;
+        Self::start(&path, db)
     }
 
-    fn start(
-        path: &Path,
-        db: Database,
-        listener: Arc<dyn CommitListener>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, BuildError> {
+    fn start(path: &Path, db: Database) -> Result<Self, BuildError> {
         init_schema(&db)?;
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(db)),
             failed: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
-            metrics,
+            hooks: OnceLock::new(),
         });
         let (sender, receiver) = mpsc::channel();
-        let committer = Committer::new(shared.clone(), receiver, listener);
+        let committer = Committer::new(shared.clone(), receiver);
         let thread = std::thread::Builder::new()
             .name("taskflow-committer".into())
             .spawn(move || committer.run())
@@ -150,6 +154,15 @@ impl RedbStore {
     }
 }
 
+/// `dir/taskflow.redb`, creating `dir` if needed.
+fn database_path(dir: &Path) -> Result<PathBuf, BuildError> {
+    std::fs::create_dir_all(dir).map_err(|source| BuildError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    Ok(dir.join("taskflow.redb"))
+}
+
 fn open_error(path: &Path, e: DatabaseError) -> BuildError {
     match e {
         DatabaseError::DatabaseAlreadyOpen => BuildError::DataDirInUse {
@@ -195,6 +208,12 @@ fn storage(e: impl Into<redb::Error>) -> StoreError {
 }
 
 impl Store for RedbStore {
+    fn attach(&self, hooks: StoreHooks) {
+        if self.shared.hooks.set(hooks).is_err() {
+            tracing::warn!("a store was attached to a second engine; keeping the first");
+        }
+    }
+
     fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, Vec<Committed>> {
         if self.shared.failed.load(Ordering::Acquire) {
             return Box::pin(async { Err(StoreError::FailStopped) });

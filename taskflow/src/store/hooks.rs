@@ -1,0 +1,75 @@
+//! [`StoreHooks`]: what a store reports to the engine that opened it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::ids::IdempotencyKey;
+use crate::metrics::Metrics;
+use crate::status::StoredEvent;
+
+/// Receives committed events, in commit order, after they are durable.
+pub(crate) trait CommitListener: Send + Sync + 'static {
+    /// `events` were committed to `ik`'s log.
+    fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]);
+}
+
+/// The engine's side of a [`Store`](super::Store): committed events go to its live
+/// subscribers, commit timings and the fail-stop to its metrics. Handed to the store once, by
+/// [`Store::attach`](super::Store::attach); cheap to clone.
+#[derive(Clone)]
+pub struct StoreHooks {
+    listener: Option<Arc<dyn CommitListener>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for StoreHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHooks")
+            .field("attached", &self.listener.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for StoreHooks {
+    /// Hooks that report to nobody (a store used before, or without, an engine).
+    fn default() -> Self {
+        Self {
+            listener: None,
+            metrics: Arc::default(),
+        }
+    }
+}
+
+impl StoreHooks {
+    pub(crate) fn new(listener: Arc<dyn CommitListener>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            listener: Some(listener),
+            metrics,
+        }
+    }
+
+    /// `events` were committed to `ik`'s log and are durable. Call it in commit order, before
+    /// the commit resolves.
+    pub fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]) {
+        if let Some(listener) = &self.listener {
+            listener.committed(ik, events);
+        }
+    }
+
+    /// One durable transaction carrying `batches` write batches took `took`.
+    pub fn record_commit(&self, took: Duration, batches: usize) {
+        let m = &self.metrics;
+        let batches = u64::try_from(batches).unwrap_or(u64::MAX);
+        Metrics::inc(&m.wal_commits);
+        m.wal_batches.fetch_add(batches, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        m.wal_commit_micros.fetch_add(micros, Ordering::Relaxed);
+        m.wal_max_group.fetch_max(batches, Ordering::Relaxed);
+    }
+
+    /// The store failed a commit and is now fail-stopped.
+    pub fn record_fail_stop(&self) {
+        self.metrics.store_failed.store(1, Ordering::Relaxed);
+    }
+}
