@@ -101,6 +101,35 @@ impl<E: Events> TaskContext<E> {
         self.state.previous_events()
     }
 
+    /// The app's value of type `T`, given with
+    /// [`TaskFlowBuilder::state`](crate::TaskFlowBuilder::state) (a pool, a client, a
+    /// configuration). Per flow: two flows in one process have their own.
+    ///
+    /// # Errors
+    /// `missing_state` (permanent) when the flow was built without a value of type `T`.
+    ///
+    /// ```no_run
+    /// # use taskflow::prelude::*;
+    /// struct Db(String);
+    ///
+    /// #[task]
+    /// async fn report(ctx: TaskContext<NoEvents>, id: u64) -> Result<String, TaskError> {
+    ///     let db = ctx.state::<Db>()?;
+    ///     Ok(format!("{} #{id}", db.0))
+    /// }
+    /// ```
+    pub fn state<T: std::any::Any + Send + Sync>(&self) -> Result<&T, TaskError> {
+        self.state.app_state::<T>().ok_or_else(|| {
+            TaskError::internal(
+                "missing_state",
+                format!(
+                    "no value of type `{}` was given to TaskFlowBuilder::state; add `.state(value)` when building the flow",
+                    std::any::type_name::<T>()
+                ),
+            )
+        })
+    }
+
     /// The live context of the user the run belongs to, if it has one in this process.
     #[must_use]
     pub fn user(&self) -> Option<&UserContext> {

@@ -10,6 +10,7 @@ mod limits;
 mod recovery;
 mod retries;
 mod secrets;
+mod state;
 mod storage;
 mod subscribe;
 mod support;

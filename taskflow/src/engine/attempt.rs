@@ -94,6 +94,11 @@ impl AttemptState {
         &self.previous_events
     }
 
+    /// The app's value of type `T` given to the builder.
+    pub(crate) fn app_state<T: std::any::Any + Send + Sync>(&self) -> Option<&T> {
+        self.inner.state.get::<T>()
+    }
+
     /// The stop signal: `true` once the run is stopped, cancelled or the flow shuts down.
     pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
         self.stop.clone()

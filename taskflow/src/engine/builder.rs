@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::TaskFlow;
 use super::admission::Limits;
+use super::app_state::AppState;
 use super::registry::{Registered, Registry};
 use crate::clock::{Clock, SystemClock};
 use crate::error::BuildError;
@@ -101,6 +102,7 @@ pub(crate) enum StoreChoice {
 pub struct TaskFlowBuilder {
     store: StoreChoice,
     tasks: Vec<Registered>,
+    state: AppState,
     environment: Option<Environment>,
     clock: Arc<dyn Clock>,
     config: Config,
@@ -123,6 +125,7 @@ impl Default for TaskFlowBuilder {
         Self {
             store: StoreChoice::DataDir(PathBuf::from(".taskflow")),
             tasks: Vec::new(),
+            state: AppState::default(),
             environment: None,
             clock: Arc::new(SystemClock),
             config: Config::default(),
@@ -170,6 +173,28 @@ impl TaskFlowBuilder {
     /// the earlier registration (with a warning) in development.
     pub fn register<T: Task>(mut self, task: T) -> Self {
         self.tasks.push(Registered::of(task));
+        self
+    }
+
+    /// Gives the flow's tasks a value of the app's (a database pool, an HTTP client, a
+    /// configuration), read in a handler with [`TaskContext::state`](crate::TaskContext::state).
+    /// One value per type, per flow: two flows in one process never share it. Giving a type
+    /// twice keeps the last value.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), taskflow::Error> {
+    /// #[derive(Clone)]
+    /// struct Greeting(&'static str);
+    ///
+    /// let flow = taskflow::TaskFlow::builder()
+    ///     .data_dir(".taskflow")
+    ///     .state(Greeting("hello"))
+    ///     .build()
+    ///     .await?;
+    /// # flow.shutdown().await?; Ok(()) }
+    /// ```
+    pub fn state<T: std::any::Any + Send + Sync>(mut self, value: T) -> Self {
+        self.state.insert(value);
         self
     }
 
@@ -290,6 +315,6 @@ impl TaskFlowBuilder {
                 );
             }
         }
-        TaskFlow::open(self.store, registry, self.clock, config).await
+        TaskFlow::open(self.store, registry, self.state, self.clock, config).await
     }
 }

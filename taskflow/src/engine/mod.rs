@@ -5,6 +5,7 @@
 //! through [`attempt::AttemptState`], the HTTP bridge through [`port::Port`].
 
 mod admission;
+mod app_state;
 pub(crate) mod attempt;
 mod builder;
 mod control;
@@ -36,6 +37,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use self::admission::Admission;
+use self::app_state::AppState;
 use self::builder::Config;
 #[cfg(feature = "axum")]
 use self::extensions::Extensions;
@@ -81,6 +83,8 @@ struct Inner {
     store: DynStore,
     hub: Arc<Hub>,
     registry: Registry,
+    /// The app's values for its tasks (`ctx.state::<T>()`).
+    state: AppState,
     config: Config,
     metrics: Arc<Metrics>,
     clock: MonotonicClock,

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::admission::Admission;
+use super::app_state::AppState;
 use super::builder::{Config, StoreChoice};
 use super::hub::Hub;
 use super::registry::Registry;
@@ -18,6 +19,7 @@ impl TaskFlow {
     pub(super) async fn open(
         choice: StoreChoice,
         registry: Registry,
+        state: AppState,
         clock: Arc<dyn Clock>,
         config: Config,
     ) -> Result<Self, BuildError> {
@@ -39,6 +41,7 @@ impl TaskFlow {
             store,
             hub,
             registry,
+            state,
             admission: Mutex::new(Admission::new(config.limits)),
             config,
             metrics,
