@@ -54,9 +54,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     match result {
         Ok(()) => generate(&item, &variants, &krate),
         Err(e) => {
-            // Emit the enum itself so one mistake gives one error, not a cascade.
+            // Emit the enum and a stub of what it would implement, so one mistake gives one
+            // error, not a cascade at every use (`Events is not satisfied`, no `typescript`).
             let e = e.to_compile_error();
-            quote! { #item #e }
+            let stub = stub(&item, &krate);
+            quote! { #item #stub #e }
         }
     }
 }
@@ -332,6 +334,57 @@ fn generate(item: &ItemEnum, variants: &[Variant], krate: &syn::Path) -> TokenSt
                 #[must_use]
                 pub fn typescript() -> ::std::string::String {
                     #private::typescript(#ident_str, &Self::json_schema(), true)
+                }
+            }
+        };
+    }
+}
+
+/// What `generate` would implement, with bodies that do nothing: emitted beside the errors.
+fn stub(item: &ItemEnum, krate: &syn::Path) -> TokenStream {
+    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        // The generics are the error; a stub would need them and add errors of its own.
+        return TokenStream::new();
+    }
+    let private = quote!(#krate::__private);
+    let ident = &item.ident;
+    quote! {
+        #[doc(hidden)]
+        const _: () = {
+            #[automatically_derived]
+            impl #private::Events for #ident {
+                const NAMES: &'static [&'static str] = &[];
+
+                fn name(&self) -> &'static str {
+                    ""
+                }
+
+                fn to_payload(
+                    &self,
+                ) -> ::core::result::Result<#private::serde_json::Value, #private::serde_json::Error> {
+                    ::core::result::Result::Ok(#private::serde_json::Value::Null)
+                }
+
+                fn decode(
+                    __name: &str,
+                    _: #private::serde_json::Value,
+                ) -> ::core::result::Result<Self, #private::EventDecodeError> {
+                    ::core::result::Result::Err(#private::unknown_event(__name))
+                }
+            }
+
+            #[automatically_derived]
+            impl #ident {
+                #[doc(hidden)]
+                #[must_use]
+                pub fn json_schema() -> #private::serde_json::Value {
+                    #private::serde_json::Value::Null
+                }
+
+                #[doc(hidden)]
+                #[must_use]
+                pub fn typescript() -> ::std::string::String {
+                    ::std::string::String::new()
                 }
             }
         };

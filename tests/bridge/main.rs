@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod app;
 mod client;
 mod disconnect;
 mod errors;

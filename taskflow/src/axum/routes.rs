@@ -3,11 +3,12 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::http_error::HttpError;
+use super::input::{body_bytes, json_body};
 use super::status_json::status_json;
 use super::stream;
 use crate::engine::port::Port;
@@ -87,60 +88,6 @@ fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<crate::Seq>
             .find_map(|pair| pair.strip_prefix("last_event_id="))
             .and_then(parse_last_event_id),
     }
-}
-
-fn body_bytes(
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Bytes, HttpError> {
-    body.map_err(|r| {
-        let status = r.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            HttpError::new(
-                status,
-                "payload_too_large",
-                "the request body is over the input limit",
-            )
-        } else {
-            HttpError::invalid_input(r.body_text(), None)
-        }
-    })
-}
-
-fn json_content(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
-        })
-}
-
-/// The body as JSON: empty is `null`; anything else needs a JSON content type.
-fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &Bytes,
-    expected: &str,
-) -> Result<Option<T>, HttpError> {
-    if body.is_empty() {
-        return Ok(None);
-    }
-    if !json_content(headers) {
-        return Err(HttpError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("send {expected} with Content-Type: application/json"),
-        ));
-    }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize::<_, T>(&mut de)
-        .map(Some)
-        .map_err(|e| {
-            let path = e.path().to_string();
-            HttpError::invalid_input(e.inner().to_string(), (path != ".").then_some(path))
-        })
 }
 
 async fn start(
