@@ -19,6 +19,8 @@ struct Options {
     recovery_max_age_ms: Option<u64>,
     at_most_once: Option<bool>,
     on_behalf_of: Option<bool>,
+    /// `true` = suspend when the last SSE client leaves (the default), `false` = continue.
+    suspend_on_disconnect: Option<bool>,
     krate: syn::Path,
 }
 
@@ -80,6 +82,7 @@ fn parse_options(attr: TokenStream, errors: &mut Errors) -> Options {
         recovery_max_age_ms: None,
         at_most_once: None,
         on_behalf_of: None,
+        suspend_on_disconnect: None,
         krate: syn::parse_quote!(::taskflow),
     };
     let args = match attr::parse_args(attr) {
@@ -169,6 +172,20 @@ fn parse_options(attr: TokenStream, errors: &mut Errors) -> Options {
                     None => errors.at(
                         value_span(arg),
                         "`execute_mode` is `at_least_once` (the default) or `at_most_once`",
+                    ),
+                }
+            }
+            "on_disconnect" => {
+                let rule = match &arg.value {
+                    Some(Value::Lit(Lit::Str(s))) if s.value() == "suspend" => Some(true),
+                    Some(Value::Lit(Lit::Str(s))) if s.value() == "continue" => Some(false),
+                    _ => None,
+                };
+                match rule {
+                    Some(r) => o.suspend_on_disconnect = Some(r),
+                    None => errors.at(
+                        value_span(arg),
+                        "`on_disconnect` is \"suspend\" (the default: a run the bridge started is suspended when its last SSE client has been gone for the grace period) or \"continue\"",
                     ),
                 }
             }
@@ -461,6 +478,14 @@ fn generate(func: &ItemFn, o: &Options, sig: &Signature) -> TokenStream {
     }
     if let Some(on) = o.on_behalf_of {
         options = quote!(#options.on_behalf_of(#on));
+    }
+    if let Some(suspend) = o.suspend_on_disconnect {
+        let rule = if suspend {
+            quote!(Suspend)
+        } else {
+            quote!(Continue)
+        };
+        options = quote!(#options.on_disconnect(#private::OnDisconnect::#rule));
     }
     let mut body_fn = func.clone();
     body_fn.sig.ident = syn::Ident::new("__taskflow_body", ident.span());

@@ -131,7 +131,7 @@ pub fn check_event_name(name: &str) -> Result<(), EventNameProblem> {
 }
 
 /// The keys `#[task(...)]` accepts.
-pub const TASK_KEYS: [&str; 8] = [
+pub const TASK_KEYS: [&str; 9] = [
     "name",
     "events",
     "max_attempts",
@@ -139,6 +139,7 @@ pub const TASK_KEYS: [&str; 8] = [
     "recovery_max_age",
     "execute_mode",
     "on_behalf_of",
+    "on_disconnect",
     "crate",
 ];
 

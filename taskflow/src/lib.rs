@@ -101,7 +101,8 @@ pub use crate::metrics::MetricsSnapshot;
 pub use crate::names::{NameError, RESERVED_EVENT_NAMES, validate_event_name, validate_name};
 pub use crate::status::{ListFilter, StoredEvent, SubscribeFrom, TaskState, TaskStatus};
 pub use crate::task::{
-    EventDecodeError, Events, ExecuteMode, NoEvents, Task, TaskInput, TaskOptions, TaskOutput,
+    EventDecodeError, Events, ExecuteMode, NoEvents, OnDisconnect, Task, TaskInput, TaskOptions,
+    TaskOutput,
 };
 
 /// The names most task code needs: `use taskflow::prelude::*;`.

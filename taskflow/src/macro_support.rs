@@ -10,7 +10,7 @@ pub use serde;
 pub use serde_json;
 
 pub use crate::schema::{events_schema, typescript, unit_schema};
-pub use crate::task::ExecuteMode;
+pub use crate::task::{ExecuteMode, OnDisconnect};
 
 /// `max_attempts = n` of a `#[task]`, checked at compile time (the macro refuses 0 first).
 #[must_use]

@@ -35,7 +35,8 @@ pub struct ExecuteTaskSettings {
 /// How the bridge streams one run to one client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StreamOptions {
-    cancel_on_disconnect: bool,
+    /// `None`: the task's `on_disconnect`.
+    cancel_on_disconnect: Option<bool>,
     disconnect_grace: Duration,
     js_safe_integers: bool,
     keep_alive: Duration,
@@ -45,7 +46,7 @@ struct StreamOptions {
 impl Default for StreamOptions {
     fn default() -> Self {
         Self {
-            cancel_on_disconnect: true,
+            cancel_on_disconnect: None,
             disconnect_grace: Duration::from_secs(5),
             js_safe_integers: true,
             keep_alive: Duration::from_secs(15),
@@ -64,10 +65,12 @@ impl Default for ExecuteTaskSettings {
 }
 
 impl ExecuteTaskSettings {
-    /// Stop (suspend) the run with reason `client_disconnected` when its last SSE client has
-    /// been gone for the grace period (default on).
+    /// Suspend a run this call starts, with reason `client_disconnected`, when its last SSE
+    /// client has been gone for the grace period (`true`), or let it run on (`false`). It
+    /// suspends, never cancels: a re-POST or `resume` continues it. Default: the task's
+    /// `on_disconnect` (itself `"suspend"` unless the task says `"continue"`).
     pub fn cancel_on_disconnect(mut self, on: bool) -> Self {
-        self.stream.cancel_on_disconnect = on;
+        self.stream.cancel_on_disconnect = Some(on);
         self
     }
 
@@ -121,9 +124,9 @@ impl ExecuteTaskSettings {
         self.stream.last_event_id
     }
 
-    /// Whether disconnect stops the run.
+    /// Whether disconnect suspends the run, if this call says (`None`: the task decides).
     #[must_use]
-    pub fn get_cancel_on_disconnect(&self) -> bool {
+    pub fn get_cancel_on_disconnect(&self) -> Option<bool> {
         self.stream.cancel_on_disconnect
     }
 

@@ -99,6 +99,21 @@ pub enum ExecuteMode {
     AtMostOnce,
 }
 
+/// What happens to a run the HTTP bridge started when its last SSE client leaves (the
+/// `on_disconnect` key of `#[task]`; a call can override it with
+/// `ExecuteTaskSettings::cancel_on_disconnect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDisconnect {
+    /// Suspend it (reason `client_disconnected`) once no client has re-attached for the
+    /// disconnect grace; it resumes on a re-POST or `resume`. The default. It is never
+    /// cancelled.
+    #[default]
+    Suspend,
+    /// Let it run to the end with nobody watching.
+    Continue,
+}
+
 /// A task's settings (the keys of `#[task(...)]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -114,6 +129,8 @@ pub struct TaskOptions {
     pub execute_mode: ExecuteMode,
     /// The run needs the caller's live user context.
     pub on_behalf_of: bool,
+    /// What happens to a bridge-started run when its last SSE client leaves.
+    pub on_disconnect: OnDisconnect,
 }
 
 impl Default for TaskOptions {
@@ -125,6 +142,7 @@ impl Default for TaskOptions {
             recovery_max_age: Duration::from_millis(defaults::RECOVERY_MAX_AGE_MS),
             execute_mode: ExecuteMode::AtLeastOnce,
             on_behalf_of: false,
+            on_disconnect: OnDisconnect::Suspend,
         }
     }
 }
@@ -162,6 +180,13 @@ impl TaskOptions {
     #[must_use]
     pub fn on_behalf_of(mut self, on: bool) -> Self {
         self.on_behalf_of = on;
+        self
+    }
+
+    /// Sets `on_disconnect`.
+    #[must_use]
+    pub fn on_disconnect(mut self, rule: OnDisconnect) -> Self {
+        self.on_disconnect = rule;
         self
     }
 }

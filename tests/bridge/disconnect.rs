@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::response::IntoResponse;
 use serde_json::json;
-use taskflow::{ExecuteTaskSettings, TaskState};
+use taskflow::{ExecuteTaskSettings, TaskContext, TaskError, TaskState};
 
 use crate::support::*;
 
@@ -126,4 +126,131 @@ async fn a_run_started_in_process_is_never_stopped_by_disconnects() {
     gate("dc-inproc").release.send_replace(true);
     s.flow.wait(&run).await.unwrap();
     s.shutdown().await;
+}
+
+/// Holds until its gate opens or it is stopped; `on_disconnect` says what a disconnect does.
+#[taskflow::task(name = "dc-continue", on_disconnect = "continue", max_attempts = 1)]
+async fn continuing(ctx: TaskContext<Count>, tag: String) -> Result<(), TaskError> {
+    held(ctx, tag).await
+}
+
+#[taskflow::task(name = "dc-suspend", max_attempts = 1)]
+async fn suspending(ctx: TaskContext<Count>, tag: String) -> Result<(), TaskError> {
+    held(ctx, tag).await
+}
+
+async fn held(ctx: TaskContext<Count>, tag: String) -> Result<(), TaskError> {
+    let g = gate(&tag);
+    ctx.emit(Count::Tick { i: 0, big: 0 }).await?;
+    g.progress.send_modify(|n| *n += 1);
+    let mut release = g.release.subscribe();
+    tokio::select! {
+        _ = release.wait_for(|r| *r) => Ok(()),
+        () = ctx.cancelled() => Err(TaskError::new("stopped while held")),
+    }
+}
+
+async fn small_flow(dir: &taskflow::testing::TempDataDir) -> taskflow::TaskFlow {
+    dir.builder()
+        .register(continuing)
+        .register(suspending)
+        .stop_grace(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_says_continue_runs_on_when_its_clients_leave_unless_the_call_overrides() {
+    let dir = taskflow::testing::TempDataDir::new();
+    let flow = small_flow(&dir).await;
+    let short = ExecuteTaskSettings::default().disconnect_grace(Duration::from_millis(50));
+    let response = flow
+        .execute_task(continuing, "dc-cont".into(), short.clone())
+        .await
+        .into_response();
+    let ik = response.headers()["x-taskflow-idempotency-key"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    gate("dc-cont").wait_progress(1).await;
+    drop(response);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ik = taskflow::IdempotencyKey::parse(&ik).unwrap();
+    assert_eq!(flow.status(&ik).await.unwrap().status, TaskState::Running);
+    // The call's own setting wins over the task's.
+    let response = flow
+        .execute_task(
+            continuing,
+            "dc-cont-override".into(),
+            short.cancel_on_disconnect(true),
+        )
+        .await
+        .into_response();
+    let ik2 = taskflow::IdempotencyKey::parse(
+        response.headers()["x-taskflow-idempotency-key"]
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    gate("dc-cont-override").wait_progress(1).await;
+    drop(response);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while flow.status(&ik2).await.unwrap().status != TaskState::Suspended {
+        assert!(tokio::time::Instant::now() < deadline, "override ignored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gate("dc-cont").release.send_replace(true);
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_run_recovered_after_a_crash_is_suspended_when_no_client_returns() {
+    use taskflow::testing::SimulateCrash;
+    let dir = taskflow::testing::TempDataDir::new();
+    let flow = small_flow(&dir).await;
+    let grace = ExecuteTaskSettings::default().disconnect_grace(Duration::from_millis(300));
+    // Watched (started by the bridge) and unwatched (started in-process) runs, both held.
+    let response = flow
+        .execute_task(suspending, "dc-rec-watched".into(), grace)
+        .await
+        .into_response();
+    let watched = taskflow::IdempotencyKey::parse(
+        response.headers()["x-taskflow-idempotency-key"]
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let unwatched = flow
+        .start(suspending, "dc-rec-plain".into())
+        .await
+        .unwrap()
+        .idempotency_key;
+    gate("dc-rec-watched").wait_progress(1).await;
+    gate("dc-rec-plain").wait_progress(1).await;
+    flow.crash();
+    drop(response);
+    // The next process: both runs recover; nobody re-attaches to the watched one.
+    let flow = small_flow(&dir).await;
+    let _routes: axum::Router = taskflow::axum::routes(flow.clone());
+    gate("dc-rec-watched").wait_progress(2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = flow.status(&watched).await.unwrap();
+        if st.status == TaskState::Suspended {
+            assert_eq!(st.suspended_reason.as_deref(), Some("client_disconnected"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "recovered run not watched"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        flow.status(&unwatched).await.unwrap().status,
+        TaskState::Running
+    );
+    gate("dc-rec-plain").release.send_replace(true);
+    flow.shutdown().await.unwrap();
 }

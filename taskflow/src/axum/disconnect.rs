@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
-use crate::engine::port::{Port, WeakPort};
+use crate::engine::port::{Port, WatchedRun, WeakPort};
 use crate::engine::{Action, Scope};
 use crate::identity::UserId;
 use crate::ids::{IdempotencyKey, TaskId};
@@ -81,9 +81,44 @@ impl Streams {
         watch.timer = Some(timer.abort_handle());
     }
 
+    /// Watches a run recovered at start-up that the bridge watched before the restart: it
+    /// has no client now, so its timer starts as if the last one had just left.
+    fn watch_recovered(&self, port: &Port, run: WatchedRun) {
+        let mut runs = lock(&self.runs);
+        let watch = runs.entry(run.id).or_default();
+        watch.disconnect_grace = Some(run.grace);
+        if watch.open > 0 || watch.timer.is_some() {
+            return;
+        }
+        let ticket = StreamTicket {
+            id: run.id,
+            ik: run.ik,
+            owner: run.owner,
+        };
+        let timer = tokio::spawn(stop_after(port.downgrade(), run.grace, ticket));
+        watch.timer = Some(timer.abort_handle());
+    }
+
     /// Open SSE streams across all runs (a gauge).
     pub(crate) fn open_streams(&self) -> usize {
         lock(&self.runs).values().map(|w| w.open).sum()
+    }
+}
+
+/// Arms the disconnect rule for the runs recovered at start-up that the bridge watched before
+/// the restart (the first bridge call after `build()` does it; later calls find none).
+pub(crate) fn arm_recovered(port: &Port) {
+    if port.is_shutting_down() || tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    let runs = port.take_recovered_watched();
+    if runs.is_empty() {
+        return;
+    }
+    let streams = port.extension::<Streams>();
+    for run in runs {
+        tracing::debug!(task_id = %run.id, "recovered run watched for a returning client");
+        streams.watch_recovered(port, run);
     }
 }
 

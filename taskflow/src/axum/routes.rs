@@ -36,6 +36,7 @@ use crate::status::ListFilter;
 /// identity. Errors are `{"error": {"code", "message", "path"?}}`.
 pub fn routes<S: Clone + Send + Sync + 'static>(flow: TaskFlow) -> Router<S> {
     let port = flow.port();
+    super::disconnect::arm_recovered(&port);
     let limit = port.payload_limit();
     Router::new()
         .route("/tasks", get(list))

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::disconnect::{StreamTicket, Streams};
+use super::disconnect::{StreamTicket, Streams, arm_recovered};
 use super::http_error::{HttpError, MASKED};
 use crate::engine::port::Port;
 use crate::engine::{Environment, Scope};
@@ -22,6 +22,7 @@ use crate::lifecycle::Lifecycle;
 use crate::settings::ExecuteTaskSettings;
 use crate::sse::{js_safe_integers, write_comment, write_event, write_retry};
 use crate::status::{SubscribeFrom, TaskState};
+use crate::task::OnDisconnect;
 
 /// Client reconnection delay announced in the first frame.
 const RETRY_MILLIS: u64 = 2000;
@@ -41,18 +42,30 @@ pub(crate) async fn execute(
     if port.is_shutting_down() {
         return HttpError::shutting_down().into_response();
     }
+    arm_recovered(port);
     let span = tracing::info_span!(
         "bridge",
         task,
         user = scope.owner.as_ref().map(|u| u.as_str())
     );
-    let start = port.start(&scope, task, input, settings.start_options());
+    // The disconnect rule: the call's choice, else the task's (suspend unless it says continue).
+    let watch = settings.get_cancel_on_disconnect().unwrap_or_else(|| {
+        port.task_options(task)
+            .is_none_or(|o| o.on_disconnect == OnDisconnect::Suspend)
+    });
+    let mut options = settings.start_options().clone();
+    options.disconnect_grace = watch.then(|| settings.get_disconnect_grace());
+    let start = port.start(&scope, task, input, &options);
     let started = match tracing::Instrument::instrument(start, span).await {
         Ok(s) => s,
         Err(e) => return HttpError::from_start(e, env).into_response(),
     };
-    let grace = (!started.attached && settings.get_cancel_on_disconnect())
-        .then(|| settings.get_disconnect_grace());
+    // Only the request that created the run arms the rule for it.
+    let grace = if started.attached {
+        None
+    } else {
+        options.disconnect_grace
+    };
     open(
         port,
         scope,
@@ -74,6 +87,7 @@ pub(crate) async fn reattach(
     if port.is_shutting_down() {
         return HttpError::shutting_down().into_response();
     }
+    arm_recovered(port);
     open(port, scope, ik, true, None, settings).await
 }
 

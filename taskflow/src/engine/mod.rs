@@ -97,6 +97,9 @@ struct Inner {
     /// Per-flow state of layers above the engine (the bridge's open streams).
     #[cfg(feature = "axum")]
     extensions: Extensions,
+    /// Recovered runs the bridge had watched with the disconnect rule, until it takes them.
+    #[cfg(feature = "axum")]
+    recovered_watched: Mutex<Vec<port::WatchedRun>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -52,6 +52,8 @@ impl TaskFlow {
             background: Mutex::new(Vec::new()),
             #[cfg(feature = "axum")]
             extensions: super::extensions::Extensions::default(),
+            #[cfg(feature = "axum")]
+            recovered_watched: Mutex::new(Vec::new()),
         });
         recovery::recover(&inner).await?;
         retention::spawn_collector(&inner);

@@ -18,6 +18,7 @@ use crate::error::{ControlError, StartError};
 use crate::identity::UserId;
 use crate::ids::{IdempotencyKey, Seq, TaskId};
 use crate::status::{ListFilter, SubscribeFrom, TaskState, TaskStatus};
+use crate::task::TaskOptions;
 
 /// A cheap handle on the engine for the bridge.
 #[derive(Clone)]
@@ -50,6 +51,15 @@ pub(crate) struct RunView {
     pub(crate) first_seq: Seq,
 }
 
+/// A run recovered at start-up that the bridge had been watching with the disconnect rule.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchedRun {
+    pub(crate) id: TaskId,
+    pub(crate) ik: IdempotencyKey,
+    pub(crate) owner: Option<UserId>,
+    pub(crate) grace: std::time::Duration,
+}
+
 impl TaskFlow {
     /// The bridge's view of this flow.
     pub(crate) fn port(&self) -> Port {
@@ -77,6 +87,16 @@ impl Port {
 
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.inner.is_shutting_down()
+    }
+
+    /// The options of the registered task `name`.
+    pub(crate) fn task_options(&self, name: &str) -> Option<TaskOptions> {
+        self.inner.registry.get(name).map(|r| r.options.clone())
+    }
+
+    /// Takes the recovered runs the bridge watched before the restart (once).
+    pub(crate) fn take_recovered_watched(&self) -> Vec<WatchedRun> {
+        std::mem::take(&mut *super::lock(&self.inner.recovered_watched))
     }
 
     /// The flow's `T` (created on first use): per-flow state of the layer above.

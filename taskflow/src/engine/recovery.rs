@@ -59,6 +59,16 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<(), StoreError> {
         }
         tracing::info!(parent: &span, task_id = %record.id, task = %record.name, "recovering");
         Metrics::inc(&inner.metrics.tasks_recovered);
+        #[cfg(feature = "axum")]
+        if let Some(ms) = record.disconnect_grace_ms {
+            // Watched as when its clients left: a client must come back within the grace.
+            super::lock(&inner.recovered_watched).push(super::port::WatchedRun {
+                id: record.id,
+                ik: record.ik.clone(),
+                owner: record.owner.clone(),
+                grace: std::time::Duration::from_millis(ms),
+            });
+        }
         inner.admit(Ticket {
             id: record.id,
             owner: record.owner.clone(),

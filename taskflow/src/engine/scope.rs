@@ -44,6 +44,8 @@ impl Scope {
 pub struct StartOptions {
     pub(crate) max_attempts: Option<NonZeroU32>,
     pub(crate) execute_mode: Option<ExecuteMode>,
+    /// Set by the bridge for a run it watches with the disconnect rule.
+    pub(crate) disconnect_grace: Option<std::time::Duration>,
 }
 
 impl StartOptions {

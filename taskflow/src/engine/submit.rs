@@ -74,7 +74,7 @@ impl Inner {
                 Refusal::RateLimited(retry_after) => StartError::RateLimited { retry_after },
                 Refusal::QueueFull(limit) => StartError::QueueFull { limit },
             })?;
-        let record = TaskRecord::new_run(
+        let mut record = TaskRecord::new_run(
             task,
             ik.clone(),
             scope.owner.clone(),
@@ -87,6 +87,9 @@ impl Inner {
             registered.options.on_behalf_of,
             now,
         );
+        record.disconnect_grace_ms = options
+            .disconnect_grace
+            .map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX));
         let committed = self
             .store
             .commit(WriteBatch::new(vec![Write::CreateRun(Box::new(record))]))

@@ -53,6 +53,11 @@ pub struct TaskRecord {
     pub first_seq: Seq,
     /// Fencing epoch (assigned by the store).
     pub epoch: Epoch,
+    /// Set when the HTTP bridge started the run with the disconnect rule: the grace, in
+    /// milliseconds, after which the run is suspended once no SSE client follows it. Kept so
+    /// a run recovered after a restart is watched the same way.
+    #[serde(default)]
+    pub disconnect_grace_ms: Option<u64>,
 }
 
 impl TaskRecord {
@@ -90,6 +95,7 @@ impl TaskRecord {
             suspended_reason: None,
             first_seq: Seq(1),
             epoch: Epoch(0),
+            disconnect_grace_ms: None,
         }
     }
 

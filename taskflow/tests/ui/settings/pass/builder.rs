@@ -12,6 +12,6 @@ fn main() {
         .max_attempts(NonZeroU32::new(4).unwrap())
         .js_safe_integers(false)
         .keep_alive(Duration::from_secs(20));
-    assert!(!s.get_cancel_on_disconnect());
+    assert_eq!(s.get_cancel_on_disconnect(), Some(false));
     assert_eq!(s.get_max_attempts().map(NonZeroU32::get), Some(4));
 }

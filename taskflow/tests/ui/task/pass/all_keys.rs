@@ -21,6 +21,7 @@ pub struct Input {
     recovery_max_age = "2h",
     execute_mode = at_most_once,
     on_behalf_of = true,
+    on_disconnect = "continue",
     crate = "::taskflow"
 )]
 pub async fn count(ctx: TaskContext<Progress>, input: Input) -> Result<u32, TaskError> {
@@ -39,6 +40,8 @@ fn main() {
     assert_eq!(o.max_attempts.get(), 5);
     assert!(!o.auto_recover && o.on_behalf_of);
     assert_eq!(o.recovery_max_age, std::time::Duration::from_secs(7200));
+    assert_eq!(o.on_disconnect, taskflow::OnDisconnect::Continue);
+    assert_eq!(flags.options().on_disconnect, taskflow::OnDisconnect::Suspend);
     assert!(flags.options().on_behalf_of);
     assert!(flags.options().recovery_max_age.is_zero());
 }
