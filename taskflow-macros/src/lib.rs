@@ -15,13 +15,13 @@ mod task;
 
 use proc_macro::TokenStream;
 
-/// Turns an enum into a typed set of progress events. See `taskflow::events`.
+/// The `#[events]` attribute. Use it as `taskflow::events`, which documents its keys.
 #[proc_macro_attribute]
 pub fn events(attr: TokenStream, item: TokenStream) -> TokenStream {
     events::expand(attr.into(), item.into()).into()
 }
 
-/// Turns an `async fn` into a durable task handle. See `taskflow::task`.
+/// The `#[task]` attribute. Use it as `taskflow::task`, which documents its keys.
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     task::expand(attr.into(), item.into()).into()

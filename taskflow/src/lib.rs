@@ -10,34 +10,34 @@
 //! running task instead of starting another.
 //!
 //! ```no_run
-//! use taskflow::{NoEvents, Task, TaskContext, TaskError, TaskFlow};
+//! use taskflow::prelude::*;
 //!
-//! #[derive(Clone, Copy)]
-//! struct Sum;
+//! #[events]
+//! pub enum Progress {
+//!     Added { total: u64 },
+//! }
 //!
-//! impl Task for Sum {
-//!     const NAME: &'static str = "sum";
-//!     type Input = Vec<u64>;
-//!     type Output = u64;
-//!     type Events = NoEvents;
-//!
-//!     async fn run(self, ctx: TaskContext<NoEvents>, xs: Vec<u64>) -> Result<u64, TaskError> {
-//!         let mut total = 0;
-//!         for x in xs {
-//!             // Each step's result is durable once `step` returns.
-//!             total = ctx.step("add", || async move { Ok::<_, TaskError>(total + x) }).await?;
-//!         }
-//!         Ok(total)
+//! #[task(name = "sum", events = Progress)]
+//! async fn sum(ctx: TaskContext<Progress>, xs: Vec<u64>) -> Result<u64, TaskError> {
+//!     let mut total = 0;
+//!     for x in xs {
+//!         // Each step's result is durable once `step` returns; after a crash it is replayed.
+//!         total = ctx.step("add", || async move { Ok::<_, TaskError>(total + x) }).await?;
+//!         ctx.emit(Progress::Added { total }).await?;
 //!     }
+//!     Ok(total)
 //! }
 //!
 //! # async fn demo() -> Result<(), taskflow::Error> {
-//! let flow = TaskFlow::builder().data_dir(".taskflow").register(Sum).build().await?;
-//! let run = flow.start(Sum, vec![1, 2, 3]).await?;
+//! let flow = TaskFlow::builder().data_dir(".taskflow").register(sum).build().await?;
+//! let run = flow.start(sum, vec![1, 2, 3]).await?; // the same input again attaches
 //! assert_eq!(flow.wait(&run).await?, 6);
 //! flow.shutdown().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! [`#[task]`](macro@task) and [`#[events]`](macro@events) list their keys; [`Task`] and
+//! [`Events`] can also be implemented by hand.
 //!
 //! ## Resubmitting an idempotency key
 //!
@@ -66,6 +66,7 @@ pub mod sse;
 mod status;
 pub mod store;
 mod task;
+mod task_error;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
@@ -79,7 +80,108 @@ pub mod client;
 pub mod __private;
 
 pub use schemars;
-pub use taskflow_macros::{events, task};
+/// Turns an enum into a typed set of progress events: implements [`Events`] (each variant's
+/// wire name, its JSON payload, decoding back) and adds `json_schema()` and `typescript()`
+/// for clients in other languages. It implements no serde trait on the enum; payload types
+/// derive `serde` and [`schemars::JsonSchema`] themselves.
+///
+/// | variant | wire name | payload |
+/// |---|---|---|
+/// | `Tick { value: u32 }` | `tick` (snake_case of the variant) | `{"value": ..}` |
+/// | `StageDone(StageInfo)` | `stage_done` | `StageInfo`'s JSON |
+/// | `Started` | `started` | `{}` |
+///
+/// | attribute | does |
+/// |---|---|
+/// | `#[event(name = "stage-done")]` on a variant | sets its wire name |
+/// | `#[events(crate = "path")]` | names a renamed `taskflow` dependency |
+/// | `#[serde(...)]` on a field | applies to that field's payload encoding |
+///
+/// Compile errors, each with the fix: a reserved name (`ready`, `error`, `heartbeat`,
+/// `completed`, `failed`, `cancelled`, `suspended`, any case) or prefix (`step:`,
+/// `taskflow.`), a name outside the grammar (1–64 of `[A-Za-z0-9_.-]`, first `[a-z0-9]`), two
+/// variants with one wire name, a tuple variant with more than one field, a generic enum, an
+/// unknown key.
+///
+/// ```
+/// use taskflow::prelude::*;
+/// use taskflow::Events as _;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, JsonSchema)]
+/// pub struct StageInfo {
+///     pub stage: String,
+/// }
+///
+/// #[events]
+/// pub enum Progress {
+///     Tick { value: u32 },
+///     #[event(name = "stage-done")]
+///     StageDone(StageInfo),
+///     Started,
+/// }
+///
+/// assert_eq!(Progress::NAMES, ["tick", "stage-done", "started"]);
+/// let tick = Progress::Tick { value: 3 };
+/// assert_eq!(tick.name(), "tick");
+/// assert_eq!(tick.to_payload().unwrap(), serde_json::json!({"value": 3}));
+/// assert!(Progress::typescript().contains("stage-done"));
+/// ```
+pub use taskflow_macros::events;
+/// Turns an `async fn` into a durable task: the fn is replaced by a zero-sized `Copy` handle
+/// of the same name and visibility that implements [`Task`], so `register`, `start`,
+/// `execute_task` and `wait` take it and its input, output and events types flow with it.
+///
+/// The fn is `async fn NAME(ctx: TaskContext<E>, input: I) -> Result<O, Err>` with `I` and
+/// `O` serde types, `E` an [`#[events]`](macro@events) enum (or [`NoEvents`]) and
+/// `Err: Into<TaskError>`; its future must be `Send`. Mistakes are compile errors at your
+/// tokens, each saying what to write instead.
+///
+/// | key | value | default |
+/// |---|---|---|
+/// | `name` | the registered name, `"count-to-n"` (1–64 of `[A-Za-z0-9_.-]`, first `[a-z0-9]`) | the fn name with `_` → `-` (checked too) |
+/// | `events` | the `#[events]` enum; must equal the context's type | `NoEvents` |
+/// | `max_attempts` | attempts that may end in `Err` or a panic, ≥ 1 | `3` |
+/// | `auto_recover` | `true` / `false` (a bare `auto_recover` is `true`): recover interrupted runs at start-up, else suspend them | `true` |
+/// | `recovery_max_age` | `"500ms"`, `"30s"`, `"5m"`, `"2h"`; older interrupted runs fail; `"0s"` = never recover | `"5m"` |
+/// | `execute_mode` | `at_least_once` or `at_most_once` (also as strings): whether a resubmission after `failed`/`cancelled` starts a new run or attaches | `at_least_once` |
+/// | `on_behalf_of` | `true` / `false`: the run needs the caller's live user context | `false` |
+/// | `on_disconnect` | `"suspend"` or `"continue"`: what a bridge-started run does when its last SSE client has been gone for the grace | `"suspend"` |
+/// | `crate` | `"path"` of a renamed `taskflow` dependency | `"::taskflow"` |
+///
+/// Refused with the replacement in the message: `retry`/`retries` (use `max_attempts`),
+/// `cache` (the idempotency key already deduplicates), `timeout` (use `stop` and stale-run
+/// recovery), `stream` (the events enum is the wire shape), `user_id`/`user` (identity comes
+/// from the request). A repeated key is an error at its second occurrence, and one literal
+/// step name at two `ctx.step` call sites of the body is an error too.
+///
+/// ```
+/// use taskflow::prelude::*;
+///
+/// #[events]
+/// pub enum Progress {
+///     Tick { value: u32, total: u32 },
+/// }
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// pub struct Input {
+///     pub n: u32,
+/// }
+///
+/// #[task(name = "count-to-n", events = Progress, max_attempts = 5, recovery_max_age = "10m")]
+/// pub async fn count_to_n(ctx: TaskContext<Progress>, input: Input) -> Result<u32, TaskError> {
+///     for i in 0..input.n {
+///         // Keys tick#0, tick#1, ...: each result is durable once `step` returns.
+///         ctx.step("tick", || async move { Ok::<_, TaskError>(i) }).await?;
+///         ctx.emit(Progress::Tick { value: i + 1, total: input.n }).await?;
+///     }
+///     Ok(input.n)
+/// }
+///
+/// use taskflow::Task as _;
+/// assert_eq!(count_to_n::NAME, "count-to-n");
+/// assert_eq!(count_to_n.options().max_attempts.get(), 5);
+/// ```
+pub use taskflow_macros::task;
 
 pub use crate::schema::EventPayload;
 pub use crate::settings::{ExecuteTaskSettings, not_a_setting};

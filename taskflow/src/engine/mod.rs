@@ -30,6 +30,7 @@ mod shutdown;
 mod submit;
 mod subscription;
 mod transition;
+mod typed_subscription;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -56,9 +57,10 @@ pub use self::handle::{AnyTask, TaskHandle};
 pub use self::limits::MAX_REASON_CHARS;
 pub(crate) use self::scope::Scope;
 pub use self::scope::{StartOptions, UserScope};
+pub use self::subscription::EventSubscription;
 #[cfg(feature = "client")]
-pub(crate) use self::subscription::decode as decode_event;
-pub use self::subscription::{EventSubscription, TaskEvent, TypedEventError, TypedSubscription};
+pub(crate) use self::typed_subscription::decode as decode_event;
+pub use self::typed_subscription::{TaskEvent, TypedEventError, TypedSubscription};
 
 /// The durable task engine. Cheap to clone (all clones share one engine).
 ///

@@ -8,7 +8,7 @@
 //! store refuses the whole batch inside its transaction when the run's epoch moved on, which is
 //! how a stopped attempt's late `step` or `emit` is rejected, here and across processes).
 //! Sequence numbers are assigned inside the committing transaction. After a commit the store
-//! reports the new events to its [`CommitListener`], in commit order.
+//! reports the new events through its [`StoreHooks`], in commit order.
 //!
 //! How the multi-process PostgreSQL store (SPEC §7) maps onto this trait:
 //! - **fencing**: the run's epoch is a column; a fenced batch is one transaction whose first
@@ -20,7 +20,7 @@
 //! - **sequence numbers**: the key row is locked and advanced inside the transaction, exactly
 //!   as the redb store does with its `keys` table, so seqs stay gapless per key;
 //! - **notification**: after commit the store `NOTIFY`s the key; every process's listener
-//!   reads the new events from the log and hands them to its [`CommitListener`], so
+//!   reads the new events from the log and hands them to its [`StoreHooks`], so
 //!   subscribers on any process see every event in order.
 
 mod hooks;
