@@ -18,8 +18,10 @@ pub(crate) const MASKED: &str = "Server error";
 pub enum Lifecycle {
     /// The run finished with an output (terminal).
     Completed {
-        /// The output, as JSON.
-        result: serde_json::Value,
+        /// The output, as JSON. (On the wire and in the log the field is `result`: the
+        /// `completed` frame's shape is a contract clients read.)
+        #[serde(rename = "result")]
+        output: serde_json::Value,
     },
     /// The run failed (terminal).
     Failed {
@@ -82,7 +84,7 @@ impl Lifecycle {
     #[must_use]
     pub fn data(&self) -> serde_json::Value {
         match self {
-            Self::Completed { result } => serde_json::json!({ "result": result }),
+            Self::Completed { output } => serde_json::json!({ "result": output }),
             Self::Failed {
                 message,
                 code,
@@ -144,7 +146,7 @@ mod tests {
     fn round_trips_through_the_log_shape() {
         let events = [
             Lifecycle::Completed {
-                result: json!({"n": 1}),
+                output: json!({"n": 1}),
             },
             Lifecycle::Failed {
                 message: "boom".into(),

@@ -263,7 +263,7 @@ async fn settle(
         Ok(output) => {
             patch.status = Some(TaskState::Completed);
             patch.output = Some(output.clone());
-            (Some(Lifecycle::Completed { result: output }), false)
+            (Some(Lifecycle::Completed { output }), false)
         }
         Err(error) if error.is_stop() => {
             // The attempt was fenced off by a stop or cancel that already committed its state.

@@ -175,9 +175,9 @@ pub(crate) fn decode<T: crate::Task>(e: StoredEvent) -> Result<TaskEvent<T>, Typ
         Lifecycle::Suspended { reason } => TaskEvent::Suspended { seq, reason },
         Lifecycle::Cancelled { reason } => TaskEvent::Cancelled { seq, reason },
         Lifecycle::Failed { message, code, .. } => TaskEvent::Failed { seq, message, code },
-        Lifecycle::Completed { result } => TaskEvent::Completed {
+        Lifecycle::Completed { output } => TaskEvent::Completed {
             seq,
-            output: serde_json::from_value(result).map_err(lifecycle_error)?,
+            output: serde_json::from_value(output).map_err(lifecycle_error)?,
         },
     })
 }
