@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::engine::attempt::AttemptState;
+use crate::engine::attempt::{AttemptState, Emit};
 use crate::error::{PayloadKind, StoreError, TaskError};
 use crate::identity::UserContext;
 use crate::ids::{IdempotencyKey, StepKey, TaskId};
@@ -31,7 +31,7 @@ fn stopped() -> TaskError {
     TaskError::stopped("the task was stopped or cancelled; this attempt may not write any more")
 }
 
-fn store_error(e: StoreError) -> TaskError {
+pub(crate) fn store_error(e: StoreError) -> TaskError {
     match e {
         StoreError::Fenced => stopped(),
         other => TaskError::internal("storage_unavailable", other.to_string()),
@@ -158,7 +158,13 @@ impl<E: Events> TaskContext<E> {
         self.state.heartbeat().await.map_err(store_error)
     }
 
-    /// Emits a progress event, durably, before returning.
+    /// Emits a progress event. It returns once the event is queued for the log, in order,
+    /// without waiting for its fsync: queued events share the committer's group commits, and
+    /// reach subscribers only once durable. The next [`step`](Self::step), the end of the
+    /// attempt and [`flush`](Self::flush) wait for every earlier emit; a queued emit that
+    /// failed surfaces there or at a later `emit`. At most 1,024 emits are in flight per
+    /// attempt; beyond that `emit` waits for the oldest. A crash may lose queued events that
+    /// no subscriber saw; the replay emits them again at their positions.
     ///
     /// On a retry or a recovery the handler runs again from the top: the n-th emit of the new
     /// attempt is skipped when the run's log already holds an n-th user event, so subscribers
@@ -166,13 +172,25 @@ impl<E: Events> TaskContext<E> {
     ///
     /// # Errors
     /// When the attempt was stopped (code `stopped`), the event's name is invalid, its payload
-    /// is over the limit (`payload_too_large`), or storage failed.
+    /// is over the limit (`payload_too_large`), or storage failed (now or for an earlier
+    /// queued emit).
     pub async fn emit(&self, event: E) -> Result<(), TaskError> {
         let name = event.name();
         validate_event_name(name)
             .map_err(|e| TaskError::internal("invalid_event_name", e.to_string()))?;
-        let position = self.state.next_emit_position();
-        if let Some(previous) = self.state.previous_events().get(position) {
+        let queued = self.state.queue_emit(name, || {
+            if self.state.is_stopped() {
+                return Err(stopped());
+            }
+            let data = event
+                .to_payload()
+                .map_err(|e| TaskError::internal("invalid_event", e.to_string()))?;
+            self.state
+                .check_payload(PayloadKind::Event, &data)
+                .map_err(|e| TaskError::internal("payload_too_large", e.to_string()))?;
+            Ok(data)
+        })?;
+        if let Emit::Replayed { position, previous } = queued {
             if previous.name != name {
                 tracing::warn!(
                     task = self.state.task_name(),
@@ -192,19 +210,16 @@ impl<E: Events> TaskContext<E> {
             }
             return Ok(());
         }
-        if self.state.is_stopped() {
-            return Err(stopped());
-        }
-        let data = event
-            .to_payload()
-            .map_err(|e| TaskError::internal("invalid_event", e.to_string()))?;
-        self.state
-            .check_payload(PayloadKind::Event, &data)
-            .map_err(|e| TaskError::internal("payload_too_large", e.to_string()))?;
-        self.state
-            .commit_event(name, data)
-            .await
-            .map_err(store_error)
+        self.state.limit_backlog().await.map_err(store_error)
+    }
+
+    /// Waits until every event emitted so far by this attempt is durable.
+    ///
+    /// # Errors
+    /// The first failure of a queued emit: `stopped` when the attempt was fenced off, or the
+    /// storage error.
+    pub async fn flush(&self) -> Result<(), TaskError> {
+        self.state.flush().await.map_err(store_error)
     }
 
     /// Runs `body` once per run, durably: the n-th call of `name` in an attempt has key

@@ -6,6 +6,7 @@
 
 mod control;
 mod dedup;
+mod emits;
 mod limits;
 mod recovery;
 mod retries;

@@ -112,6 +112,8 @@ async fn over_age_interrupted_run_fails_and_a_new_start_runs_fresh() {
         .unwrap();
     let run = flow.start(scripted, s.clone()).await.unwrap();
     probe("rec-age").wait_progress(1).await;
+    // Emits are pipelined: crash only once the tick is durable, so the log holds it.
+    wait_last_seq(&flow, &run.idempotency_key, 1).await;
     flow.crash();
 
     clock.advance(Duration::from_secs(5 * 60 + 1));

@@ -224,6 +224,19 @@ pub async fn wait_status(
     }
 }
 
+/// Polls until the key's log holds at least `seq` events (at most 20 s): emits are pipelined,
+/// so an emit that returned may not be durable yet.
+pub async fn wait_last_seq(flow: &TaskFlow, ik: &IdempotencyKey, seq: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while flow.status(ik).await.expect("status").last_seq.get() < seq {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "event {seq} not durable in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Reads every event of the key's current run up to its end.
 pub async fn all_events(
     flow: &TaskFlow,

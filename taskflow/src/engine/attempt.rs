@@ -2,7 +2,7 @@
 //! recorded steps and events it replays, its call counters, its fence, and the writes it may
 //! make. The context reaches the engine only through these methods.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -14,7 +14,28 @@ use crate::identity::UserContext;
 use crate::ids::{Epoch, IdempotencyKey, StepKey, TaskId};
 use crate::metrics::Metrics;
 use crate::status::StoredEvent;
-use crate::store::{Fence, StepRecord, TaskPatch, Write, WriteBatch};
+use crate::store::{Fence, PendingCommit, StepRecord, TaskPatch, Write, WriteBatch};
+
+/// Emits an attempt may have queued and not yet seen durable; `emit` waits beyond this.
+pub(crate) const MAX_QUEUED_EMITS: usize = 1024;
+
+/// An attempt's emits: the next position, and the queued writes not yet awaited.
+#[derive(Default)]
+struct EmitQueue {
+    next_position: usize,
+    pending: VecDeque<PendingCommit>,
+}
+
+/// What [`AttemptState::queue_emit`] did.
+pub(crate) enum Emit<'a> {
+    /// An earlier attempt logged a user event at this position: nothing was written.
+    Replayed {
+        position: usize,
+        previous: &'a StoredEvent,
+    },
+    /// The write is queued.
+    Queued,
+}
 
 /// What the driver knows about an attempt when it starts it.
 pub(super) struct AttemptStart {
@@ -43,7 +64,7 @@ pub(crate) struct AttemptState {
     previous_events: Vec<StoredEvent>,
     recorded: Mutex<HashMap<StepKey, StepRecord>>,
     step_calls: Mutex<HashMap<String, u32>>,
-    emits: Mutex<usize>,
+    emits: Mutex<EmitQueue>,
     stop: watch::Receiver<bool>,
 }
 
@@ -61,7 +82,7 @@ impl AttemptState {
             previous_events: start.previous_events,
             recorded: Mutex::new(start.steps.into_iter().collect()),
             step_calls: Mutex::new(HashMap::new()),
-            emits: Mutex::new(0),
+            emits: Mutex::new(EmitQueue::default()),
             stop: start.stop,
         }
     }
@@ -125,12 +146,62 @@ impl AttemptState {
         lock(&self.recorded).get(key).cloned()
     }
 
-    /// The position of the next user emit in this attempt, from 0.
-    pub(crate) fn next_emit_position(&self) -> usize {
-        let mut emits = lock(&self.emits);
-        let n = *emits;
-        *emits += 1;
-        n
+    /// Takes the position of the next user emit of this attempt (from 0) and, unless an
+    /// earlier attempt already logged a user event at that position, makes its payload with
+    /// `data` and queues its write. Both happen under one lock, so the emits of one attempt
+    /// reach the log in position order even when clones of the context emit concurrently.
+    /// Returns at once: the write is awaited later (backpressure, the next step, `flush`, the
+    /// end of the attempt).
+    pub(crate) fn queue_emit<E>(
+        &self,
+        name: &str,
+        data: impl FnOnce() -> Result<serde_json::Value, E>,
+    ) -> Result<Emit<'_>, E> {
+        let mut queue = lock(&self.emits);
+        let position = queue.next_position;
+        queue.next_position += 1;
+        if let Some(previous) = self.previous_events.get(position) {
+            return Ok(Emit::Replayed { position, previous });
+        }
+        let write = Write::Event {
+            ik: self.ik.clone(),
+            task: self.task_id,
+            name: name.to_owned(),
+            data: data()?,
+        };
+        let batch = WriteBatch::fenced(self.fence(), vec![write]);
+        queue.pending.push_back(self.inner.store.enqueue(batch));
+        Ok(Emit::Queued)
+    }
+
+    /// Waits for the oldest queued emits until at most [`MAX_QUEUED_EMITS`] are in flight.
+    pub(crate) async fn limit_backlog(&self) -> Result<(), StoreError> {
+        loop {
+            let oldest = {
+                let mut queue = lock(&self.emits);
+                if queue.pending.len() <= MAX_QUEUED_EMITS {
+                    return Ok(());
+                }
+                queue.pending.pop_front()
+            };
+            if let Some(pending) = oldest {
+                pending.await?;
+            }
+        }
+    }
+
+    /// Waits until every emit queued so far is durable; returns the first failure.
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        let pending = std::mem::take(&mut lock(&self.emits).pending);
+        let mut first = Ok(());
+        for queued in pending {
+            if let Err(e) = queued.await
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
     }
 
     pub(crate) fn check_payload(
@@ -175,33 +246,23 @@ impl AttemptState {
             .map(drop)
     }
 
-    /// Appends a user event to the run's log, fenced by this attempt's epoch.
-    pub(crate) async fn commit_event(
-        &self,
-        name: &str,
-        data: serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let write = Write::Event {
-            ik: self.ik.clone(),
-            task: self.task_id,
-            name: name.to_owned(),
-            data,
-        };
-        self.commit(write).await
-    }
-
-    /// Records a step result (an encoded [`StepRecord`]), fenced by this attempt's epoch.
+    /// Records a step result (an encoded [`StepRecord`]), fenced by this attempt's epoch,
+    /// after every emit queued before it: the step returns once they and it are durable (they
+    /// usually share its transaction).
     pub(crate) async fn commit_step(&self, key: StepKey, json: Vec<u8>) -> Result<(), StoreError> {
         let write = Write::Step {
             task: self.task_id,
             key,
             json,
         };
-        self.commit(write).await
-    }
-
-    async fn commit(&self, write: Write) -> Result<(), StoreError> {
         let batch = WriteBatch::fenced(self.fence(), vec![write]);
-        self.inner.store.commit(batch).await.map(drop)
+        let step = {
+            // Queued under the emit lock: behind every emit that took a position before it.
+            let _queue = lock(&self.emits);
+            self.inner.store.enqueue(batch)
+        };
+        let emitted = self.flush().await;
+        let stepped = step.await.map(drop);
+        emitted.and(stepped)
     }
 }

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::attempt::AttemptState;
-use crate::context::TaskContext;
+use crate::context::{TaskContext, store_error};
 use crate::error::{PayloadKind, TaskError};
 use crate::task::{Task, TaskOptions};
 
@@ -48,7 +48,11 @@ impl Registered {
                     )
                 })?;
                 let ctx = TaskContext::<T::Events>::new(state.clone());
-                let output = task.run(ctx, input).await?;
+                let result = task.run(ctx, input).await;
+                // The outcome is committed after every event the handler emitted.
+                let flushed = state.flush().await.map_err(store_error);
+                let output = result?;
+                flushed?;
                 let json = serde_json::to_value(&output)
                     .map_err(|e| TaskError::internal("invalid_output", e.to_string()))?;
                 state

@@ -40,6 +40,10 @@ use crate::identity::UserId;
 use crate::ids::{Epoch, IdempotencyKey, Seq, StepKey, TaskId};
 use crate::status::{StoredEvent, TaskState};
 
+/// A queued write batch: resolves once the batch is durable (or refused). It owns what it
+/// needs, so it may outlive the call that queued it (pipelined emits keep several).
+pub type PendingCommit = Pin<Box<dyn Future<Output = Result<Vec<Committed>, StoreError>> + Send>>;
+
 /// A boxed future returned by [`Store`] methods.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -167,8 +171,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// reports committed events and its commit metrics.
     fn attach(&self, hooks: StoreHooks);
 
+    /// Queues `batch` now, before returning, behind every batch queued before it, and
+    /// returns a handle that resolves once the batch is durable and its events were reported
+    /// through the hooks. Batches queued one after another commit in that order (their events
+    /// get seqs in that order), so a caller may queue many and await them later: this is how
+    /// emits are pipelined. A store may put many queued batches in one transaction.
+    fn enqueue(&self, batch: WriteBatch) -> PendingCommit;
+
     /// Commits `batch` durably, then reports its events through the hooks, then resolves.
-    fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, Vec<Committed>>;
+    fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, Vec<Committed>> {
+        self.enqueue(batch)
+    }
 
     /// One run's record.
     fn task(&self, id: TaskId) -> StoreFuture<'_, Option<TaskRecord>>;

@@ -14,7 +14,9 @@ use tokio::sync::oneshot;
 
 use self::committer::{Committer, Request};
 use self::schema::{EVENTS, KEYS, META, SCHEMA_VERSION, STEPS, TASKS};
-use super::{Committed, Scan, StepRecord, Store, StoreFuture, StoreHooks, TaskRecord, WriteBatch};
+use super::{
+    PendingCommit, Scan, StepRecord, Store, StoreFuture, StoreHooks, TaskRecord, WriteBatch,
+};
 use crate::error::{BuildError, StoreError};
 use crate::ids::{IdempotencyKey, Seq, StepKey, TaskId};
 use crate::status::StoredEvent;
@@ -214,7 +216,7 @@ impl Store for RedbStore {
         }
     }
 
-    fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, Vec<Committed>> {
+    fn enqueue(&self, batch: WriteBatch) -> PendingCommit {
         if self.shared.failed.load(Ordering::Acquire) {
             return Box::pin(async { Err(StoreError::FailStopped) });
         }
