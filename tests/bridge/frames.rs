@@ -106,3 +106,43 @@ async fn newest_suspended_ends_the_stream_and_a_historical_one_does_not() {
     assert_eq!(ids(&resumed), [1, 2, 3, 4]);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_goes_out_in_few_writes_of_many_frames() {
+    use futures_util::StreamExt;
+    let s = server().await;
+    let input = CountIn {
+        tag: "fr-batch".into(),
+        n: 1000,
+        ..CountIn::default()
+    };
+    let run = s.flow.start(count, input).await.unwrap();
+    s.flow.wait(&run).await.unwrap();
+    let response = s
+        .flow
+        .reattach(
+            &run.idempotency_key,
+            taskflow::ExecuteTaskSettings::default(),
+        )
+        .await;
+    let mut body = axum::response::IntoResponse::into_response(response)
+        .into_body()
+        .into_data_stream();
+    let (mut writes, mut text) = (0, String::new());
+    while let Some(chunk) = body.next().await {
+        writes += 1;
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    let f = parse_text(&text).await;
+    assert_eq!(f.len(), 1002, "ready, 1000 ticks, completed");
+    assert_eq!(f.last().unwrap().event, "completed");
+    for (k, frame) in f[1..].iter().enumerate() {
+        assert_eq!(frame.id, (k + 1).to_string(), "ids gapless from 1");
+    }
+    // One write for `retry` + `ready`, then up to 256 frames per write (one per frame before).
+    assert!(
+        writes <= 1 + 1001_usize.div_ceil(256) + 1,
+        "{writes} writes"
+    );
+    s.shutdown().await;
+}

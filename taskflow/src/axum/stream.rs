@@ -15,7 +15,7 @@ use tokio::task::AbortHandle;
 
 use super::disconnect::{StreamTicket, Streams, arm_recovered};
 use super::http_error::{HttpError, MASKED};
-use crate::engine::port::Port;
+use crate::engine::port::{Port, SharedEvent};
 use crate::engine::{Environment, Scope};
 use crate::ids::{IdempotencyKey, Seq};
 use crate::lifecycle::Lifecycle;
@@ -27,8 +27,22 @@ use crate::task::OnDisconnect;
 /// Client reconnection delay announced in the first frame.
 const RETRY_MILLIS: u64 = 2000;
 
-/// Frames buffered between the writer and a slow client before the writer waits.
+/// Writes buffered between the writer and a slow client before the writer waits.
 const BUFFERED_FRAMES: usize = 32;
+
+/// At most this many frames, or about this many bytes, go into one write.
+const BATCH_FRAMES: usize = 256;
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Why a writer's loop ends.
+enum End {
+    /// A terminal (or newest `suspended`) frame was written.
+    Done,
+    /// The subscription ended: the run is over or the flow shuts down.
+    Closed,
+    /// Reading the log failed.
+    Failed(crate::StoreError),
+}
 
 /// Starts (or attaches to) a run by task name and streams it.
 pub(crate) async fn execute(
@@ -191,7 +205,7 @@ impl Writer {
         let keep_alive = self.settings.get_keep_alive();
         loop {
             let next = tokio::time::timeout(keep_alive, subscription.next_shared()).await;
-            let shared = match next {
+            let mut next = match next {
                 Err(_) => {
                     let mut frame = String::new();
                     write_comment(&mut frame, "hb");
@@ -200,60 +214,82 @@ impl Writer {
                     }
                     continue;
                 }
-                Ok(None) => {
+                Ok(next) => Poll::Ready(next),
+            };
+            // Everything at hand goes out in one write: a client that is behind (a replay, a
+            // burst) gets many frames per socket write.
+            let mut batch = String::new();
+            let mut frames = 0;
+            let end = loop {
+                let shared = match next {
+                    Poll::Pending => break None,
+                    Poll::Ready(None) => break Some(End::Closed),
+                    Poll::Ready(Some(Err(e))) => break Some(End::Failed(e)),
+                    Poll::Ready(Some(Ok(shared))) => shared,
+                };
+                if self.append_frame(&mut batch, &shared).await {
+                    break Some(End::Done);
+                }
+                frames += 1;
+                if frames >= BATCH_FRAMES || batch.len() >= BATCH_BYTES {
+                    break None;
+                }
+                next = subscription.poll_ready();
+            };
+            if !batch.is_empty() && !self.send(batch).await {
+                return;
+            }
+            match end {
+                None => {}
+                Some(End::Done) => return,
+                Some(End::Closed) => {
                     if self.port.is_shutting_down() {
                         self.error_frame("server_shutting_down", "server_shutting_down")
                             .await;
                     }
                     return;
                 }
-                Ok(Some(Err(e))) => {
+                Some(End::Failed(e)) => {
                     tracing::error!(error = %e, "reading the event log failed mid-stream");
                     let message = self.mask(&e.to_string(), false);
                     self.error_frame(&message, "internal").await;
                     return;
                 }
-                Ok(Some(Ok(shared))) => shared,
-            };
-            let event = &shared.event;
-            let js_safe = self.settings.get_js_safe_integers();
-            let lifecycle = match event.lifecycle() {
-                Some(Ok(l)) => Some(l),
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, seq = %event.seq, "lifecycle event skipped: bad payload");
-                    continue;
+            }
+        }
+    }
+
+    /// Appends `shared`'s frame to `batch`; `true` when the event ends the stream.
+    async fn append_frame(&self, batch: &mut String, shared: &SharedEvent) -> bool {
+        let event = &shared.event;
+        let js_safe = self.settings.get_js_safe_integers();
+        let lifecycle = match event.lifecycle() {
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, seq = %event.seq, "lifecycle event skipped: bad payload");
+                return false;
+            }
+            None => None,
+        };
+        match &lifecycle {
+            // `failed` is rendered per client: its message may be masked, its flag dropped.
+            Some(failed @ Lifecycle::Failed { .. }) => {
+                let mut data = failed.wire_data(self.is_production());
+                if js_safe {
+                    js_safe_integers(&mut data);
                 }
-                None => None,
-            };
-            let frame = match &lifecycle {
-                // `failed` is rendered per client: its message may be masked, its flag dropped.
-                Some(failed @ Lifecycle::Failed { .. }) => {
-                    let mut data = failed.wire_data(self.is_production());
-                    if js_safe {
-                        js_safe_integers(&mut data);
-                    }
-                    render_data(event, &data)
-                }
-                // The default rendering: done once per event, shared by every subscriber.
-                _ if js_safe => shared.frame.get_or_init(|| render(event, true)).clone(),
-                _ => render(event, false),
-            };
-            if frame.is_empty() {
-                continue;
+                batch.push_str(&render_data(event, &data));
             }
-            if !self.send(frame).await {
-                return;
-            }
-            let ends = match &lifecycle {
-                // An event of an earlier run of the key, replayed as history.
-                _ if event.seq < self.run_first_seq => false,
-                Some(Lifecycle::Suspended { .. }) => self.is_newest_suspension(event.seq).await,
-                Some(l) => l.is_terminal(),
-                None => false,
-            };
-            if ends {
-                return;
-            }
+            // The default rendering: done once per event, shared by every subscriber.
+            _ if js_safe => batch.push_str(shared.frame.get_or_init(|| render(event, true))),
+            _ => batch.push_str(&render(event, false)),
+        }
+        match &lifecycle {
+            // An event of an earlier run of the key, replayed as history.
+            _ if event.seq < self.run_first_seq => false,
+            Some(Lifecycle::Suspended { .. }) => self.is_newest_suspension(event.seq).await,
+            Some(l) => l.is_terminal(),
+            None => false,
         }
     }
 

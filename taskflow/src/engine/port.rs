@@ -20,6 +20,8 @@ use crate::ids::{IdempotencyKey, Seq, TaskId};
 use crate::status::{ListFilter, SubscribeFrom, TaskState, TaskStatus};
 use crate::task::TaskOptions;
 
+pub(crate) use super::hub::SharedEvent;
+
 /// A cheap handle on the engine for the bridge.
 #[derive(Clone)]
 pub(crate) struct Port {

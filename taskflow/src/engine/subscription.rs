@@ -103,6 +103,14 @@ impl EventSubscription {
         std::future::poll_fn(|cx| self.poll_next_shared(cx)).await
     }
 
+    /// The next event if it is at hand without waiting (buffered from a log read, or already
+    /// broadcast); `Pending` otherwise. A read it starts goes on at the next call. The SSE
+    /// bridge uses it to put many frames in one socket write when a client is behind.
+    #[cfg(feature = "axum")]
+    pub(crate) fn poll_ready(&mut self) -> Poll<Next> {
+        self.poll_next_shared(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
     fn poll_next_shared(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
         loop {
             match std::mem::replace(&mut self.state, State::Done) {
