@@ -6,6 +6,11 @@
 //! complete with the right output; no body may have run again after its result was committed;
 //! recorded results never change; event seqs are gapless and every user event appears once.
 //!
+//! A second part kills a child mid-burst: its task emits 50,000 events as fast as pipelined
+//! emits allow while an in-process subscriber prints every event it receives; the child is
+//! SIGKILLed 5 times a few milliseconds into a life. Everything a subscriber saw must be in
+//! the final log at the same seq, and the final log holds every event exactly once, in order.
+//!
 //! One binary plays both parts: with `TASKFLOW_CRASH_CHILD` set it is the child.
 
 #![allow(clippy::unwrap_used)] // a test program (harness = false): a panic is the failure report
@@ -69,6 +74,53 @@ async fn fifty(ctx: TaskContext<Tick>, input: Input) -> Result<Vec<u64>, TaskErr
         ctx.emit(Tick::Tick { i }).await?;
     }
     Ok(values)
+}
+
+const BURST: u32 = 50_000;
+const BURST_KILLS: u32 = 5;
+
+/// Emits `n` events as fast as it can (a step every 5,000 of them), pausing 1 ms every 100.
+#[task(name = "crash-burst")]
+async fn burst(ctx: TaskContext<Tick>, n: u32) -> Result<u32, TaskError> {
+    for i in 0..n {
+        ctx.emit(Tick::Tick { i }).await?;
+        if i % 5_000 == 4_999 {
+            ctx.step("mark", || async move { Ok::<_, TaskError>(i) })
+                .await?;
+        }
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    Ok(n)
+}
+
+async fn burst_child(dir: &Path) {
+    let flow = TaskFlow::builder()
+        .data_dir(dir.join("burst-data"))
+        .register(burst)
+        .build()
+        .await
+        .unwrap();
+    let run = flow.start(burst, BURST).await.unwrap();
+    let mut events = flow
+        .subscribe(&run.idempotency_key, SubscribeFrom::Start)
+        .await
+        .unwrap();
+    println!("started");
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    while let Some(e) = events.next().await {
+        let e = e.unwrap();
+        writeln!(out, "saw {} {} {}", e.seq, e.name, e.data).unwrap();
+        if e.seq.get() % 64 == 0 {
+            out.flush().unwrap();
+        }
+    }
+    out.flush().unwrap();
+    drop(out);
+    let total = flow.wait(&run).await.unwrap();
+    println!("done {total}");
+    flow.shutdown().await.unwrap();
 }
 
 async fn child(dir: &Path) {
@@ -167,6 +219,123 @@ fn life(dir: &Path, n: u32, kill_after_ms: Option<u64>) -> Vec<String> {
     lines
 }
 
+/// One life of the burst child; killed `kill_after_ms` after it started (or left to finish).
+fn burst_life(dir: &Path, kill_after_ms: Option<u64>) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("TASKFLOW_CRASH_CHILD", dir)
+        .env("TASKFLOW_CRASH_MODE", "burst")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        let wait = kill_at
+            .unwrap_or(deadline)
+            .saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(line) => {
+                if let Some(ms) = kill_after_ms
+                    && kill_at.is_none()
+                    && line == "started"
+                {
+                    kill_at = Some(Instant::now() + Duration::from_millis(ms));
+                }
+                lines.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if kill_at.is_some() => {
+                child.kill().unwrap(); // SIGKILL
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("burst life: no progress in 120 s"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    if kill_after_ms.is_none() {
+        assert!(status.success(), "final burst life failed: {status}");
+    }
+    lines
+}
+
+/// Kill -9 mid-burst: nothing a subscriber saw is lost or changed, nothing is doubled.
+fn burst_part(rng: &mut Rng) {
+    let dir = tempfile::tempdir().unwrap();
+    let parse = |lines: &[String]| -> Vec<(u64, String)> {
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("saw "))
+            .map(|l| {
+                let (seq, rest) = l.split_once(' ').unwrap();
+                (seq.parse().unwrap(), rest.to_owned())
+            })
+            .collect()
+    };
+    let mut seen: Vec<Vec<(u64, String)>> = Vec::new();
+    let mut finished_early = 0;
+    for n in 0..BURST_KILLS {
+        let delay = 20 + rng.next() % 150;
+        let lines = burst_life(dir.path(), Some(delay));
+        if lines.iter().any(|l| l.starts_with("done")) {
+            finished_early += 1;
+        }
+        let saw = parse(&lines);
+        let last = saw.last().map_or(0, |e| e.0);
+        println!(
+            "crash: burst life {n}: killed {delay} ms in; its subscriber saw up to seq {last}"
+        );
+        seen.push(saw);
+    }
+    let lines = burst_life(dir.path(), None);
+    let log = parse(&lines);
+    assert!(
+        lines.iter().any(|l| l == &format!("done {BURST}")),
+        "the burst run did not complete"
+    );
+    // The final log: gapless, every tick once and in order, then `completed`.
+    assert_eq!(log.len(), BURST as usize + 1, "lost or doubled events");
+    for (k, (seq, rest)) in log.iter().enumerate() {
+        assert_eq!(*seq, k as u64 + 1, "gap or duplicate at {seq}");
+        if k < BURST as usize {
+            assert_eq!(rest, &format!("tick {{\"i\":{k}}}"), "seq {seq}");
+        } else {
+            assert!(rest.starts_with("completed "), "{rest}");
+        }
+    }
+    // What any subscriber saw before a kill is in the final log at the same seq.
+    for (n, saw) in seen.iter().enumerate() {
+        for (seq, rest) in saw {
+            assert_eq!(
+                &log[*seq as usize - 1].1,
+                rest,
+                "life {n} saw seq {seq} differently"
+            );
+        }
+    }
+    let seen_max = seen
+        .iter()
+        .map(|s| s.last().map_or(0, |e| e.0))
+        .max()
+        .unwrap_or(0);
+    println!(
+        "crash: burst: {BURST_KILLS} kills ({finished_early} lives finished before their kill), {BURST} events once each; subscribers saw up to seq {seen_max} before the last kill"
+    );
+}
+
 fn parent() {
     let dir = tempfile::tempdir().unwrap();
     let seed = std::env::var("TASKFLOW_CRASH_SEED")
@@ -261,6 +430,7 @@ fn parent() {
         "crash: {KILLS} kills, {} step executions for {STEPS} steps ({reruns} re-executions of uncommitted steps)",
         executions.values().sum::<u32>()
     );
+    burst_part(&mut rng);
 }
 
 fn main() {
@@ -270,7 +440,11 @@ fn main() {
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(child(Path::new(&dir)));
+        if std::env::var("TASKFLOW_CRASH_MODE").as_deref() == Ok("burst") {
+            runtime.block_on(burst_child(Path::new(&dir)));
+        } else {
+            runtime.block_on(child(Path::new(&dir)));
+        }
         return;
     }
     parent();
