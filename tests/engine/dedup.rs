@@ -286,3 +286,48 @@ async fn another_owners_key_behaves_like_an_unknown_key() {
     assert_ne!(service.idempotency_key, bobs.idempotency_key);
     flow.shutdown().await.unwrap();
 }
+
+/// A task whose runs are at most once, whatever a later caller asks for.
+#[taskflow::task(name = "amo-fails", execute_mode = at_most_once, max_attempts = 1)]
+async fn amo_fails(
+    ctx: taskflow::TaskContext<taskflow::NoEvents>,
+    tag: String,
+) -> Result<(), taskflow::TaskError> {
+    let _ = (ctx, tag);
+    Err(taskflow::TaskError::new("always fails"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_finished_runs_recorded_mode_decides_not_the_callers_override() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).register(amo_fails).build().await.unwrap();
+    let a = flow.start(amo_fails, "x".into()).await.unwrap();
+    assert!(flow.wait(&a).await.is_err());
+    // The task says at_most_once: an at_least_once override does not start a second run.
+    let b = flow
+        .start_with(
+            amo_fails,
+            "x".into(),
+            StartOptions::new().execute_mode(ExecuteMode::AtLeastOnce),
+        )
+        .await
+        .unwrap();
+    assert!(b.attached, "the override bypassed the run's at_most_once");
+    assert_eq!(b.task_id, a.task_id);
+    // And a run started at_most_once by its caller keeps that mode for later callers.
+    let mut s = Script::new("dedup-recorded-amo");
+    s.fail_times = 10;
+    s.permanent = true;
+    let first = flow
+        .start_with(
+            scripted,
+            s.clone(),
+            StartOptions::new().execute_mode(ExecuteMode::AtMostOnce),
+        )
+        .await
+        .unwrap();
+    assert!(flow.wait(&first).await.is_err());
+    let again = flow.start(scripted, s).await.unwrap();
+    assert!(again.attached, "the recorded at_most_once was ignored");
+    flow.shutdown().await.unwrap();
+}

@@ -57,7 +57,11 @@ impl Inner {
                     }
                     true
                 }
-                TaskState::Failed | TaskState::Cancelled => mode == ExecuteMode::AtMostOnce,
+                // The finished run's own mode decides, not this call's: a caller cannot
+                // override a run's at_most_once after the fact.
+                TaskState::Failed | TaskState::Cancelled => {
+                    run.execute_mode == ExecuteMode::AtMostOnce
+                }
             };
             if attach {
                 if !run.status.is_terminal() {
