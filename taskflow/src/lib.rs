@@ -57,6 +57,7 @@ mod engine;
 mod error;
 mod identity;
 mod ids;
+mod input_error;
 mod lifecycle;
 mod metrics;
 mod names;

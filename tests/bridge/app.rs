@@ -140,6 +140,11 @@ async fn custom_handlers_answer_in_the_routes_error_shape() {
         (status, body["error"]["code"].as_str()),
         (401, Some("unauthenticated"))
     );
+    let (status, _, body) = send("[1, 2]", "application/json", true).await;
+    assert_eq!(
+        (status, body["error"]["message"].as_str()),
+        (400, Some("invalid type: an array, expected an object"))
+    );
     let (status, _, body) = send(r#"{"n": 101}"#, "application/json", true).await;
     assert_eq!((status, body["error"]["path"].as_str()), (400, Some("n")));
     flow.shutdown().await.unwrap();

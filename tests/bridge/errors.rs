@@ -293,3 +293,29 @@ async fn metrics_are_prometheus_text() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_messages_name_their_field_in_development_and_production() {
+    for production in [false, true] {
+        let s = server_with(Options {
+            production,
+            ..Options::default()
+        })
+        .await;
+        let (status, body, _) =
+            error_of(post(&s.base, &json!({"tag": "x", "n": "many"})).await).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["path"], "n");
+        assert_eq!(
+            body["error"]["message"], "n: invalid type: string \"many\", expected u32",
+            "production={production}"
+        );
+        let (status, body, _) = error_of(post(&s.base, &json!([1, 2])).await).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            body["error"]["message"], "invalid type: an array, expected an object",
+            "production={production}"
+        );
+        s.shutdown().await;
+    }
+}

@@ -300,7 +300,11 @@ async fn amo_fails(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_finished_runs_recorded_mode_decides_not_the_callers_override() {
     let dir = TempDataDir::new();
-    let flow = fast_builder(&dir).register(amo_fails).build().await.unwrap();
+    let flow = fast_builder(&dir)
+        .register(amo_fails)
+        .build()
+        .await
+        .unwrap();
     let a = flow.start(amo_fails, "x".into()).await.unwrap();
     assert!(flow.wait(&a).await.is_err());
     // The task says at_most_once: an at_least_once override does not start a second run.

@@ -97,11 +97,19 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
             format!("send {expected} with Content-Type: application/json"),
         ));
     }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') && crate::input_error::expects_object::<T>() {
+        return Err(HttpError::invalid_input(
+            crate::input_error::ARRAY_FOR_OBJECT,
+            None,
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize::<_, T>(&mut de)
         .map(Some)
         .map_err(|e| {
-            let path = e.path().to_string();
-            HttpError::invalid_input(e.inner().to_string(), (path != ".").then_some(path))
+            let path = crate::input_error::field_path(e.path());
+            let message = crate::input_error::describe(path.as_deref(), &e.inner().to_string());
+            HttpError::invalid_input(message, path)
         })
 }

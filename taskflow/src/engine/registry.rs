@@ -80,11 +80,17 @@ pub(crate) struct InputError {
 fn normalize<I: crate::task::TaskInput>(
     value: serde_json::Value,
 ) -> Result<serde_json::Value, InputError> {
+    if value.is_array() && crate::input_error::expects_object::<I>() {
+        return Err(InputError {
+            path: None,
+            message: crate::input_error::ARRAY_FOR_OBJECT.to_owned(),
+        });
+    }
     let typed: I = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
+        let path = crate::input_error::field_path(e.path());
         InputError {
-            path: (path != ".").then_some(path),
-            message: e.into_inner().to_string(),
+            message: crate::input_error::describe(path.as_deref(), &e.inner().to_string()),
+            path,
         }
     })?;
     serde_json::to_value(&typed).map_err(|e| InputError {
