@@ -303,7 +303,10 @@ async fn live_burst(dir: &std::path::Path) -> (f64, f64) {
         .build()
         .await
         .expect("build");
-    let app = axum::Router::new().nest("/api", taskflow::axum::routes(flow.clone()));
+    let app = axum::Router::new().nest(
+        "/api",
+        taskflow::axum::routes_with(flow.clone(), taskflow::axum::Anonymous::AsService),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -658,7 +661,7 @@ fn main() {
         let (fan_tx, _) = tokio::sync::broadcast::channel::<Bytes>(1024);
         let fan_for_route = fan_tx.clone();
         let app = axum::Router::new()
-            .nest("/api", taskflow::axum::routes(flow.clone()))
+            .nest("/api", taskflow::axum::routes_with(flow.clone(), taskflow::axum::Anonymous::AsService))
             .route("/raw", axum::routing::get(|| async { raw_frames() }))
             .route(
                 "/raw-stream/{gate}/{phase}",

@@ -8,8 +8,9 @@
 //! Environment: `TASKFLOW_ADDR` (default `127.0.0.1:3000`; port 0 picks a free port),
 //! `TASKFLOW_DATA_DIR` (default `.taskflow`), `TASKFLOW_ENV=production` masks error messages.
 //! Routes: `GET /` (the page), `GET /metrics`, and the task API under `/api`
-//! (`taskflow::axum::routes`). Proxy identity headers (`X-Forwarded-User`, `-Email`,
-//! `-Access-Token`) are trusted; without them requests run as the service identity.
+//! (`taskflow::axum::routes_with`). Proxy identity headers (`X-Forwarded-User`, `-Email`,
+//! `-Access-Token`) are trusted; without them requests run as the service identity (the demo
+//! opts into anonymous access with `Anonymous::AsService`).
 
 mod tasks;
 
@@ -19,7 +20,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::Html;
 use axum::routing::get;
 use taskflow::TaskFlow;
-use taskflow::axum::ProxyTrust;
+use taskflow::axum::{Anonymous, ProxyTrust};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -69,7 +70,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .nest(
             "/api",
-            taskflow::axum::routes(flow.clone()).layer(ProxyTrust::new().layer(&flow)),
+            // The demo opts into anonymous access: a request without proxy identity headers
+            // acts as the service identity (an app on the internet would keep the default
+            // `routes`, which answers it with 401).
+            taskflow::axum::routes_with(flow.clone(), Anonymous::AsService)
+                .layer(ProxyTrust::new().layer(&flow)),
         )
         .merge(taskflow::axum::metrics(flow.clone()));
     let listener = tokio::net::TcpListener::bind(&addr).await?;

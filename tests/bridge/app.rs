@@ -96,7 +96,12 @@ async fn runs_started_by_the_apps_handler_show_on_the_routes_for_that_user() {
     let ann = list(Some("ann")).await;
     assert_eq!(ann["tasks"][0]["idempotency_key"], ik.as_str());
     assert_eq!(list(Some("bob")).await["tasks"], json!([]));
-    assert_eq!(list(None).await["tasks"], json!([]), "service identity");
+    // Without a user the routes refuse (the default; no anonymous opt-in here).
+    assert_eq!(
+        list(None).await["error"]["code"],
+        "unauthenticated",
+        "anonymous"
+    );
     let status = client()
         .get(format!("{base}/api/tasks/{ik}"))
         .header("authorization", "Bearer ann")

@@ -1,6 +1,7 @@
 //! Owners: isolation, 404s identical to unknown keys, the token never persisted or logged.
 
 use serde_json::json;
+use taskflow::TaskFlow;
 use taskflow::testing::SimulateCrash;
 
 use crate::support::*;
@@ -291,4 +292,135 @@ async fn on_behalf_of_needs_a_user_and_gets_a_fresh_context_after_a_restart() {
     assert_eq!(f.last().unwrap().event, "completed");
     assert_eq!(f.last().unwrap().data, json!({"result": "ann"}));
     s.shutdown().await;
+}
+
+/// A server whose routes sit behind `trust`; `connect_info` as `serve` provides it.
+async fn trusted_server(
+    trust: taskflow::axum::ProxyTrust,
+    connect_info: bool,
+) -> (String, TaskFlow, taskflow::testing::TempDataDir) {
+    let dir = taskflow::testing::TempDataDir::new();
+    let flow = dir.builder().register(count).build().await.unwrap();
+    let app: axum::Router = axum::Router::new()
+        .nest("/api", taskflow::axum::routes(flow.clone()))
+        .layer(trust.layer(&flow));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    if connect_info {
+        tokio::spawn(taskflow::axum::serve_until(
+            listener,
+            app,
+            flow.clone(),
+            std::future::pending(),
+        ));
+    } else {
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    (base, flow, dir)
+}
+
+async fn list_as(base: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let mut req = client().get(format!("{base}/api/tasks"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_trust_by_peer_and_by_secret_refuses_what_it_does_not_trust() {
+    use taskflow::axum::ProxyTrust;
+    let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let other: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+    let user = [("x-forwarded-user", "ann")];
+
+    let (base, flow, _dir) = trusted_server(ProxyTrust::new().from_peers([loopback]), true).await;
+    assert_eq!(list_as(&base, &user).await.0, 200, "trusted peer");
+    flow.shutdown().await.unwrap();
+
+    let (base, flow, _dir) = trusted_server(ProxyTrust::new().from_peers([other]), true).await;
+    let (status, body) = list_as(&base, &user).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    flow.shutdown().await.unwrap();
+
+    // Misconfigured: peers listed but the server gives no peer addresses. Never a quiet
+    // downgrade to the service identity.
+    let (base, flow, _dir) = trusted_server(ProxyTrust::new().from_peers([loopback]), false).await;
+    assert_eq!(list_as(&base, &user).await.0, 401, "no peer address");
+    assert_eq!(list_as(&base, &[]).await.0, 401, "no peer address, no user");
+    flow.shutdown().await.unwrap();
+
+    let trust = ProxyTrust::new()
+        .with_secret_header("X-Proxy-Secret", "s3cret")
+        .header_names("X-User", "X-Mail", "X-Token");
+    let (base, flow, _dir) = trusted_server(trust, true).await;
+    let (status, _) = list_as(&base, &[("x-proxy-secret", "s3cret"), ("x-user", "bob")]).await;
+    assert_eq!(status, 200, "right secret, custom user header");
+    for wrong in [
+        vec![("x-proxy-secret", "s3cre"), ("x-user", "bob")],
+        vec![("x-proxy-secret", "s3cret!"), ("x-user", "bob")],
+        vec![("x-user", "bob")],
+    ] {
+        assert_eq!(list_as(&base, &wrong).await.0, 401, "{wrong:?}");
+    }
+    // The default header name means nothing under custom names: no user, so 401.
+    let (status, _) = list_as(
+        &base,
+        &[("x-proxy-secret", "s3cret"), ("x-forwarded-user", "eve")],
+    )
+    .await;
+    assert_eq!(status, 401);
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_routes_refuse_anonymous_requests_on_every_route() {
+    // `routes` without a user provider and without the anonymous opt-in.
+    let (base, flow, _dir) = {
+        let dir = taskflow::testing::TempDataDir::new();
+        let flow = dir.builder().register(count).build().await.unwrap();
+        let app: axum::Router =
+            axum::Router::new().nest("/api", taskflow::axum::routes(flow.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, flow, dir)
+    };
+    // A service-owned run exists: anonymous callers must not reach it.
+    let run = flow
+        .start(
+            count,
+            CountIn {
+                tag: "anon".into(),
+                n: 1,
+                ..CountIn::default()
+            },
+        )
+        .await
+        .unwrap();
+    flow.wait(&run).await.unwrap();
+    let ik = run.idempotency_key.as_str().to_owned();
+    let c = client();
+    let requests = [
+        c.get(format!("{base}/api/tasks")),
+        c.get(format!("{base}/api/tasks/{ik}")),
+        c.get(format!("{base}/api/tasks/{ik}/events")),
+        c.post(format!("{base}/api/tasks/{ik}/stop")),
+        c.post(format!("{base}/api/tasks/{ik}/resume")),
+        c.post(format!("{base}/api/tasks/{ik}/cancel")),
+        c.post(format!("{base}/api/tasks/count"))
+            .json(&json!({"tag": "anon", "n": 1})),
+    ];
+    for request in requests {
+        let r = request.send().await.unwrap();
+        let url = r.url().to_string();
+        assert_eq!(r.status(), 401, "{url}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthenticated", "{url}");
+    }
+    flow.shutdown().await.unwrap();
 }

@@ -187,7 +187,8 @@ pub async fn server_with(o: Options) -> Server {
             taskflow::Environment::Development
         });
     let flow = builder.build().await.unwrap();
-    let mut api = taskflow::axum::routes(flow.clone());
+    // As the demo: anonymous requests act as the service identity (an explicit opt-in).
+    let mut api = taskflow::axum::routes_with(flow.clone(), taskflow::axum::Anonymous::AsService);
     if o.trust {
         api = api.layer(taskflow::axum::ProxyTrust::new().layer(&flow));
     }

@@ -70,15 +70,18 @@ impl ProxyTrust {
         self
     }
 
-    /// Trusts the headers only from these peer addresses (needs
-    /// `into_make_service_with_connect_info::<SocketAddr>()`, as [`serve`](super::serve) does).
+    /// Trusts the headers only from these peer addresses; a request from any other peer is
+    /// refused with 401, and so is every request when the server does not provide peer
+    /// addresses (it needs `into_make_service_with_connect_info::<SocketAddr>()`, as
+    /// [`serve`](super::serve) does).
     pub fn from_peers(mut self, peers: impl IntoIterator<Item = IpAddr>) -> Self {
         self.peers = Some(peers.into_iter().collect());
         self
     }
 
     /// Trusts the headers only on requests that carry `header: value` (a secret shared with
-    /// the proxy).
+    /// the proxy, compared in constant time); a request without it, or with another value, is
+    /// refused with 401.
     pub fn with_secret_header(mut self, header: &str, value: &str) -> Self {
         self.secret = Some((header.to_ascii_lowercase(), value.to_owned()));
         self
@@ -113,30 +116,49 @@ impl ProxyTrust {
         self.peers.is_none() && self.secret.is_none()
     }
 
-    fn trusts(&self, parts: &Parts) -> bool {
+    /// Whether the request comes from the trusted proxy: `Err` (401) when it does not, or
+    /// when the server cannot tell (no peer address). A request that fails the trust is never
+    /// quietly served as the service identity.
+    fn check_trust(&self, parts: &Parts) -> Result<(), HttpError> {
         if let Some(peers) = &self.peers {
-            let peer = parts
+            let Some(peer) = parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip());
-            if !peer.is_some_and(|p| peers.contains(&p)) {
-                return false;
+                .map(|c| c.0.ip())
+            else {
+                tracing::error!(
+                    "ProxyTrust::from_peers needs the peer address: serve with into_make_service_with_connect_info::<SocketAddr>() (taskflow::axum::serve does)"
+                );
+                return Err(HttpError::unauthenticated(
+                    "the server cannot see the peer address it needs to trust the proxy",
+                ));
+            };
+            if !peers.contains(&peer) {
+                return Err(HttpError::unauthenticated(
+                    "requests must come through the trusted proxy",
+                ));
             }
         }
         if let Some((name, value)) = &self.secret {
-            let given = parts.headers.get(name.as_str()).map(|v| v.as_bytes());
-            if given != Some(value.as_bytes()) {
-                return false;
+            let given = parts
+                .headers
+                .get(name.as_str())
+                .map_or(&[][..], |v| v.as_bytes());
+            // Constant-time: the comparison does not tell an attacker how much of a guess
+            // was right (only the length is not hidden).
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(given, value.as_bytes())) {
+                return Err(HttpError::unauthenticated(
+                    "requests must come through the trusted proxy",
+                ));
             }
         }
-        true
+        Ok(())
     }
 
-    /// The user of a request, `Ok(None)` for none, `Err` for a malformed identity header.
+    /// The user of a request, `Ok(None)` for none, `Err` for a malformed identity header or
+    /// a request that fails the trust.
     pub(crate) fn user(&self, parts: &Parts) -> Result<Option<UserContext>, HttpError> {
-        if !self.trusts(parts) {
-            return Ok(None);
-        }
+        self.check_trust(parts)?;
         let headers = &parts.headers;
         let Some(id) = header(headers, &self.user_header, MAX_IDENTITY_HEADER)? else {
             return Ok(None);

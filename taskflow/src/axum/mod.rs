@@ -24,5 +24,5 @@ pub use self::execute::SseResponse;
 pub use self::http_error::HttpError;
 pub use self::identity::{ProxyIdentity, ProxyIdentityLayer, ProxyTrust};
 pub use self::input::Input;
-pub use self::routes::{metrics, routes};
+pub use self::routes::{Anonymous, metrics, routes, routes_with};
 pub use self::serve::{FORCED_EXIT_AFTER, serve, serve_until};

@@ -32,9 +32,41 @@ use crate::status::ListFilter;
 ///
 /// One `{key}` segment serves both task names and idempotency keys (a router cannot hold two
 /// parameters at one position). The caller is the request's [`UserContext`] (set by the app's
-/// auth middleware or by [`ProxyTrust::layer`](super::ProxyTrust::layer)), else the service
-/// identity. Errors are `{"error": {"code", "message", "path"?}}`.
+/// auth middleware or by [`ProxyTrust::layer`](super::ProxyTrust::layer)); a request without
+/// one is refused with 401 `unauthenticated` ([`routes_with`] and [`Anonymous::AsService`]
+/// opt into serving it as the service identity). Errors are
+/// `{"error": {"code", "message", "path"?}}`.
 pub fn routes<S: Clone + Send + Sync + 'static>(flow: TaskFlow) -> Router<S> {
+    routes_with(flow, Anonymous::Refuse)
+}
+
+/// What the task routes do with a request that carries no user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Anonymous {
+    /// Refuse it with 401 `unauthenticated` (the default of [`routes`]).
+    #[default]
+    Refuse,
+    /// Serve it as the service identity: it sees and controls the service's runs. An explicit
+    /// opt-in for apps whose routes are not reachable by strangers (or that want exactly
+    /// that, like the demo); `on_behalf_of` tasks still need a user.
+    AsService,
+}
+
+/// [`routes`], choosing what a request without a user gets.
+///
+/// ```no_run
+/// # async fn demo(flow: taskflow::TaskFlow) {
+/// use taskflow::axum::{Anonymous, routes_with};
+///
+/// // Behind an internal network only: anonymous callers act as the service identity.
+/// let api: axum::Router = routes_with(flow, Anonymous::AsService);
+/// # }
+/// ```
+pub fn routes_with<S: Clone + Send + Sync + 'static>(
+    flow: TaskFlow,
+    anonymous: Anonymous,
+) -> Router<S> {
     let port = flow.port();
     super::disconnect::arm_recovered(&port);
     let limit = port.payload_limit();
@@ -48,7 +80,27 @@ pub fn routes<S: Clone + Send + Sync + 'static>(flow: TaskFlow) -> Router<S> {
         .method_not_allowed_fallback(|| async { HttpError::not_found() })
         // The body limit equals the input limit; one byte more is 413 before any parsing.
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(port)
+        .with_state(Routes { port, anonymous })
+}
+
+/// The routes' state.
+#[derive(Clone)]
+struct Routes {
+    port: Port,
+    anonymous: Anonymous,
+}
+
+impl Routes {
+    /// Who the caller is: the request's user, else the service identity if allowed.
+    fn scope(&self, user: Option<UserContext>) -> Result<Scope, HttpError> {
+        match (user, self.anonymous) {
+            (Some(user), _) => Ok(Scope::user(&user)),
+            (None, Anonymous::AsService) => Ok(Scope::service()),
+            (None, Anonymous::Refuse) => Err(HttpError::unauthenticated(
+                "sign in: the task routes need a user",
+            )),
+        }
+    }
 }
 
 /// `GET /metrics`: the flow's counters as Prometheus text. Fits any router state.
@@ -74,10 +126,6 @@ fn json_response(value: &serde_json::Value) -> Response {
         .into_response()
 }
 
-fn scope(user: Option<UserContext>) -> Scope {
-    user.as_ref().map_or_else(Scope::service, Scope::user)
-}
-
 /// `Last-Event-ID` header, else the `last_event_id` query parameter (for a fresh EventSource).
 /// The query is read raw, so no malformed query string can produce a rejection; only digits
 /// are valid values, so no percent-decoding is needed.
@@ -92,13 +140,15 @@ fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<crate::Seq>
 }
 
 async fn start(
-    State(port): State<Port>,
+    State(routes): State<Routes>,
     user: Option<UserContext>,
     Path(task): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, HttpError> {
+    let scope = routes.scope(user)?;
+    let port = &routes.port;
     let body = body_bytes(body)?;
     let input = json_body::<serde_json::Value>(&headers, &body, "the input as JSON")
         .map_err(|e| {
@@ -111,7 +161,7 @@ async fn start(
         .unwrap_or(serde_json::Value::Null);
     let settings =
         ExecuteTaskSettings::default().last_event_id(last_event_id(&headers, query.as_deref()));
-    Ok(stream::execute(&port, scope(user), &task, input, &settings).await)
+    Ok(stream::execute(port, scope, &task, input, &settings).await)
 }
 
 fn parse_key(key: &str) -> Result<IdempotencyKey, HttpError> {
@@ -119,30 +169,34 @@ fn parse_key(key: &str) -> Result<IdempotencyKey, HttpError> {
 }
 
 async fn status(
-    State(port): State<Port>,
+    State(routes): State<Routes>,
     user: Option<UserContext>,
     Path(key): Path<String>,
 ) -> Result<Response, HttpError> {
+    let scope = routes.scope(user)?;
+    let port = &routes.port;
     let env = port.environment();
     let ik = parse_key(&key)?;
     let status = port
-        .status(&scope(user), &ik)
+        .status(&scope, &ik)
         .await
         .map_err(|e| HttpError::from_control(e, env))?;
     Ok(json_response(&status_json(&status, env, true)))
 }
 
 async fn events(
-    State(port): State<Port>,
+    State(routes): State<Routes>,
     user: Option<UserContext>,
     Path(key): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
+    let scope = routes.scope(user)?;
+    let port = &routes.port;
     let ik = parse_key(&key)?;
     let settings =
         ExecuteTaskSettings::default().last_event_id(last_event_id(&headers, query.as_deref()));
-    Ok(stream::reattach(&port, scope(user), ik, &settings).await)
+    Ok(stream::reattach(port, scope, ik, &settings).await)
 }
 
 #[derive(serde::Deserialize)]
@@ -153,12 +207,14 @@ struct ReasonBody {
 
 /// `POST /tasks/{ik}/stop|resume|cancel`, optional body `{"reason"}`.
 async fn control(
-    State(port): State<Port>,
+    State(routes): State<Routes>,
     user: Option<UserContext>,
     Path((key, action)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, HttpError> {
+    let scope = routes.scope(user)?;
+    let port = &routes.port;
     let env = port.environment();
     let action = match action.as_str() {
         "stop" => Action::Stop,
@@ -171,16 +227,21 @@ async fn control(
     let reason =
         json_body::<ReasonBody>(&headers, &body, "{\"reason\": \"...\"}")?.and_then(|b| b.reason);
     let status = port
-        .control(&scope(user), &ik, action, reason.as_deref())
+        .control(&scope, &ik, action, reason.as_deref())
         .await
         .map_err(|e| HttpError::from_control(e, env))?;
     Ok(json_response(&status_json(&status, env, true)))
 }
 
-async fn list(State(port): State<Port>, user: Option<UserContext>) -> Result<Response, HttpError> {
+async fn list(
+    State(routes): State<Routes>,
+    user: Option<UserContext>,
+) -> Result<Response, HttpError> {
+    let scope = routes.scope(user)?;
+    let port = &routes.port;
     let env = port.environment();
     let runs = port
-        .list(&scope(user), ListFilter::all())
+        .list(&scope, ListFilter::all())
         .await
         .map_err(|e| HttpError::from_control(e, env))?;
     let items: Vec<_> = runs.iter().map(|s| status_json(s, env, true)).collect();
