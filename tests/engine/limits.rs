@@ -312,3 +312,58 @@ async fn a_large_retention_pass_compacts_the_file() {
     flow.wait(&run).await.unwrap();
     flow.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_never_deletes_a_run_that_changed_after_its_scan() {
+    use std::sync::Arc;
+    use taskflow::store::{Committed, RedbStore, Scan, Store, Write, WriteBatch};
+    let dir = TempDataDir::new();
+    let path = dir.path().to_owned();
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || RedbStore::open(path))
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let flow = fast_builder(&dir)
+        .store(store.clone())
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut paused = held("lim-gc-race");
+    paused.steps = 1;
+    let run = flow.start(scripted, paused).await.unwrap();
+    probe("lim-gc-race").wait_progress(1).await;
+    flow.stop(&run.idempotency_key, None).await.unwrap();
+    clock.advance(Duration::from_secs(8 * 24 * 3600));
+
+    // What a retention pass sees: the suspended run, old enough to go.
+    let seen = store
+        .scan(Scan::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == run.task_id)
+        .unwrap();
+    assert_eq!(seen.status, TaskState::Suspended);
+    // Between the scan and the delete, the run is resumed.
+    flow.resume(&run.idempotency_key).await.unwrap();
+    let delete = Write::DeleteRun {
+        task: seen.id,
+        if_unchanged: Some((seen.status, seen.updated_at)),
+    };
+    let committed = store.commit(WriteBatch::new(vec![delete])).await.unwrap();
+    assert_eq!(committed, vec![Committed::Kept]);
+    let status = flow.status(&run.idempotency_key).await.unwrap();
+    assert!(
+        matches!(status.status, TaskState::Created | TaskState::Running),
+        "the resumed run was deleted: {status:?}"
+    );
+    // The pass itself keeps it too (it is no longer old and suspended), then the run ends.
+    assert_eq!(flow.collect_garbage().await.unwrap(), 0);
+    probe("lim-gc-race").release();
+    wait_status(&flow, &run.idempotency_key, |s| s == TaskState::Completed).await;
+    flow.shutdown().await.unwrap();
+}

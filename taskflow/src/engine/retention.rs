@@ -7,7 +7,7 @@ use super::{Inner, lock};
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::status::TaskState;
-use crate::store::{Scan, Write, WriteBatch};
+use crate::store::{Committed, Scan, Write, WriteBatch};
 
 /// Runs deleted per transaction.
 const DELETE_CHUNK: usize = 256;
@@ -42,13 +42,22 @@ pub(super) async fn collect(inner: &Inner) -> Result<usize, StoreError> {
             })
             .await?,
     );
-    let removed = victims.len();
+    let mut removed = victims.len();
     for chunk in victims.chunks(DELETE_CHUNK) {
         let writes = chunk
             .iter()
-            .map(|r| Write::DeleteRun { task: r.id })
+            .map(|r| Write::DeleteRun {
+                task: r.id,
+                // Only if nothing happened to it since the scan: a suspended run resumed in
+                // between is running now and must stay.
+                if_unchanged: Some((r.status, r.updated_at)),
+            })
             .collect();
-        inner.store.commit(WriteBatch::new(writes)).await?;
+        let committed = inner.store.commit(WriteBatch::new(writes)).await?;
+        removed -= committed
+            .iter()
+            .filter(|c| matches!(c, Committed::Kept))
+            .count();
     }
     if removed > 0 {
         inner

@@ -91,11 +91,16 @@ pub enum Write {
         /// committer's critical path; see [`StepRecord::encode`]).
         json: Vec<u8>,
     },
-    /// Removes a run with its steps and events (retention). Yields [`Committed::Done`]. The
-    /// key keeps its last seq so a later run never reuses a sequence number.
+    /// Removes a run with its steps and events (retention), if it is still as the caller saw
+    /// it: yields [`Committed::Done`] when removed, [`Committed::Kept`] when the run changed
+    /// since (another state or a later update) or is gone. The key keeps its last seq so a
+    /// later run never reuses a sequence number.
     DeleteRun {
         /// The run.
         task: TaskId,
+        /// Remove it only while it is in this state with this `updated_at` (what the scan
+        /// that chose it saw); `None` removes it whatever it is now.
+        if_unchanged: Option<(TaskState, crate::clock::Timestamp)>,
     },
 }
 
@@ -118,6 +123,8 @@ pub enum Committed {
     Event(StoredEvent),
     /// Nothing to report.
     Done,
+    /// A conditional delete found the run changed, and kept it.
+    Kept,
 }
 
 /// An atomic group of writes.
@@ -219,6 +226,66 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// writes, writes nothing more and releases the database. A store that cannot simulate
     /// it keeps this default, which does nothing.
     fn crash(&self) {}
+}
+
+/// A shared store is a store: keep an `Arc` to look at it (or to hand it to tooling) while a
+/// flow uses it.
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn attach(&self, hooks: StoreHooks) {
+        (**self).attach(hooks);
+    }
+
+    fn enqueue(&self, batch: WriteBatch) -> PendingCommit {
+        (**self).enqueue(batch)
+    }
+
+    fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, Vec<Committed>> {
+        (**self).commit(batch)
+    }
+
+    fn task(&self, id: TaskId) -> StoreFuture<'_, Option<TaskRecord>> {
+        (**self).task(id)
+    }
+
+    fn current_run<'a>(
+        &'a self,
+        ik: &'a IdempotencyKey,
+    ) -> StoreFuture<'a, (Option<TaskRecord>, Seq)> {
+        (**self).current_run(ik)
+    }
+
+    fn events<'a>(
+        &'a self,
+        ik: &'a IdempotencyKey,
+        after: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<StoredEvent>> {
+        (**self).events(ik, after, limit)
+    }
+
+    fn steps(&self, task: TaskId) -> StoreFuture<'_, Vec<(StepKey, StepRecord)>> {
+        (**self).steps(task)
+    }
+
+    fn scan(&self, scan: Scan) -> StoreFuture<'_, Vec<TaskRecord>> {
+        (**self).scan(scan)
+    }
+
+    fn compact(&self) -> StoreFuture<'_, ()> {
+        (**self).compact()
+    }
+
+    fn is_failed(&self) -> bool {
+        (**self).is_failed()
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        (**self).close()
+    }
+
+    fn crash(&self) {
+        (**self).crash();
+    }
 }
 
 pub(crate) type DynStore = Arc<dyn Store>;

@@ -7,7 +7,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::schema::{EPOCHS, EVENTS, KEYS, META, STEPS, StoredEventValue, TASKS};
 use crate::error::StoreError;
 use crate::ids::{Epoch, Seq, TaskId};
-use crate::status::StoredEvent;
+use crate::status::{StoredEvent, TaskState};
 use crate::store::{Committed, Scan, TaskRecord, Write, WriteBatch};
 
 pub(super) fn decode_task(bytes: &[u8]) -> Result<TaskRecord, StoreError> {
@@ -157,9 +157,12 @@ impl<'txn> Tables<'txn> {
                         .insert((task.0, key.as_str()), json.as_slice())?;
                     Committed::Done
                 }
-                Write::DeleteRun { task } => {
-                    self.delete_run(*task)?;
-                    Committed::Done
+                Write::DeleteRun { task, if_unchanged } => {
+                    if self.delete_run(*task, *if_unchanged)? {
+                        Committed::Done
+                    } else {
+                        Committed::Kept
+                    }
                 }
             };
             out.push(done);
@@ -196,10 +199,19 @@ impl<'txn> Tables<'txn> {
         })
     }
 
-    fn delete_run(&mut self, task: TaskId) -> Result<(), redb::Error> {
+    /// Removes the run if it exists and, with `if_unchanged`, is still in that state and at
+    /// that update; `false` when it kept it.
+    fn delete_run(
+        &mut self,
+        task: TaskId,
+        if_unchanged: Option<(TaskState, crate::clock::Timestamp)>,
+    ) -> Result<bool, redb::Error> {
         let Some(record) = self.task(task)? else {
-            return Ok(());
+            return Ok(false);
         };
+        if if_unchanged.is_some_and(|seen| seen != (record.status, record.updated_at)) {
+            return Ok(false);
+        }
         self.tasks()?.remove(task.0)?;
         self.epochs()?.remove(task.0)?;
         self.steps()?
@@ -228,7 +240,7 @@ impl<'txn> Tables<'txn> {
             // Keep the key's last seq so that a later run never reuses a sequence number.
             self.keys()?.insert(ik, (0, last))?;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
