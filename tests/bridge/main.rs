@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod app;
+mod caps;
 mod client;
 mod disconnect;
 mod errors;

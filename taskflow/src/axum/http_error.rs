@@ -152,6 +152,12 @@ impl HttpError {
         }
     }
 
+    /// Sets `Retry-After` (seconds).
+    pub(crate) fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
     /// The HTTP status.
     #[must_use]
     pub fn status(&self) -> StatusCode {

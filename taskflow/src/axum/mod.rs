@@ -18,6 +18,7 @@ mod routes;
 mod serve;
 mod status_json;
 mod stream;
+mod stream_caps;
 
 pub use self::disconnect::CLIENT_DISCONNECTED;
 pub use self::execute::SseResponse;

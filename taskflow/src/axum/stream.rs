@@ -15,6 +15,7 @@ use tokio::task::AbortHandle;
 
 use super::disconnect::{StreamTicket, Streams, arm_recovered};
 use super::http_error::{HttpError, MASKED};
+use super::stream_caps::{OpenStreams, StreamSlot};
 use crate::engine::port::{Port, SharedEvent};
 use crate::engine::{Environment, Scope};
 use crate::ids::{IdempotencyKey, Seq};
@@ -57,6 +58,12 @@ pub(crate) async fn execute(
         return HttpError::shutting_down().into_response();
     }
     arm_recovered(port);
+    // The stream's place under the caps is taken before the run starts: a refused request
+    // starts nothing.
+    let slot = match OpenStreams::take(port, scope.owner.as_ref()) {
+        Ok(slot) => slot,
+        Err(e) => return e.into_response(),
+    };
     let span = tracing::info_span!(
         "bridge",
         task,
@@ -87,6 +94,7 @@ pub(crate) async fn execute(
         started.attached,
         grace,
         settings,
+        Some(slot),
     )
     .await
 }
@@ -102,7 +110,7 @@ pub(crate) async fn reattach(
         return HttpError::shutting_down().into_response();
     }
     arm_recovered(port);
-    open(port, scope, ik, true, None, settings).await
+    open(port, scope, ik, true, None, settings, None).await
 }
 
 async fn open(
@@ -112,6 +120,7 @@ async fn open(
     attached: bool,
     disconnect_grace: Option<std::time::Duration>,
     settings: &ExecuteTaskSettings,
+    slot: Option<StreamSlot>,
 ) -> Response {
     let env = port.environment();
     let run = match port.run(&scope, &ik).await {
@@ -123,6 +132,13 @@ async fn open(
     if run.status.is_terminal() && last_event_id.is_some_and(|k| k >= run.last_seq) {
         return StatusCode::NO_CONTENT.into_response();
     }
+    let slot = match slot {
+        Some(slot) => slot,
+        None => match OpenStreams::take(port, scope.owner.as_ref()) {
+            Ok(slot) => slot,
+            Err(e) => return e.into_response(),
+        },
+    };
     let from = last_event_id.map_or(SubscribeFrom::Start, SubscribeFrom::After);
     let subscription = match port.subscribe(&scope, &ik, from).await {
         Ok(s) => s,
@@ -155,6 +171,7 @@ async fn open(
             port: port.clone(),
             ticket: Some(ticket),
             writer: task.abort_handle(),
+            _slot: slot,
         },
     };
     let mut response = Response::new(Body::from_stream(body));
@@ -362,6 +379,8 @@ struct StreamGuard {
     port: Port,
     ticket: Option<StreamTicket>,
     writer: AbortHandle,
+    /// The stream's place under the caps, given back with the guard.
+    _slot: StreamSlot,
 }
 
 impl Drop for StreamGuard {

@@ -9,6 +9,9 @@ use crate::ids::TaskId;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
+/// Per-user rate windows kept before idle ones (no start in the last minute) are dropped.
+const SWEEP_ABOVE: usize = 1024;
+
 /// Admission limits (builder settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
@@ -46,6 +49,9 @@ pub(crate) struct Admission {
     queue: VecDeque<Ticket>,
     starts: VecDeque<Timestamp>,
     starts_by_user: HashMap<UserId, VecDeque<Timestamp>>,
+    /// `starts_by_user` is swept when it grows past this (doubling, so sweeps stay rare):
+    /// user ids come from requests, so idle windows must not pile up.
+    sweep_at: usize,
 }
 
 /// Why a new run cannot be admitted.
@@ -77,6 +83,7 @@ impl Admission {
             queue: VecDeque::new(),
             starts: VecDeque::new(),
             starts_by_user: HashMap::new(),
+            sweep_at: SWEEP_ABOVE,
         }
     }
 
@@ -92,8 +99,7 @@ impl Admission {
         if self.starts.len() >= self.limits.global_rate_per_minute {
             return Err(Refusal::RateLimited(retry_after(&self.starts, now)));
         }
-        if let Some(user) = owner {
-            let window = self.starts_by_user.entry(user.clone()).or_default();
+        if let Some(window) = owner.and_then(|u| self.starts_by_user.get_mut(u)) {
             prune(window, now);
             if window.len() >= self.limits.user_rate_per_minute {
                 return Err(Refusal::RateLimited(retry_after(window, now)));
@@ -108,8 +114,20 @@ impl Admission {
                 .entry(user.clone())
                 .or_default()
                 .push_back(now);
+            if self.starts_by_user.len() > self.sweep_at {
+                self.sweep(now);
+            }
         }
         Ok(())
+    }
+
+    /// Drops the rate windows of users with no start in the last minute.
+    fn sweep(&mut self, now: Timestamp) {
+        self.starts_by_user.retain(|_, window| {
+            prune(window, now);
+            !window.is_empty()
+        });
+        self.sweep_at = (self.starts_by_user.len() * 2).max(SWEEP_ABOVE);
     }
 
     fn has_slot(&self, owner: Option<&UserId>) -> bool {
@@ -213,6 +231,45 @@ mod tests {
         let admitted = a.release(Some(&ann));
         assert_eq!(admitted, vec![t(2, Some(ann))]);
         assert_eq!(a.queued(), 0);
+    }
+
+    #[test]
+    fn idle_rate_windows_of_many_users_are_dropped() {
+        let mut a = Admission::new(Limits {
+            queue: usize::MAX,
+            ..Limits::default()
+        });
+        let global = Limits::default().global_rate_per_minute;
+        let t0 = Timestamp::from_millis(1_000_000);
+        // Attacker-chosen user ids, one start each: the global rate admits `global` of them
+        // a minute, and a refused start leaves no window behind.
+        let mut accepted = 0;
+        for i in 0..10_000 {
+            accepted += usize::from(a.check_new(Some(&user(&format!("m0-{i}"))), t0).is_ok());
+        }
+        assert_eq!(accepted, global);
+        assert_eq!(a.starts_by_user.len(), global);
+        // Ten more minutes of new users: idle windows go, the map stays bounded.
+        for minute in 1..=10u64 {
+            let now = t0.plus(WINDOW * u32::try_from(minute).expect("small"));
+            for i in 0..global {
+                assert!(
+                    a.check_new(Some(&user(&format!("m{minute}-{i}"))), now)
+                        .is_ok()
+                );
+            }
+            assert!(
+                a.starts_by_user.len() <= 2 * global.max(SWEEP_ABOVE) + 1,
+                "{} windows after minute {minute}",
+                a.starts_by_user.len()
+            );
+        }
+        assert!(
+            a.starts_by_user
+                .keys()
+                .all(|u| !u.as_str().starts_with("m0-")),
+            "a window idle for ten minutes survived"
+        );
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub(crate) struct Config {
     pub(crate) retain_suspended: Duration,
     pub(crate) gc_interval: Duration,
     pub(crate) compact_after: usize,
+    /// SSE streams the bridge keeps open at once, in all and per user.
+    pub(crate) max_streams: usize,
+    pub(crate) max_streams_per_user: usize,
 }
 
 impl Default for Config {
@@ -76,6 +79,8 @@ impl Default for Config {
             retain_suspended: Duration::from_secs(7 * 24 * 3600),
             gc_interval: Duration::from_secs(600),
             compact_after: 1000,
+            max_streams: 10_000,
+            max_streams_per_user: 100,
         }
     }
 }
@@ -276,6 +281,20 @@ impl TaskFlowBuilder {
     /// giving the freed space back to the file system.
     pub fn compact_after(mut self, runs: usize) -> Self {
         self.config.compact_after = runs.max(1);
+        self
+    }
+
+    /// SSE streams the HTTP bridge keeps open at once, across all clients (default 10,000);
+    /// one more is refused with 429 `rate_limited` and `Retry-After`.
+    pub fn max_open_streams(mut self, n: usize) -> Self {
+        self.config.max_streams = n;
+        self
+    }
+
+    /// SSE streams one user may keep open at once (default 100; not applied to the service
+    /// identity); one more is refused with 429 `rate_limited` and `Retry-After`.
+    pub fn max_open_streams_per_user(mut self, n: usize) -> Self {
+        self.config.max_streams_per_user = n;
         self
     }
 

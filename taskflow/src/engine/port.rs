@@ -91,6 +91,14 @@ impl Port {
         self.inner.is_shutting_down()
     }
 
+    /// The caps on open SSE streams: in all, and per user.
+    pub(crate) fn stream_limits(&self) -> (usize, usize) {
+        (
+            self.inner.config.max_streams,
+            self.inner.config.max_streams_per_user,
+        )
+    }
+
     /// The options of the registered task `name`.
     pub(crate) fn task_options(&self, name: &str) -> Option<TaskOptions> {
         self.inner.registry.get(name).map(|r| r.options.clone())
