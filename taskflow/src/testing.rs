@@ -86,6 +86,7 @@ struct ProbeState {
     syncs: AtomicU64,
     writes: AtomicU64,
     failing: AtomicBool,
+    fail_next_sync: AtomicBool,
     gate: Mutex<Gate>,
     changed: Condvar,
 }
@@ -105,6 +106,12 @@ impl BackendProbe {
     #[must_use]
     pub fn writes(&self) -> u64 {
         self.0.writes.load(Ordering::SeqCst)
+    }
+
+    /// Makes the next `sync_data` (only that one) fail with an I/O error: the disk works
+    /// again right after, as after a transient fault.
+    pub fn fail_next_sync(&self) {
+        self.0.fail_next_sync.store(true, Ordering::SeqCst);
     }
 
     /// Makes every later `write` and `sync_data` fail with an I/O error.
@@ -215,6 +222,9 @@ impl StorageBackend for InstrumentedBackend {
     fn sync_data(&self) -> Result<(), std::io::Error> {
         self.probe.pass_gate();
         self.probe.check()?;
+        if self.probe.0.fail_next_sync.swap(false, Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected fsync error (once)"));
+        }
         self.file.sync_data()?;
         self.probe.0.syncs.fetch_add(1, Ordering::SeqCst);
         Ok(())

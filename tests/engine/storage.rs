@@ -270,3 +270,56 @@ async fn a_store_opened_by_the_caller_is_used_and_its_data_persists() {
     assert_eq!(status.status, TaskState::Completed);
     again.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failed_fsync_is_fatal_even_when_the_disk_works_again() {
+    let dir = TempDataDir::new();
+    let (backend, probe_io) = InstrumentedBackend::create(dir.path()).unwrap();
+    let flow = fast_builder(&dir)
+        .storage_backend(dir.path(), backend)
+        .build()
+        .await
+        .unwrap();
+    let mut s = Script::new("fsync-once");
+    s.steps = 1000;
+    s.step_sleep_ms = 1;
+    let run = flow.start(scripted, s).await.unwrap();
+    let p = probe("fsync-once");
+    p.wait_progress(3).await;
+    // One fsync fails; every later one would succeed. After a failed fsync the page cache
+    // may hold data the disk lost, so nothing may be retried and acknowledged.
+    probe_io.fail_next_sync();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !flow.is_storage_failed() {
+        assert!(tokio::time::Instant::now() < deadline, "store never failed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let acknowledged = p.returned.lock().unwrap().len();
+    let syncs = probe_io.syncs();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        probe_io.syncs(),
+        syncs,
+        "a commit was retried after the failed fsync"
+    );
+    assert_eq!(
+        p.returned.lock().unwrap().len(),
+        acknowledged,
+        "a step was acknowledged after the failed fsync"
+    );
+    match flow
+        .start(scripted, Script::new("fsync-once-refused"))
+        .await
+    {
+        Err(StartError::Storage(StoreError::FailStopped)) => {}
+        other => panic!("{other:?}"),
+    }
+    let status = flow.status(&run.idempotency_key).await;
+    assert!(status.is_ok(), "reads still work: {status:?}");
+    flow.crash();
+    // A restart recovers the run from what was durable, and finishes it.
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let out = flow.wait(&run).await.unwrap();
+    assert_eq!(out.values.len(), 1000);
+    flow.shutdown().await.unwrap();
+}
