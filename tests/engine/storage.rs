@@ -323,3 +323,51 @@ async fn one_failed_fsync_is_fatal_even_when_the_disk_works_again() {
     assert_eq!(out.values.len(), 1000);
     flow.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_file_whose_creation_was_cut_short_does_not_block_the_next_start() {
+    let dir = TempDataDir::new();
+    // What a power cut during creation leaves now: a partial file under the temporary name
+    // (here: a page of zeros, as after a cut before the first write reached the disk).
+    let leftover = dir.path().join("taskflow.redb.creating-4242-7");
+    std::fs::write(&leftover, vec![0u8; 4096]).unwrap();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let run = flow
+        .start(scripted, Script::new("create-cut"))
+        .await
+        .unwrap();
+    flow.wait(&run).await.unwrap();
+    flow.shutdown().await.unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["taskflow.redb"],
+        "the leftover is gone, nothing else is left"
+    );
+    // The created file holds what was acknowledged.
+    let flow = fast_builder(&dir).build().await.unwrap();
+    assert_eq!(
+        flow.status(&run.idempotency_key).await.unwrap().status,
+        TaskState::Completed
+    );
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_database_file_is_refused_with_an_error_and_kept() {
+    let dir = TempDataDir::new();
+    // A file under the final name may hold acknowledged data: never deleted, never a panic.
+    let path = dir.path().join("taskflow.redb");
+    std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    let err = fast_builder(&dir).build().await.unwrap_err();
+    assert!(matches!(err, BuildError::Storage(_)), "{err:?}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        vec![0u8; 4096],
+        "the file was changed"
+    );
+}

@@ -1,6 +1,7 @@
 //! The embedded store: one redb file, one committer thread with group commit.
 
 mod committer;
+mod file;
 mod schema;
 mod tables;
 
@@ -13,6 +14,7 @@ use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 use self::committer::{Committer, Request};
+use self::file::{create_atomically, database_path};
 use self::schema::{EVENTS, KEYS, META, SCHEMA_VERSION, STEPS, TASKS};
 use super::{
     PendingCommit, Scan, StepRecord, Store, StoreFuture, StoreHooks, TaskRecord, WriteBatch,
@@ -59,6 +61,9 @@ impl RedbStore {
     /// schema is newer than this taskflow, or it cannot be read.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, BuildError> {
         let path = database_path(dir.as_ref())?;
+        if !path.exists() {
+            create_atomically(&path)?;
+        }
         let db = redb::Builder::new()
             .create(&path)
             .map_err(|e| open_error(&path, e))?;
@@ -154,15 +159,6 @@ impl RedbStore {
             .take();
         drop(db);
     }
-}
-
-/// `dir/taskflow.redb`, creating `dir` if needed.
-fn database_path(dir: &Path) -> Result<PathBuf, BuildError> {
-    std::fs::create_dir_all(dir).map_err(|source| BuildError::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    Ok(dir.join("taskflow.redb"))
 }
 
 fn open_error(path: &Path, e: DatabaseError) -> BuildError {
