@@ -19,6 +19,7 @@ mod serve;
 mod status_json;
 mod stream;
 mod stream_caps;
+mod writer;
 
 pub use self::disconnect::CLIENT_DISCONNECTED;
 pub use self::execute::SseResponse;
