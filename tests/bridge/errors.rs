@@ -319,3 +319,37 @@ async fn input_messages_name_their_field_in_development_and_production() {
         s.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_429_queue_full_with_retry_after() {
+    let dir = taskflow::testing::TempDataDir::new();
+    let flow = dir
+        .builder()
+        .register(count)
+        .max_concurrent(1)
+        .queue_limit(1)
+        .build()
+        .await
+        .unwrap();
+    let app: axum::Router = axum::Router::new().nest(
+        "/api",
+        taskflow::axum::routes_with(flow.clone(), taskflow::axum::Anonymous::AsService),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // One run holds the only slot, one waits in the queue; the third has no room.
+    let running = post(&base, &json!({"tag": "qf-1", "n": 1, "hold": true})).await;
+    assert_eq!(running.status(), 200);
+    gate("qf-1").wait_progress(1).await;
+    let queued = post(&base, &json!({"tag": "qf-2", "n": 1})).await;
+    assert_eq!(queued.status(), 200);
+    let (status, body, headers) =
+        error_of(post(&base, &json!({"tag": "qf-3", "n": 1})).await).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "queue_full");
+    assert_eq!(headers["retry-after"], "1");
+    gate("qf-1").release.send_replace(true);
+    drop((running, queued));
+    flow.shutdown().await.unwrap();
+}

@@ -1,5 +1,7 @@
 //! Headers, the first frames, ids, terminal frames.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::support::*;
@@ -144,5 +146,51 @@ async fn a_replay_goes_out_in_few_writes_of_many_frames() {
         writes <= 1 + 1001_usize.div_ceil(256) + 1,
         "{writes} writes"
     );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_gets_keep_alive_comments() {
+    use futures_util::StreamExt;
+    let s = server().await;
+    let input = CountIn {
+        tag: "fr-hb".into(),
+        n: 1,
+        hold: true,
+        ..CountIn::default()
+    };
+    let response = s
+        .flow
+        .execute_task(
+            count,
+            input,
+            taskflow::ExecuteTaskSettings::default().keep_alive(Duration::from_millis(100)),
+        )
+        .await;
+    let mut body = axum::response::IntoResponse::into_response(response)
+        .into_body()
+        .into_data_stream();
+    // ready, the tick, then silence while the run holds: a `: hb` comment per 100 ms.
+    let mut text = String::new();
+    let started = tokio::time::Instant::now();
+    while text.matches(": hb\n\n").count() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("no keep-alive within 5 s")
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "keep-alives came too soon"
+    );
+    let tick = text.find("event: tick").expect("the tick came first");
+    assert!(text.find(": hb").unwrap() > tick, "{text}");
+    // A comment is not an event: an SSE parser sees only ready and tick.
+    let frames = parse_text(&text).await;
+    assert_eq!(names(&frames), ["ready", "tick"]);
+    gate("fr-hb").release.send_replace(true);
+    drop(body);
     s.shutdown().await;
 }
