@@ -367,3 +367,38 @@ async fn retention_never_deletes_a_run_that_changed_after_its_scan() {
     wait_status(&flow, &run.idempotency_key, |s| s == TaskState::Completed).await;
     flow.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_start_rate_limit_holds_for_every_owner_and_ignores_attaches() {
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir)
+        .start_rate_per_minute(2)
+        .build()
+        .await
+        .unwrap();
+    let ann = taskflow::UserContext::new(taskflow::UserId::new("ann").unwrap());
+    let first = flow.start(scripted, Script::new("rate-g-1")).await.unwrap();
+    flow.as_user(&ann)
+        .start(scripted, Script::new("rate-g-2"))
+        .await
+        .unwrap();
+    // A third new run, by anyone, is over the global rate.
+    for result in [
+        flow.start(scripted, Script::new("rate-g-3")).await,
+        flow.as_user(&ann)
+            .start(scripted, Script::new("rate-g-4"))
+            .await,
+    ] {
+        match result {
+            Err(StartError::RateLimited { retry_after }) => {
+                assert!(retry_after <= Duration::from_secs(60) && !retry_after.is_zero());
+            }
+            other => panic!("expected the global rate limit, got {other:?}"),
+        }
+    }
+    // Attaching to an existing run does not count against the limit.
+    let again = flow.start(scripted, Script::new("rate-g-1")).await.unwrap();
+    assert!(again.attached);
+    assert_eq!(again.task_id, first.task_id);
+    flow.shutdown().await.unwrap();
+}

@@ -241,3 +241,97 @@ async fn undecodable_in_flight_input_fails_with_incompatible_state() {
     }
     flow.shutdown().await.unwrap();
 }
+
+/// Holds until released; with `beat`, records a heartbeat once it holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct HoldIn {
+    tag: String,
+    beat: bool,
+}
+
+#[task(name = "never-recover", recovery_max_age = "0s")]
+async fn never_recover(ctx: TaskContext<NoEvents>, input: HoldIn) -> Result<(), TaskError> {
+    hold(ctx, input).await
+}
+
+#[task(name = "beating", recovery_max_age = "1m")]
+async fn beating(ctx: TaskContext<NoEvents>, input: HoldIn) -> Result<(), TaskError> {
+    hold(ctx, input).await
+}
+
+async fn hold(ctx: TaskContext<NoEvents>, input: HoldIn) -> Result<(), TaskError> {
+    let p = probe(&input.tag);
+    let mut beats = p.release.subscribe();
+    p.progress.send_modify(|n| *n += 1);
+    if input.beat {
+        // The test advances the clock, then lets us beat once.
+        let _ = beats.wait_for(|r| *r).await;
+        ctx.heartbeat().await?;
+        p.progress.send_modify(|n| *n += 1);
+    }
+    ctx.cancelled().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_max_age_zero_fails_an_interrupted_run_at_once() {
+    let dir = TempDataDir::new();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let build = || {
+        fast_builder(&dir)
+            .register(never_recover)
+            .clock(clock.clone())
+            .build()
+    };
+    let flow = build().await.unwrap();
+    let input = HoldIn {
+        tag: "rec-zero".into(),
+        beat: false,
+    };
+    let run = flow.start(never_recover, input).await.unwrap();
+    probe("rec-zero").wait_progress(1).await;
+    flow.crash();
+    // No time passes at all: "0s" still means never recover.
+    let flow = build().await.unwrap();
+    let status = flow.status(&run.idempotency_key).await.unwrap();
+    assert_eq!(status.status, TaskState::Failed);
+    assert_eq!(status.error.unwrap().code, "recovery_max_age_exceeded");
+    assert_eq!(flow.metrics().tasks_recovered, 0);
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_extends_the_recovery_age() {
+    let dir = TempDataDir::new();
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let build = || {
+        fast_builder(&dir)
+            .register(beating)
+            .clock(clock.clone())
+            .heartbeat_interval(Duration::from_secs(3600))
+            .build()
+    };
+    let flow = build().await.unwrap();
+    let input = HoldIn {
+        tag: "rec-beat".into(),
+        beat: true,
+    };
+    let run = flow.start(beating, input).await.unwrap();
+    let p = probe("rec-beat");
+    p.wait_progress(1).await;
+    // 50 s after the start the handler beats; 50 s after that the process dies. The run is
+    // 100 s old but was alive 50 s ago: under its 1 min recovery_max_age.
+    clock.advance(Duration::from_secs(50));
+    p.release();
+    p.wait_progress(2).await;
+    clock.advance(Duration::from_secs(50));
+    flow.crash();
+    let flow = build().await.unwrap();
+    let status = flow.status(&run.idempotency_key).await.unwrap();
+    assert!(
+        matches!(status.status, TaskState::Created | TaskState::Running),
+        "{status:?}"
+    );
+    assert_eq!(flow.metrics().tasks_recovered, 1);
+    flow.shutdown().await.unwrap();
+}
