@@ -11,6 +11,7 @@ mod limits;
 mod recovery;
 mod retries;
 mod secrets;
+mod spans;
 mod state;
 mod storage;
 mod subscribe;

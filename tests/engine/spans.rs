@@ -1,0 +1,123 @@
+//! What taskflow tells `tracing`: the submit, run, attempt, step and recovery spans, and the
+//! warnings for a non-deterministic handler (another event at a replayed position, a step
+//! replayed from another call site). Captured with a subscriber of the test's own.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use taskflow::prelude::*;
+use taskflow::testing::{SimulateCrash, TempDataDir};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::FmtSpan;
+
+use crate::support::*;
+
+/// Collects everything the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[events]
+#[derive(Debug)]
+enum Wobble {
+    First,
+    Second,
+}
+
+static WOBBLY_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+/// Attempt 1 steps at one call site, emits `first`, and fails; attempt 2 steps at another
+/// call site and emits `second` at the same position: both are non-determinism.
+#[task(name = "wobbly", max_attempts = 2)]
+async fn wobbly(ctx: TaskContext<Wobble>, _input: ()) -> Result<u32, TaskError> {
+    let attempt = WOBBLY_ATTEMPTS.fetch_add(1, Ordering::SeqCst) + 1;
+    // Not a literal: the macro's duplicate-name check would (rightly) refuse two call sites.
+    let name = "s";
+    if attempt == 1 {
+        ctx.step(name, || async { Ok::<_, TaskError>(1u32) })
+            .await?;
+        ctx.emit(Wobble::First).await?;
+        ctx.flush().await?;
+        return Err(TaskError::new("first attempt fails"));
+    }
+    let v = ctx
+        .step(name, || async { Ok::<_, TaskError>(2u32) })
+        .await?;
+    ctx.emit(Wobble::Second).await?;
+    Ok(v)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn spans_and_non_determinism_warnings_reach_tracing() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_span_events(FmtSpan::NEW)
+        .finish();
+    // This thread only: the test's runtime is single-threaded, so every task it spawns logs here.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = TempDataDir::new();
+    let flow = fast_builder(&dir).register(wobbly).build().await.unwrap();
+    let run = flow.start(wobbly, ()).await.unwrap();
+    assert_eq!(
+        flow.wait(&run).await.unwrap(),
+        1,
+        "attempt 2 replays attempt 1's step"
+    );
+    // A crash and a recovery, for the recovery span.
+    let mut s = Script::new("spans-recovery");
+    s.steps = 1;
+    s.hold = true;
+    let held = flow.start(scripted, s).await.unwrap();
+    probe("spans-recovery").wait_progress(1).await;
+    flow.crash();
+    let flow = fast_builder(&dir).register(wobbly).build().await.unwrap();
+    probe("spans-recovery").release();
+    flow.wait(&held).await.unwrap();
+    flow.shutdown().await.unwrap();
+
+    let text = captured.text();
+    for span in ["submit", "run", "attempt", "step", "recovery"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("{span}{{")) || l.contains(&format!(" {span}: "))),
+            "no `{span}` span in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("non-deterministic handler") && text.contains("recorded=first"),
+        "no non-determinism warning for the event:\n{text}"
+    );
+    assert!(
+        text.contains("step replayed from a different call site"),
+        "no call-site warning for the step:\n{text}"
+    );
+}
