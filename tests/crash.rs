@@ -156,74 +156,24 @@ impl Rng {
     }
 }
 
-/// One run of the child; returns its stdout lines. With `kill_after_ms`, the child is killed
-/// that long after its first newly executed step was reported.
-fn life(dir: &Path, n: u32, kill_after_ms: Option<u64>) -> Vec<String> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env("TASKFLOW_CRASH_CHILD", dir)
-        .env("TASKFLOW_CRASH_LIFE", n.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut kill_at: Option<Instant> = None;
-    loop {
-        let wait = match kill_at {
-            Some(at) => at.saturating_duration_since(Instant::now()),
-            None => deadline.saturating_duration_since(Instant::now()),
-        };
-        match rx.recv_timeout(wait) {
-            Ok(line) => {
-                if let Some(ms) = kill_after_ms
-                    && kill_at.is_none()
-                    && line.starts_with("committed ")
-                    && line.ends_with(" executed")
-                {
-                    kill_at = Some(Instant::now() + Duration::from_millis(ms));
-                }
-                lines.push(line);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) if kill_at.is_some() => {
-                child.kill().unwrap(); // SIGKILL
-                break;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!("life {n}: no progress in 60 s"),
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    // Lines that were written before the kill but not yet read.
-    lines.extend(rx.try_iter());
-    if kill_after_ms.is_some() {
-        assert!(!status.success(), "life {n} exited by itself");
-        assert!(
-            !lines.iter().any(|l| l.starts_with("done")),
-            "life {n} finished the task before it was killed"
-        );
-    } else {
-        assert!(status.success(), "final life failed: {status}");
-    }
-    lines
-}
+/// When to kill a child: this many ms after the first line the predicate accepts.
+type KillRule = (u64, fn(&str) -> bool);
 
-/// One life of the burst child; killed `kill_after_ms` after it started (or left to finish).
-fn burst_life(dir: &Path, kill_after_ms: Option<u64>) -> Vec<String> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env("TASKFLOW_CRASH_CHILD", dir)
-        .env("TASKFLOW_CRASH_MODE", "burst")
+/// Runs the child with `env` and collects its stdout lines. With `kill`, the child is
+/// SIGKILLed `ms` after the first line that `trigger` accepts. Returns the lines and how the
+/// child ended.
+fn run_child(
+    dir: &Path,
+    env: &[(&str, String)],
+    kill: Option<KillRule>,
+    what: &str,
+) -> (Vec<String>, std::process::ExitStatus) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.env("TASKFLOW_CRASH_CHILD", dir);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -247,9 +197,9 @@ fn burst_life(dir: &Path, kill_after_ms: Option<u64>) -> Vec<String> {
             .saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok(line) => {
-                if let Some(ms) = kill_after_ms
+                if let Some((ms, trigger)) = kill
                     && kill_at.is_none()
-                    && line == "started"
+                    && trigger(&line)
                 {
                     kill_at = Some(Instant::now() + Duration::from_millis(ms));
                 }
@@ -259,13 +209,49 @@ fn burst_life(dir: &Path, kill_after_ms: Option<u64>) -> Vec<String> {
                 child.kill().unwrap(); // SIGKILL
                 break;
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!("burst life: no progress in 120 s"),
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: no progress in 120 s"),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     let status = child.wait().unwrap();
     reader.join().unwrap();
+    // Lines that were written before the kill but not yet read.
     lines.extend(rx.try_iter());
+    (lines, status)
+}
+
+/// One run of the 50-step child; returns its stdout lines. With `kill_after_ms`, the child is
+/// killed that long after its first newly executed step was reported.
+fn life(dir: &Path, n: u32, kill_after_ms: Option<u64>) -> Vec<String> {
+    let first_new_step: fn(&str) -> bool =
+        |line| line.starts_with("committed ") && line.ends_with(" executed");
+    let (lines, status) = run_child(
+        dir,
+        &[("TASKFLOW_CRASH_LIFE", n.to_string())],
+        kill_after_ms.map(|ms| (ms, first_new_step)),
+        &format!("life {n}"),
+    );
+    if kill_after_ms.is_some() {
+        assert!(!status.success(), "life {n} exited by itself");
+        assert!(
+            !lines.iter().any(|l| l.starts_with("done")),
+            "life {n} finished the task before it was killed"
+        );
+    } else {
+        assert!(status.success(), "final life failed: {status}");
+    }
+    lines
+}
+
+/// One life of the burst child; killed `kill_after_ms` after it started (or left to finish).
+fn burst_life(dir: &Path, kill_after_ms: Option<u64>) -> Vec<String> {
+    let started: fn(&str) -> bool = |line| line == "started";
+    let (lines, status) = run_child(
+        dir,
+        &[("TASKFLOW_CRASH_MODE", "burst".to_owned())],
+        kill_after_ms.map(|ms| (ms, started)),
+        "burst life",
+    );
     if kill_after_ms.is_none() {
         assert!(status.success(), "final burst life failed: {status}");
     }

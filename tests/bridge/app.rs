@@ -58,9 +58,7 @@ async fn app_server() -> (String, TaskFlow, taskflow::testing::TempDataDir) {
     let app = app
         .layer(axum::middleware::from_fn(auth))
         .with_state(AppState { flow: flow.clone() });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = serve_app(app).await;
     (base, flow, dir)
 }
 

@@ -24,9 +24,7 @@ async fn capped_server(
     let api = taskflow::axum::routes_with(flow.clone(), taskflow::axum::Anonymous::AsService)
         .layer(taskflow::axum::ProxyTrust::new().layer(&flow));
     let app: axum::Router = axum::Router::new().nest("/api", api);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = serve_app(app).await;
     (base, flow, dir)
 }
 

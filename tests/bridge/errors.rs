@@ -335,9 +335,7 @@ async fn a_full_queue_is_429_queue_full_with_retry_after() {
         "/api",
         taskflow::axum::routes_with(flow.clone(), taskflow::axum::Anonymous::AsService),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = serve_app(app).await;
     // One run holds the only slot, one waits in the queue; the third has no room.
     let running = post(&base, &json!({"tag": "qf-1", "n": 1, "hold": true})).await;
     assert_eq!(running.status(), 200);

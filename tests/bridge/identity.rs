@@ -385,9 +385,7 @@ async fn the_default_routes_refuse_anonymous_requests_on_every_route() {
         let flow = dir.builder().register(count).build().await.unwrap();
         let app: axum::Router =
             axum::Router::new().nest("/api", taskflow::axum::routes(flow.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let base = serve_app(app).await;
         (base, flow, dir)
     };
     // A service-owned run exists: anonymous callers must not reach it.

@@ -172,6 +172,14 @@ pub async fn server() -> Server {
     server_with(Options::default()).await
 }
 
+/// Serves `app` on 127.0.0.1:0 (plain `axum::serve`, no peer addresses) and returns its base URL.
+pub async fn serve_app(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
 pub async fn server_with(o: Options) -> Server {
     let dir = o.dir.unwrap_or_else(|| Arc::new(TempDataDir::new()));
     let builder = dir

@@ -72,8 +72,44 @@ async fn wobbly(ctx: TaskContext<Wobble>, _input: ()) -> Result<u32, TaskError> 
     Ok(v)
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn spans_and_non_determinism_warnings_reach_tracing() {
+/// `tracing` caches per call site whether anyone listens, globally; tests of this binary that
+/// run at the same time on other threads can race that cache against this test's thread-local
+/// subscriber. So the check runs in a child process of this binary that runs only it.
+#[test]
+fn spans_and_non_determinism_warnings_reach_tracing() {
+    const CHILD: &str = "TASKFLOW_SPANS_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(check_spans());
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "spans::spans_and_non_determinism_warnings_reach_tracing",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the span check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The child really ran the check (a filter that matched nothing would pass too).
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test:\n{stdout}"
+    );
+}
+
+async fn check_spans() {
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(captured.clone())

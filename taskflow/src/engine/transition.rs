@@ -70,15 +70,11 @@ impl Inner {
         record: &TaskRecord,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let mut patch = TaskPatch::at(self.now());
-        patch.status = Some(TaskState::Suspended);
-        patch.suspended_reason = Some(Some(reason.to_owned()));
-        patch.next_attempt_at = Some(None);
-        patch.bump_epoch = true;
         let event = Lifecycle::Suspended {
             reason: reason.to_owned(),
         };
-        self.transition(record, patch, Some(event)).await
+        self.stop_attempt(record, TaskState::Suspended, reason, event)
+            .await
     }
 
     /// Cancels a run for good, committing the `cancelled` event, and fences its attempt.
@@ -87,18 +83,31 @@ impl Inner {
         record: &TaskRecord,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let mut patch = TaskPatch::at(self.now());
-        patch.status = Some(TaskState::Cancelled);
-        patch.suspended_reason = Some(Some(reason.to_owned()));
-        patch.next_attempt_at = Some(None);
-        patch.bump_epoch = true;
         let event = Lifecycle::Cancelled {
             reason: reason.to_owned(),
         };
-        self.transition(record, patch, Some(event)).await?;
+        self.stop_attempt(record, TaskState::Cancelled, reason, event)
+            .await?;
         Metrics::inc(&self.metrics.tasks_cancelled);
         self.runs.forget_user(record.id);
         Ok(())
+    }
+
+    /// Moves a run to `state` with `reason`, drops a pending retry and bumps the epoch, so the
+    /// attempt in flight can write nothing more.
+    async fn stop_attempt(
+        &self,
+        record: &TaskRecord,
+        state: TaskState,
+        reason: &str,
+        event: Lifecycle,
+    ) -> Result<(), StoreError> {
+        let mut patch = TaskPatch::at(self.now());
+        patch.status = Some(state);
+        patch.suspended_reason = Some(Some(reason.to_owned()));
+        patch.next_attempt_at = Some(None);
+        patch.bump_epoch = true;
+        self.transition(record, patch, Some(event)).await
     }
 
     /// Puts a suspended run back in `created` and admits it.
