@@ -1,6 +1,7 @@
 //! Retries: only `Err` and panics use up attempts; backoff is persisted.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use taskflow::testing::TempDataDir;
 use taskflow::{StartOptions, TaskState, WaitError};
@@ -142,4 +143,52 @@ async fn a_handler_error_coded_stopped_is_an_ordinary_failure() {
 
 fn attempts(n: u32) -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(n).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_waits_for_its_persisted_time_across_a_restart() {
+    use taskflow::testing::SimulateCrash;
+    let dir = TempDataDir::new();
+    let build = || {
+        fast_builder(&dir)
+            .retry_backoff(Duration::from_secs(2), Duration::from_secs(2))
+            .build()
+    };
+    let flow = build().await.unwrap();
+    let mut s = Script::new("retry-restart");
+    s.fail_times = 1;
+    let run = flow
+        .start_with(scripted, s, StartOptions::new().max_attempts(attempts(3)))
+        .await
+        .unwrap();
+    let ik = run.idempotency_key.clone();
+    // Attempt 1 failed: its retry is due 2 s later, recorded as next_attempt_at.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while flow.status(&ik).await.unwrap().failed_attempts < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "attempt 1 never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let failed_at = tokio::time::Instant::now();
+    flow.crash();
+    // The next process recovers the run but keeps the backoff.
+    let flow = build().await.unwrap();
+    let p = probe("retry-restart");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while p.attempts.load(Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retry never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let waited = failed_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "attempt 2 started {waited:?} after attempt 1 failed: the backoff was lost"
+    );
+    assert!(flow.wait(&run).await.is_ok());
+    flow.shutdown().await.unwrap();
 }

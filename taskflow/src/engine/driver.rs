@@ -285,12 +285,8 @@ async fn settle(
                 patch.error = Some(record);
                 (Some(event), false)
             } else {
-                let exp = u32::min(failed - 1, 16);
-                let backoff = inner
-                    .config
-                    .retry_base
-                    .saturating_mul(1 << exp)
-                    .min(inner.config.retry_cap);
+                let backoff =
+                    retry_backoff(inner.config.retry_base, inner.config.retry_cap, failed);
                 tracing::info!(
                     code = error.code(),
                     error = error.message(),
@@ -324,5 +320,33 @@ async fn settle(
             tracing::error!(error = %e, "could not record the attempt's outcome");
             false
         }
+    }
+}
+
+/// The wait before the next attempt after `failed` failed attempts: `base × 2^(failed − 1)`,
+/// capped at `cap`.
+fn retry_backoff(
+    base: std::time::Duration,
+    cap: std::time::Duration,
+    failed: u32,
+) -> std::time::Duration {
+    let exp = failed.saturating_sub(1).min(16);
+    base.saturating_mul(1 << exp).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::retry_backoff;
+
+    #[test]
+    fn backoff_doubles_from_one_second_and_stops_at_thirty() {
+        let (base, cap) = (Duration::from_secs(1), Duration::from_secs(30));
+        let waits: Vec<u64> = (1..=8)
+            .map(|failed| retry_backoff(base, cap, failed).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(retry_backoff(base, cap, u32::MAX), cap, "no overflow");
     }
 }
