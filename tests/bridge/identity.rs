@@ -422,3 +422,41 @@ async fn the_default_routes_refuse_anonymous_requests_on_every_route() {
     }
     flow.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unrestricted_proxy_trust_warns_in_production_only() {
+    use taskflow::axum::ProxyTrust;
+    let warnings = |environment: taskflow::Environment| {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        async move {
+            let dir = taskflow::testing::TempDataDir::new();
+            let flow = dir
+                .builder()
+                .environment(environment)
+                .build()
+                .await
+                .unwrap();
+            // `layer` runs on this thread, under this test's subscriber only.
+            tracing::subscriber::with_default(subscriber, || {
+                let _ = ProxyTrust::new().layer(&flow);
+                let _ = ProxyTrust::new()
+                    .from_peers(["127.0.0.1".parse().unwrap()])
+                    .layer(&flow);
+                let _ = ProxyTrust::new()
+                    .with_secret_header("x-s", "v")
+                    .layer(&flow);
+            });
+            flow.shutdown().await.unwrap();
+            let text = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+            text.matches("trusted from any peer in production").count()
+        }
+    };
+    assert_eq!(warnings(taskflow::Environment::Production).await, 1);
+    assert_eq!(warnings(taskflow::Environment::Development).await, 0);
+}
