@@ -1,6 +1,36 @@
 //! Input that does not decode, in words a person can act on: the message names the field it
 //! is about, and says JSON's names for shapes (an object, an array) rather than Rust's.
 
+/// Input that does not decode: the field's path (`None` for the whole input) and what to
+/// tell the person who sent it.
+#[derive(Debug)]
+pub(crate) struct InputProblem {
+    pub(crate) path: Option<String>,
+    pub(crate) message: String,
+}
+
+/// Decodes a `T` from `de` (whose input is a JSON array when `is_array`), with the messages
+/// of this module: the task routes, `Input<T>` and the registry all decode input through it.
+pub(crate) fn decode<'de, T, D>(de: D, is_array: bool) -> Result<T, InputProblem>
+where
+    T: serde::de::DeserializeOwned,
+    D: serde::Deserializer<'de>,
+{
+    if is_array && expects_object::<T>() {
+        return Err(InputProblem {
+            path: None,
+            message: ARRAY_FOR_OBJECT.to_owned(),
+        });
+    }
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = field_path(e.path());
+        InputProblem {
+            message: describe(path.as_deref(), &e.inner().to_string()),
+            path,
+        }
+    })
+}
+
 /// The message for a decoding error at `path` (serde_path_to_error's, `None` for the root).
 pub(crate) fn describe(path: Option<&str>, message: &str) -> String {
     let message = json_words(message);
@@ -11,7 +41,7 @@ pub(crate) fn describe(path: Option<&str>, message: &str) -> String {
 }
 
 /// `path` as serde_path_to_error prints it, `None` for the root (`.`).
-pub(crate) fn field_path(path: &serde_path_to_error::Path) -> Option<String> {
+fn field_path(path: &serde_path_to_error::Path) -> Option<String> {
     let path = path.to_string();
     (path != ".").then_some(path)
 }
@@ -79,7 +109,7 @@ impl<'de> serde::Deserializer<'de> for ShapeProbe<'_> {
 }
 
 /// The message for an array sent where an object is expected.
-pub(crate) const ARRAY_FOR_OBJECT: &str = "invalid type: an array, expected an object";
+const ARRAY_FOR_OBJECT: &str = "invalid type: an array, expected an object";
 
 /// serde's Rust-flavoured shape names in JSON's words: `struct Foo` → `an object`,
 /// `sequence` → `an array`, `map` → `an object`.

@@ -66,6 +66,7 @@ mod settings;
 pub mod sse;
 mod status;
 pub mod store;
+mod sync;
 mod task;
 mod task_error;
 #[cfg(feature = "test-util")]

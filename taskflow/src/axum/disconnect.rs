@@ -6,7 +6,7 @@
 //! The table is per flow: it lives in the flow's extensions, reached through the port.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
@@ -15,6 +15,7 @@ use crate::engine::port::{Port, WatchedRun, WeakPort};
 use crate::engine::{Action, Scope};
 use crate::identity::UserId;
 use crate::ids::{IdempotencyKey, TaskId};
+use crate::sync::lock;
 
 /// Reason a run is stopped with when its clients are gone.
 pub const CLIENT_DISCONNECTED: &str = "client_disconnected";
@@ -39,10 +40,6 @@ pub(crate) struct StreamTicket {
     pub(crate) id: TaskId,
     pub(crate) ik: IdempotencyKey,
     pub(crate) owner: Option<UserId>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Streams {

@@ -97,19 +97,9 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
             format!("send {expected} with Content-Type: application/json"),
         ));
     }
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') && crate::input_error::expects_object::<T>() {
-        return Err(HttpError::invalid_input(
-            crate::input_error::ARRAY_FOR_OBJECT,
-            None,
-        ));
-    }
+    let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize::<_, T>(&mut de)
+    crate::input_error::decode(&mut de, is_array)
         .map(Some)
-        .map_err(|e| {
-            let path = crate::input_error::field_path(e.path());
-            let message = crate::input_error::describe(path.as_deref(), &e.inner().to_string());
-            HttpError::invalid_input(message, path)
-        })
+        .map_err(|e| HttpError::invalid_input(e.message, e.path))
 }

@@ -4,13 +4,14 @@
 //! global cap, as with the other per-user limits.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 
 use super::http_error::HttpError;
 use crate::engine::port::Port;
 use crate::identity::UserId;
+use crate::sync::lock;
 
 /// Open streams of one flow, counted.
 #[derive(Debug, Default)]
@@ -37,10 +38,7 @@ impl OpenStreams {
         let streams = port.extension::<OpenStreams>();
         let (global, per_user) = port.stream_limits();
         {
-            let mut counts = streams
-                .counts
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut counts = lock(&streams.counts);
             if counts.total >= global {
                 return Err(refused(format!(
                     "{global} SSE streams are open on this server; retry shortly"
@@ -70,11 +68,7 @@ fn refused(message: String) -> HttpError {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut counts = self
-            .streams
-            .counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut counts = lock(&self.streams.counts);
         counts.total = counts.total.saturating_sub(1);
         if let Some(user) = &self.owner
             && let Some(n) = counts.by_user.get_mut(user)

@@ -1,13 +1,14 @@
 //! In-process fan-out of committed events to live subscribers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
 use crate::ids::IdempotencyKey;
 use crate::status::StoredEvent;
 use crate::store::CommitListener;
+use crate::sync::lock;
 
 /// Events buffered per key for slow subscribers; one that falls further behind reads the log.
 const CAPACITY: usize = 1024;
@@ -40,7 +41,7 @@ pub(crate) struct Hub {
 impl Hub {
     /// A receiver of every event committed to `ik` from now on.
     pub(crate) fn receiver(&self, ik: &IdempotencyKey) -> broadcast::Receiver<Arc<SharedEvent>> {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut channels = lock(&self.channels);
         if channels.len() > 4 * CAPACITY {
             channels.retain(|_, tx| tx.receiver_count() > 0);
         }
@@ -53,7 +54,7 @@ impl Hub {
 
 impl CommitListener for Hub {
     fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]) {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut channels = lock(&self.channels);
         let Some(tx) = channels.get(ik) else {
             return;
         };

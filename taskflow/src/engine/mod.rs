@@ -32,7 +32,7 @@ mod subscription;
 mod transition;
 mod typed_subscription;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -104,9 +104,7 @@ struct Inner {
     recovered_watched: Mutex<Vec<port::WatchedRun>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::sync::lock;
 
 impl TaskFlow {
     /// Starts configuring a flow.

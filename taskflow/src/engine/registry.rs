@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::attempt::AttemptState;
 use crate::context::{TaskContext, store_error};
 use crate::error::{PayloadKind, TaskError};
+use crate::input_error::InputProblem;
 use crate::task::{Task, TaskOptions};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -20,7 +21,7 @@ type RunFn = dyn Fn(Arc<AttemptState>, serde_json::Value) -> BoxFuture<Result<se
 pub(crate) struct Registered {
     pub(crate) name: &'static str,
     /// Decodes raw JSON into the input type and back, so equal inputs have equal JSON.
-    pub(crate) normalize_input: fn(serde_json::Value) -> Result<serde_json::Value, InputError>,
+    pub(crate) normalize_input: fn(serde_json::Value) -> Result<serde_json::Value, InputProblem>,
     pub(crate) options: TaskOptions,
     pub(crate) run: Arc<RunFn>,
 }
@@ -70,30 +71,12 @@ impl Registered {
     }
 }
 
-/// Input JSON that does not decode into the task's input type.
-#[derive(Debug)]
-pub(crate) struct InputError {
-    pub(crate) path: Option<String>,
-    pub(crate) message: String,
-}
-
 fn normalize<I: crate::task::TaskInput>(
     value: serde_json::Value,
-) -> Result<serde_json::Value, InputError> {
-    if value.is_array() && crate::input_error::expects_object::<I>() {
-        return Err(InputError {
-            path: None,
-            message: crate::input_error::ARRAY_FOR_OBJECT.to_owned(),
-        });
-    }
-    let typed: I = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = crate::input_error::field_path(e.path());
-        InputError {
-            message: crate::input_error::describe(path.as_deref(), &e.inner().to_string()),
-            path,
-        }
-    })?;
-    serde_json::to_value(&typed).map_err(|e| InputError {
+) -> Result<serde_json::Value, InputProblem> {
+    let is_array = value.is_array();
+    let typed: I = crate::input_error::decode(value, is_array)?;
+    serde_json::to_value(&typed).map_err(|e| InputProblem {
         path: None,
         message: e.to_string(),
     })
