@@ -7,6 +7,10 @@
 //!
 //! Environment: `TASKFLOW_ADDR` (default `127.0.0.1:3000`; port 0 picks a free port),
 //! `TASKFLOW_DATA_DIR` (default `.taskflow`), `TASKFLOW_ENV=production` masks error messages.
+//! With `TASKFLOW_DATABASE_URL` (a libpq-style URL) the log lives in PostgreSQL instead, in
+//! schema `TASKFLOW_PG_SCHEMA` (default `taskflow`), and several demo processes can share it;
+//! `TASKFLOW_STALE_THRESHOLD_MS` (default 30000) is how long a run whose process stopped
+//! renewing its lease waits before another process claims it.
 //! Routes: `GET /` (the page), `GET /metrics`, and the task API under `/api`
 //! (`taskflow::axum::routes_with`). Proxy identity headers (`X-Forwarded-User`, `-Email`,
 //! `-Access-Token`) are trusted; without them requests run as the service identity (the demo
@@ -31,9 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let addr = std::env::var("TASKFLOW_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let data_dir = std::env::var("TASKFLOW_DATA_DIR").unwrap_or_else(|_| ".taskflow".into());
-    let flow = TaskFlow::builder()
-        .data_dir(&data_dir)
+    let flow = store(TaskFlow::builder())?
         .register(tasks::count_to_n)
         .register(tasks::pipeline_with_steps)
         .stop_grace(Duration::from_secs(2))
@@ -84,4 +86,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     taskflow::axum::serve(listener, app, flow).await?;
     Ok(())
+}
+
+/// The store the environment names: PostgreSQL when `TASKFLOW_DATABASE_URL` is set, else a
+/// redb file in `TASKFLOW_DATA_DIR`.
+fn store(builder: taskflow::TaskFlowBuilder) -> Result<taskflow::TaskFlowBuilder, String> {
+    let Ok(url) = std::env::var("TASKFLOW_DATABASE_URL") else {
+        let data_dir = std::env::var("TASKFLOW_DATA_DIR").unwrap_or_else(|_| ".taskflow".into());
+        return Ok(builder.data_dir(data_dir));
+    };
+    let schema = std::env::var("TASKFLOW_PG_SCHEMA").unwrap_or_else(|_| "taskflow".into());
+    let stale_ms = match std::env::var("TASKFLOW_STALE_THRESHOLD_MS") {
+        Err(_) => 30_000,
+        Ok(v) => v.parse::<u64>().ok().filter(|ms| *ms > 0).ok_or_else(|| {
+            format!(
+                "TASKFLOW_STALE_THRESHOLD_MS is `{v}`; expected a positive number of milliseconds"
+            )
+        })?,
+    };
+    Ok(builder.postgres(
+        taskflow::store::PgConfig::new(url)
+            .schema(schema)
+            .stale_threshold(Duration::from_millis(stale_ms)),
+    ))
 }

@@ -82,16 +82,15 @@ pub enum BuildError {
     #[error(
         "data dir {path} is already in use by another process; one redb file serves one process. \
          Stop the other process or give this one another data dir (several processes sharing \
-         one queue need the PostgreSQL store, the planned `postgres` feature, which this \
-         version of taskflow does not have yet)"
+         one queue need the PostgreSQL store: feature `postgres`, `TaskFlowBuilder::postgres`)"
     )]
     DataDirInUse {
         /// The database file.
         path: String,
     },
-    /// The file was written by a newer taskflow.
+    /// The store (a redb file, a PostgreSQL schema) was written by a newer taskflow.
     #[error(
-        "data file schema version {found} is newer than this taskflow supports ({supported}); upgrade taskflow"
+        "the store's schema version {found} is newer than this taskflow supports ({supported}); upgrade taskflow"
     )]
     SchemaTooNew {
         /// Version in the file.
@@ -120,6 +119,15 @@ pub enum BuildError {
         path: String,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The PostgreSQL store could not be opened: the URL, the server, the login or a
+    /// privilege. Names the server, never the password.
+    #[error("cannot open taskflow's PostgreSQL store at {server}: {reason}")]
+    Postgres {
+        /// `host:port, database D, user U`.
+        server: String,
+        /// What failed, in the server's words where it said something.
+        reason: String,
     },
     /// The store failed while opening or recovering.
     #[error(transparent)]

@@ -3,14 +3,14 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use taskflow::testing::TempDataDir;
+use taskflow::testing::TempStore;
 use taskflow::{ControlError, SubscribeFrom, TaskState};
 
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_commits_suspended_at_once_and_fences_the_attempt() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("ctl-stop");
     s.steps = 2;
@@ -63,7 +63,7 @@ async fn stop_commits_suspended_at_once_and_fences_the_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_ignores_cancelled_is_dropped_after_the_grace() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir)
         .stop_grace(Duration::from_millis(200))
         .build()
@@ -91,7 +91,7 @@ async fn a_handler_that_ignores_cancelled_is_dropped_after_the_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_reruns_from_the_top_with_finished_steps_replayed() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("ctl-resume");
     s.steps = 3;
@@ -129,7 +129,7 @@ async fn resume_reruns_from_the_top_with_finished_steps_replayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_is_terminal() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("ctl-cancel");
     s.steps = 1;
@@ -174,7 +174,7 @@ async fn cancel_is_terminal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reasons_over_512_characters_are_rejected() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("ctl-reason");
     s.hold = true;

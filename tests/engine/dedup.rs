@@ -1,6 +1,6 @@
 //! The dedup table of SPEC §3, one test per cell, and the idempotency key's properties.
 
-use taskflow::testing::TempDataDir;
+use taskflow::testing::TempStore;
 use taskflow::{
     AccessToken, ControlError, ExecuteMode, IdempotencyKey, StartOptions, SubscribeFrom, TaskState,
     UserContext, UserId,
@@ -14,7 +14,7 @@ fn user(id: &str) -> UserContext {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn created_run_attaches() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).max_concurrent(1).build().await.unwrap();
     let mut busy = Script::new("dedup-created-busy");
     busy.hold = true;
@@ -39,7 +39,7 @@ async fn created_run_attaches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_run_attaches() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("dedup-running");
     s.steps = 1;
@@ -62,7 +62,7 @@ async fn running_run_attaches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspended_run_attaches_and_resumes_but_subscribe_does_not() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("dedup-suspended");
     s.steps = 2;
@@ -104,7 +104,7 @@ async fn suspended_run_attaches_and_resumes_but_subscribe_does_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completed_run_attaches_and_replays() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("dedup-completed");
     s.steps = 3;
@@ -127,7 +127,7 @@ async fn completed_run_attaches_and_replays() {
 }
 
 async fn finished_then_resubmit(tag: &str, cancel: bool, mode: ExecuteMode) -> (bool, u64, u64) {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new(tag);
     s.steps = 1;
@@ -199,7 +199,7 @@ async fn cancelled_run_at_most_once_attaches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_ignores_json_key_order_and_omitted_defaults() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let a = flow
         .start_json(
@@ -232,7 +232,7 @@ async fn key_ignores_json_key_order_and_omitted_defaults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_owners_key_behaves_like_an_unknown_key() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let ann = flow.as_user(&user("ann"));
     let bob = flow.as_user(&user("bob"));
@@ -299,7 +299,7 @@ async fn amo_fails(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_finished_runs_recorded_mode_decides_not_the_callers_override() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir)
         .register(amo_fails)
         .build()

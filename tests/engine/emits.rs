@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use taskflow::prelude::*;
-use taskflow::testing::{SimulateCrash, TempDataDir};
+use taskflow::testing::{SimulateCrash, TempStore};
 use taskflow::{StoredEvent, TaskState};
 
 use crate::support::*;
@@ -88,7 +88,7 @@ pub async fn burst(ctx: TaskContext<Burst>, input: BurstIn) -> Result<u32, TaskE
     Ok(input.writers.max(1) * input.n)
 }
 
-fn builder(dir: &TempDataDir) -> taskflow::TaskFlowBuilder {
+fn builder(dir: &TempStore) -> taskflow::TaskFlowBuilder {
     fast_builder(dir).register(burst)
 }
 
@@ -107,7 +107,7 @@ fn items(events: &[StoredEvent]) -> Vec<(u32, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_emits_and_steps_are_logged_gapless_in_each_writers_order() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = builder(&dir).build().await.unwrap();
     let input = BurstIn {
         tag: "emit-order".into(),
@@ -140,7 +140,7 @@ async fn concurrent_emits_and_steps_are_logged_gapless_in_each_writers_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_and_a_flush_see_every_earlier_emit_durable() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = builder(&dir).build().await.unwrap();
     let input = BurstIn {
         tag: "emit-flush".into(),
@@ -180,7 +180,7 @@ async fn a_step_and_a_flush_see_every_earlier_emit_durable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_attempts_queued_emits_never_reach_the_log_after_the_stop() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = builder(&dir).build().await.unwrap();
     let input = BurstIn {
         tag: "emit-stop".into(),
@@ -222,7 +222,7 @@ async fn a_stopped_attempts_queued_emits_never_reach_the_log_after_the_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_burst_loses_nothing_seen_and_doubles_nothing_after_recovery() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = builder(&dir).build().await.unwrap();
     let input = BurstIn {
         tag: "emit-crash".into(),

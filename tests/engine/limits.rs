@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use taskflow::testing::TempDataDir;
+use taskflow::testing::TempStore;
 use taskflow::{
     BuildError, ControlError, Environment, ListFilter, ManualClock, PayloadKind, StartError,
     SubscribeFrom, TaskState, Timestamp, UserContext, UserId, WaitError,
@@ -18,7 +18,7 @@ fn held(tag: &str) -> Script {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_concurrency_limit_queues_in_created_and_the_queue_is_bounded() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir)
         .max_concurrent(2)
         .queue_limit(1)
@@ -57,7 +57,7 @@ async fn global_concurrency_limit_queues_in_created_and_the_queue_is_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_user_concurrency_limit_does_not_apply_to_the_service() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir)
         .max_concurrent_per_user(1)
         .build()
@@ -90,7 +90,7 @@ async fn per_user_concurrency_limit_does_not_apply_to_the_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_rate_limit_says_when_to_retry_and_attaching_is_free() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
     let flow = fast_builder(&dir)
         .clock(clock.clone())
@@ -124,7 +124,7 @@ async fn start_rate_limit_says_when_to_retry_and_attaching_is_free() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_limits_refuse_and_write_nothing() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir)
         .payload_limit(2_000)
         .build()
@@ -186,7 +186,7 @@ async fn payload_limits_refuse_and_write_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_registration_fails_in_production_and_replaces_in_development() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let err = dir
         .builder()
         .environment(Environment::Production)
@@ -229,7 +229,7 @@ fn environment_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_old_runs_by_the_clock_and_keys_keep_their_seqs() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
     let flow = fast_builder(&dir)
         .clock(clock.clone())
@@ -277,9 +277,9 @@ async fn retention_removes_old_runs_by_the_clock_and_keys_keep_their_seqs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_retention_pass_compacts_the_file() {
-    let dir = TempDataDir::new();
+    let dir = taskflow::testing::TempDataDir::new();
     let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-    let flow = fast_builder(&dir)
+    let flow = fast(dir.builder())
         .clock(clock.clone())
         .compact_after(20)
         .build()
@@ -317,7 +317,7 @@ async fn a_large_retention_pass_compacts_the_file() {
 async fn retention_never_deletes_a_run_that_changed_after_its_scan() {
     use std::sync::Arc;
     use taskflow::store::{Committed, RedbStore, Scan, Store, Write, WriteBatch};
-    let dir = TempDataDir::new();
+    let dir = taskflow::testing::TempDataDir::new();
     let path = dir.path().to_owned();
     let store = Arc::new(
         tokio::task::spawn_blocking(move || RedbStore::open(path))
@@ -326,7 +326,7 @@ async fn retention_never_deletes_a_run_that_changed_after_its_scan() {
             .unwrap(),
     );
     let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-    let flow = fast_builder(&dir)
+    let flow = fast(dir.builder())
         .store(store.clone())
         .clock(clock.clone())
         .build()
@@ -370,7 +370,7 @@ async fn retention_never_deletes_a_run_that_changed_after_its_scan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_global_start_rate_limit_holds_for_every_owner_and_ignores_attaches() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir)
         .start_rate_per_minute(2)
         .build()

@@ -1,13 +1,16 @@
-//! Engine integration tests, on real redb files in temp dirs.
+//! Engine integration tests, on real redb files in temp dirs and on PostgreSQL schemas of
+//! their own (`both_stores` runs the suite on the store this run does not use).
 
 // Tests may unwrap (the workspace denies it in library code only); helpers outside #[test]
 // functions need the crate-level allowance.
 #![allow(clippy::unwrap_used)]
 
+mod both_stores;
 mod control;
 mod dedup;
 mod emits;
 mod limits;
+mod postgres;
 mod recovery;
 mod retries;
 mod secrets;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use taskflow::prelude::*;
-use taskflow::testing::{SimulateCrash, TempDataDir};
+use taskflow::testing::{SimulateCrash, TempStore};
 use taskflow::{ManualClock, TaskState, Timestamp, WaitError};
 
 use crate::support::*;
@@ -30,7 +30,7 @@ fn next(state: &mut u64) -> u64 {
 async fn twenty_in_process_crashes_lose_nothing_and_rerun_nothing() {
     // 100 steps, so that a slow machine finishing a few extra steps per life never lets the
     // run complete before the 20th crash.
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let mut s = Script::new("rec-crash");
     s.steps = 100;
     s.step_sleep_ms = 10;
@@ -104,7 +104,7 @@ async fn twenty_in_process_crashes_lose_nothing_and_rerun_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_age_interrupted_run_fails_and_a_new_start_runs_fresh() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
     let mut s = Script::new("rec-age");
     s.steps = 1;
@@ -147,7 +147,7 @@ async fn over_age_interrupted_run_fails_and_a_new_start_runs_fresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_age_interrupted_run_is_recovered() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
     let mut s = Script::new("rec-young");
     s.steps = 1;
@@ -181,7 +181,7 @@ async fn manual(ctx: TaskContext<Tick>, s: Script) -> Result<Out, TaskError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_recover_off_suspends_and_unregistered_tasks_are_left_alone() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let mut s = Script::new("rec-manual");
     s.steps = 1;
     s.hold = true;
@@ -221,7 +221,7 @@ async fn scripted_v2(_ctx: TaskContext<NoEvents>, input: V2Input) -> Result<u64,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_in_flight_input_fails_with_incompatible_state() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let mut s = Script::new("rec-incompatible");
     s.steps = 1;
     s.hold = true;
@@ -275,7 +275,7 @@ async fn hold(ctx: TaskContext<NoEvents>, input: HoldIn) -> Result<(), TaskError
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_max_age_zero_fails_an_interrupted_run_at_once() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
     let build = || {
         fast_builder(&dir)
@@ -302,7 +302,7 @@ async fn recovery_max_age_zero_fails_an_interrupted_run_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heartbeat_extends_the_recovery_age() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
     let build = || {
         fast_builder(&dir)

@@ -3,14 +3,14 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use taskflow::testing::TempDataDir;
+use taskflow::testing::TempStore;
 use taskflow::{StartOptions, TaskState, WaitError};
 
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_errors_then_ok_completes_with_three_attempts() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("retry-ok");
     s.steps = 2;
@@ -34,7 +34,7 @@ async fn two_errors_then_ok_completes_with_three_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_errors_fail_with_the_last_message() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("retry-fail");
     s.fail_times = 10;
@@ -58,7 +58,7 @@ async fn three_errors_fail_with_the_last_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_error_skips_the_remaining_attempts() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("retry-permanent");
     s.fail_times = 10;
@@ -71,7 +71,7 @@ async fn a_permanent_error_skips_the_remaining_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_is_an_attempt_with_code_panicked_and_the_runtime_survives() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut once = Script::new("retry-panic-once");
     once.panic_times = 1;
@@ -117,7 +117,7 @@ async fn coded_stopped(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_error_coded_stopped_is_an_ordinary_failure() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir)
         .register(coded_stopped)
         .build()
@@ -148,7 +148,7 @@ fn attempts(n: u32) -> std::num::NonZeroU32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_waits_for_its_persisted_time_across_a_restart() {
     use taskflow::testing::SimulateCrash;
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let build = || {
         fast_builder(&dir)
             .retry_backoff(Duration::from_secs(2), Duration::from_secs(2))

@@ -14,7 +14,7 @@ fn hex(bytes: &[u8]) -> String {
 async fn the_access_token_is_never_written_to_the_data_dir() {
     const TOKEN: &str = "tok-7f3a9c1e-SECRET-d41d8cd98f00b204";
     let dir = TempDataDir::new();
-    let flow = fast_builder(&dir).build().await.unwrap();
+    let flow = fast(dir.builder()).build().await.unwrap();
     let user = UserContext::new(UserId::new("ann@example.com").unwrap())
         .with_email("ann@example.com")
         .with_access_token(AccessToken::new(TOKEN));

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use taskflow::prelude::*;
-use taskflow::testing::{SimulateCrash, TempDataDir};
+use taskflow::testing::{SimulateCrash, TempStore};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -120,7 +120,7 @@ async fn check_spans() {
     // This thread only: the test's runtime is single-threaded, so every task it spawns logs here.
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).register(wobbly).build().await.unwrap();
     let run = flow.start(wobbly, ()).await.unwrap();
     assert_eq!(

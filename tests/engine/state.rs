@@ -1,7 +1,7 @@
 //! The app's state reaches tasks per flow: two flows in one process never share it.
 
 use taskflow::prelude::*;
-use taskflow::testing::TempDataDir;
+use taskflow::testing::TempStore;
 use taskflow::{TaskError, WaitError};
 
 /// What a test app would hand its tasks: a "pool" with a name.
@@ -17,8 +17,8 @@ async fn state_reader(ctx: TaskContext<NoEvents>, tag: String) -> Result<String,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_flows_in_one_process_each_see_their_own_state() {
-    let (a_dir, b_dir) = (TempDataDir::new(), TempDataDir::new());
-    let build = |dir: &TempDataDir, name: &str| {
+    let (a_dir, b_dir) = (TempStore::new(), TempStore::new());
+    let build = |dir: &TempStore, name: &str| {
         dir.builder()
             .register(state_reader)
             .state(Pool { name: name.into() })
@@ -38,7 +38,7 @@ async fn two_flows_in_one_process_each_see_their_own_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_state_fails_the_run_once_saying_what_to_add() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = dir.builder().register(state_reader).build().await.unwrap();
     let run = flow.start(state_reader, "y".into()).await.unwrap();
     match flow.wait(&run).await {

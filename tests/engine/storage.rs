@@ -12,7 +12,7 @@ use crate::support::*;
 async fn group_commit_64_tasks_x_100_steps_share_fsyncs() {
     let dir = TempDataDir::new();
     let (backend, probe_io) = InstrumentedBackend::create(dir.path()).unwrap();
-    let flow = fast_builder(&dir)
+    let flow = fast(dir.builder())
         .storage_backend(dir.path(), backend)
         .max_concurrent(64)
         .build()
@@ -70,7 +70,7 @@ async fn group_commit_64_tasks_x_100_steps_share_fsyncs() {
 async fn no_writer_is_released_before_its_fsync_returns_and_a_lone_writer_waits_for_nobody() {
     let dir = TempDataDir::new();
     let (backend, probe_io) = InstrumentedBackend::create(dir.path()).unwrap();
-    let flow = fast_builder(&dir)
+    let flow = fast(dir.builder())
         .storage_backend(dir.path(), backend)
         .build()
         .await
@@ -110,7 +110,7 @@ async fn no_writer_is_released_before_its_fsync_returns_and_a_lone_writer_waits_
 async fn an_io_error_at_commit_fail_stops_and_loses_nothing_acknowledged() {
     let dir = TempDataDir::new();
     let (backend, probe_io) = InstrumentedBackend::create(dir.path()).unwrap();
-    let flow = fast_builder(&dir)
+    let flow = fast(dir.builder())
         .storage_backend(dir.path(), backend)
         .build()
         .await
@@ -149,7 +149,7 @@ async fn an_io_error_at_commit_fail_stops_and_loses_nothing_acknowledged() {
     assert!(!acknowledged.is_empty());
     flow.crash();
 
-    let flow = fast_builder(&dir).build().await.unwrap();
+    let flow = fast(dir.builder()).build().await.unwrap();
     assert_eq!(flow.wait(&finished).await.unwrap(), finished_out);
     assert_eq!(
         flow.status(&running.idempotency_key).await.unwrap().status,
@@ -223,7 +223,7 @@ async fn a_newer_schema_version_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_leaves_running_tasks_recoverable_and_is_idempotent() {
     let dir = TempDataDir::new();
-    let flow = fast_builder(&dir).build().await.unwrap();
+    let flow = fast(dir.builder()).build().await.unwrap();
     let mut s = Script::new("shutdown-recover");
     s.steps = 2;
     s.hold = true;
@@ -235,7 +235,7 @@ async fn shutdown_leaves_running_tasks_recoverable_and_is_idempotent() {
         flow.start(scripted, Script::new("after-shutdown")).await,
         Err(StartError::ShuttingDown)
     ));
-    let flow = fast_builder(&dir).build().await.unwrap();
+    let flow = fast(dir.builder()).build().await.unwrap();
     let status = flow.status(&run.idempotency_key).await.unwrap();
     assert_eq!(
         status.failed_attempts, 0,
@@ -255,7 +255,7 @@ async fn a_store_opened_by_the_caller_is_used_and_its_data_persists() {
         .await
         .unwrap()
         .unwrap();
-    let flow = fast_builder(&dir).store(store).build().await.unwrap();
+    let flow = fast(dir.builder()).store(store).build().await.unwrap();
     let run = flow
         .start(scripted, Script::new("own-store"))
         .await
@@ -265,7 +265,7 @@ async fn a_store_opened_by_the_caller_is_used_and_its_data_persists() {
     assert!(flow.metrics().wal_commits > 0);
     flow.shutdown().await.unwrap();
     // The same file, opened the usual way, holds the run.
-    let again = fast_builder(&dir).build().await.unwrap();
+    let again = fast(dir.builder()).build().await.unwrap();
     let status = again.status(&run.idempotency_key).await.unwrap();
     assert_eq!(status.status, TaskState::Completed);
     again.shutdown().await.unwrap();
@@ -275,7 +275,7 @@ async fn a_store_opened_by_the_caller_is_used_and_its_data_persists() {
 async fn one_failed_fsync_is_fatal_even_when_the_disk_works_again() {
     let dir = TempDataDir::new();
     let (backend, probe_io) = InstrumentedBackend::create(dir.path()).unwrap();
-    let flow = fast_builder(&dir)
+    let flow = fast(dir.builder())
         .storage_backend(dir.path(), backend)
         .build()
         .await
@@ -318,7 +318,7 @@ async fn one_failed_fsync_is_fatal_even_when_the_disk_works_again() {
     assert!(status.is_ok(), "reads still work: {status:?}");
     flow.crash();
     // A restart recovers the run from what was durable, and finishes it.
-    let flow = fast_builder(&dir).build().await.unwrap();
+    let flow = fast(dir.builder()).build().await.unwrap();
     let out = flow.wait(&run).await.unwrap();
     assert_eq!(out.values.len(), 1000);
     flow.shutdown().await.unwrap();
@@ -331,7 +331,7 @@ async fn a_database_file_whose_creation_was_cut_short_does_not_block_the_next_st
     // (here: a page of zeros, as after a cut before the first write reached the disk).
     let leftover = dir.path().join("taskflow.redb.creating-4242-7");
     std::fs::write(&leftover, vec![0u8; 4096]).unwrap();
-    let flow = fast_builder(&dir).build().await.unwrap();
+    let flow = fast(dir.builder()).build().await.unwrap();
     let run = flow
         .start(scripted, Script::new("create-cut"))
         .await
@@ -349,7 +349,7 @@ async fn a_database_file_whose_creation_was_cut_short_does_not_block_the_next_st
         "the leftover is gone, nothing else is left"
     );
     // The created file holds what was acknowledged.
-    let flow = fast_builder(&dir).build().await.unwrap();
+    let flow = fast(dir.builder()).build().await.unwrap();
     assert_eq!(
         flow.status(&run.idempotency_key).await.unwrap().status,
         TaskState::Completed
@@ -363,7 +363,7 @@ async fn a_damaged_database_file_is_refused_with_an_error_and_kept() {
     // A file under the final name may hold acknowledged data: never deleted, never a panic.
     let path = dir.path().join("taskflow.redb");
     std::fs::write(&path, vec![0u8; 4096]).unwrap();
-    let err = fast_builder(&dir).build().await.unwrap_err();
+    let err = fast(dir.builder()).build().await.unwrap_err();
     assert!(matches!(err, BuildError::Storage(_)), "{err:?}");
     assert_eq!(
         std::fs::read(&path).unwrap(),

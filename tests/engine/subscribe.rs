@@ -1,13 +1,13 @@
 //! Subscriptions: replay after a position, then live, with no gap or duplicate.
 
-use taskflow::testing::TempDataDir;
+use taskflow::testing::TempStore;
 use taskflow::{Seq, SubscribeFrom};
 
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_k_yields_exactly_the_rest_while_the_task_emits() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("sub-after");
     s.steps = 300;
@@ -35,7 +35,7 @@ async fn after_k_yields_exactly_the_rest_while_the_task_emits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_past_the_end_means_from_the_start() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("sub-past-end");
     s.steps = 2;
@@ -54,7 +54,7 @@ async fn a_position_past_the_end_means_from_the_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_still_gets_all_10000_events() {
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("sub-lagging");
     s.steps = 1;
@@ -82,7 +82,7 @@ async fn a_subscriber_that_stops_reading_still_gets_all_10000_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_subscription_decodes_progress_and_the_output() {
     use taskflow::TaskEvent;
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("sub-typed");
     s.steps = 2;
@@ -123,7 +123,7 @@ async fn typed_subscription_decodes_progress_and_the_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_are_streams_and_a_dropped_next_loses_nothing() {
     use futures_util::StreamExt;
-    let dir = TempDataDir::new();
+    let dir = TempStore::new();
     let flow = fast_builder(&dir).build().await.unwrap();
     let mut s = Script::new("sub-stream");
     s.steps = 40;

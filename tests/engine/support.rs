@@ -261,8 +261,15 @@ pub fn assert_gapless(events: &[StoredEvent], first: u64) {
     }
 }
 
-pub fn fast_builder(dir: &taskflow::testing::TempDataDir) -> taskflow::TaskFlowBuilder {
-    dir.builder()
+/// A builder on `store` (redb or PostgreSQL, as `TASKFLOW_TEST_STORE` says) with the
+/// scripted task and short grace and backoff.
+pub fn fast_builder(store: &taskflow::testing::TempStore) -> taskflow::TaskFlowBuilder {
+    fast(store.builder())
+}
+
+/// `builder` with the scripted task and short grace and backoff.
+pub fn fast(builder: taskflow::TaskFlowBuilder) -> taskflow::TaskFlowBuilder {
+    builder
         .register(scripted)
         .stop_grace(Duration::from_millis(300))
         .retry_backoff(Duration::from_millis(5), Duration::from_millis(20))

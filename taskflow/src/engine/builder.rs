@@ -89,6 +89,9 @@ impl Default for Config {
 pub(crate) enum StoreChoice {
     /// A redb file in this directory, opened at build.
     DataDir(PathBuf),
+    /// A PostgreSQL store, connected at build.
+    #[cfg(feature = "postgres")]
+    Postgres(crate::store::PgConfig),
     /// A store the caller opened.
     Custom(crate::store::DynStore),
     /// A redb file through an instrumented backend (tests).
@@ -160,6 +163,25 @@ impl TaskFlowBuilder {
     /// ```
     pub fn store(mut self, store: impl crate::store::Store) -> Self {
         self.store = StoreChoice::Custom(std::sync::Arc::new(store));
+        self
+    }
+
+    /// Uses the PostgreSQL store (feature `postgres`): taskflow's tables in one schema of the
+    /// database `config` names (a libpq-style URL, or a [`PgConfig`](crate::store::PgConfig)
+    /// with a schema and a stale threshold), so several processes can share one queue. The
+    /// last of [`data_dir`](Self::data_dir), [`store`](Self::store) and this wins.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), taskflow::Error> {
+    /// let flow = taskflow::TaskFlow::builder()
+    ///     .postgres("postgres://app@127.0.0.1:5432/app")
+    ///     .build()
+    ///     .await?;
+    /// # flow.shutdown().await?; Ok(()) }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn postgres(mut self, config: impl Into<crate::store::PgConfig>) -> Self {
+        self.store = StoreChoice::Postgres(config.into());
         self
     }
 

@@ -30,6 +30,10 @@ impl TaskFlow {
                 .await
                 .map_err(|e| BuildError::Storage(StoreError::io(e)))?
                 .map(Arc::new)?,
+            #[cfg(feature = "postgres")]
+            StoreChoice::Postgres(config) => {
+                Arc::new(crate::store::PgStore::connect(config).await?)
+            }
             StoreChoice::Custom(store) => store,
             #[cfg(feature = "test-util")]
             StoreChoice::Backend(dir, backend) => {

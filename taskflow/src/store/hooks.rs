@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::{Committed, Write, WriteBatch};
 use crate::ids::IdempotencyKey;
 use crate::metrics::Metrics;
 use crate::status::StoredEvent;
@@ -54,6 +55,26 @@ impl StoreHooks {
     pub fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]) {
         if let Some(listener) = &self.listener {
             listener.committed(ik, events);
+        }
+    }
+
+    /// Reports the events `batch` committed (`committed` is its outcome), grouped by key, in
+    /// commit order.
+    pub(crate) fn committed_batch(&self, batch: &WriteBatch, committed: &[Committed]) {
+        if self.listener.is_none() || !committed.iter().any(|c| matches!(c, Committed::Event(_))) {
+            return;
+        }
+        let mut by_key: Vec<(&IdempotencyKey, Vec<StoredEvent>)> = Vec::new();
+        for (write, done) in batch.writes.iter().zip(committed) {
+            if let (Write::Event { ik, .. }, Committed::Event(event)) = (write, done) {
+                match by_key.iter_mut().find(|(k, _)| *k == ik) {
+                    Some((_, events)) => events.push(event.clone()),
+                    None => by_key.push((ik, vec![event.clone()])),
+                }
+            }
+        }
+        for (ik, events) in by_key {
+            self.committed(ik, &events);
         }
     }
 

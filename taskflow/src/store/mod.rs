@@ -1,7 +1,7 @@
 //! The write-ahead log behind the engine.
 //!
 //! The engine talks to storage only through [`Store`], so the embedded redb store and the
-//! multi-process PostgreSQL store (feature `postgres`, later) are interchangeable, and tests can
+//! multi-process PostgreSQL store (feature `postgres`) are interchangeable, and tests can
 //! wrap either to inject I/O errors, count fsyncs or take crash images.
 //!
 //! Writes go in [`WriteBatch`]es: all-or-nothing, optionally fenced by a run's [`Epoch`] (the
@@ -24,6 +24,8 @@
 //!   subscribers on any process see every event in order.
 
 mod hooks;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod record;
 mod redb;
 
@@ -33,6 +35,10 @@ use std::sync::Arc;
 
 pub(crate) use self::hooks::CommitListener;
 pub use self::hooks::StoreHooks;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{DEFAULT_SCHEMA, DEFAULT_STALE_THRESHOLD, PgConfig, PgStore};
+#[cfg(all(feature = "postgres", feature = "test-util"))]
+pub(crate) use self::postgres::{describe as postgres_describe, reason as postgres_reason};
 pub use self::record::{StepRecord, TaskPatch, TaskRecord};
 pub use self::redb::RedbStore;
 use crate::error::StoreError;

@@ -4,7 +4,7 @@
 //! fsync. A lone writer is committed at once (there is no linger timer): batching comes only
 //! from writers that arrived while the disk was busy, so it costs nobody latency.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, mpsc};
 use std::time::Instant;
@@ -15,9 +15,7 @@ use tokio::sync::oneshot;
 use super::Shared;
 use super::tables::Tables;
 use crate::error::StoreError;
-use crate::ids::IdempotencyKey;
-use crate::status::StoredEvent;
-use crate::store::{Committed, StoreHooks, Write, WriteBatch};
+use crate::store::{Committed, WriteBatch};
 
 /// Upper bound on batches per transaction, so one huge group cannot starve fan-out.
 const MAX_GROUP: usize = 1024;
@@ -160,7 +158,7 @@ impl Committer {
         hooks.record_commit(started.elapsed(), group.len());
         for (pending, outcome) in group.into_iter().zip(outcomes) {
             if let Ok(committed) = &outcome {
-                fan_out(&hooks, &pending.batch, committed);
+                hooks.committed_batch(&pending.batch, committed);
             }
             let _ = pending.reply.send(outcome);
         }
@@ -173,22 +171,6 @@ impl Committer {
             %error,
             "taskflow storage commit failed; the store is now fail-stopped (no writes are admitted) and the process must be restarted; every acknowledged write is durable"
         );
-    }
-}
-
-/// Hands each key's committed events to the engine, in commit order.
-fn fan_out(hooks: &StoreHooks, batch: &WriteBatch, committed: &[Committed]) {
-    if !committed.iter().any(|c| matches!(c, Committed::Event(_))) {
-        return;
-    }
-    let mut by_key: HashMap<&IdempotencyKey, Vec<StoredEvent>> = HashMap::new();
-    for (write, done) in batch.writes.iter().zip(committed) {
-        if let (Write::Event { ik, .. }, Committed::Event(event)) = (write, done) {
-            by_key.entry(ik).or_default().push(event.clone());
-        }
-    }
-    for (ik, events) in by_key {
-        hooks.committed(ik, &events);
     }
 }
 

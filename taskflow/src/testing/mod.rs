@@ -1,5 +1,15 @@
-//! Test helpers (feature `test-util`): temp data dirs and an instrumented redb backend that
-//! counts fsyncs, can hold them at a gate, and can fail every write from a chosen moment.
+//! Test helpers (feature `test-util`): temp data dirs, temp PostgreSQL schemas (with feature
+//! `postgres`), a store chosen by the environment so one suite runs on both, and an
+//! instrumented redb backend that counts fsyncs, can hold them at a gate, and can fail every
+//! write from a chosen moment.
+
+#[cfg(feature = "postgres")]
+mod temp_schema;
+mod temp_store;
+
+#[cfg(feature = "postgres")]
+pub use self::temp_schema::{TEST_DATABASE_URL, TempSchema};
+pub use self::temp_store::{TEST_STORE, TempStore};
 
 use std::fs::OpenOptions;
 use std::ops::Bound;

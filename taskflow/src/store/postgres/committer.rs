@@ -1,0 +1,175 @@
+//! The one task that writes: group commit over one connection.
+//!
+//! Whatever is queued when the previous statement returns goes into the next one: a single
+//! `apply_group` call, so one round trip and one transaction commit many batches. A lone
+//! writer is committed at once (no linger timer).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Statement};
+
+use super::Shared;
+use super::encode::{GroupArgs, outcomes};
+use super::migrate::reason;
+use crate::error::StoreError;
+use crate::store::{Committed, WriteBatch};
+
+/// Upper bound on batches per statement, so one huge group cannot starve fan-out.
+const MAX_GROUP: usize = 1024;
+/// How often a group that lost a deadlock or serialisation race is tried again (the
+/// statement rolled back whole, so trying again is safe).
+const RACE_RETRIES: u32 = 8;
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub(super) enum Request {
+    Write {
+        batch: WriteBatch,
+        reply: Reply<Vec<Committed>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+struct Pending {
+    batch: WriteBatch,
+    reply: Reply<Vec<Committed>>,
+}
+
+pub(super) struct Committer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) client: Client,
+    pub(super) apply: Statement,
+    pub(super) receiver: mpsc::UnboundedReceiver<Request>,
+}
+
+impl Committer {
+    pub(super) async fn run(mut self) {
+        while let Some(request) = self.receiver.recv().await {
+            let (batch, reply) = match request {
+                Request::Write { batch, reply } => (batch, reply),
+                Request::Close { reply } => {
+                    let _ = reply.send(());
+                    return;
+                }
+            };
+            let mut group = vec![Pending { batch, reply }];
+            let mut close = None;
+            while group.len() < MAX_GROUP {
+                match self.receiver.try_recv() {
+                    Ok(Request::Write { batch, reply }) => group.push(Pending { batch, reply }),
+                    Ok(Request::Close { reply }) => {
+                        close = Some(reply);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group).await;
+            if let Some(reply) = close {
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    async fn commit_group(&self, group: Vec<Pending>) {
+        if self.shared.failed.load(Ordering::Acquire) {
+            for p in group {
+                let _ = p.reply.send(Err(StoreError::FailStopped));
+            }
+            return;
+        }
+        let batches: Vec<&WriteBatch> = group.iter().map(|p| &p.batch).collect();
+        let args = match GroupArgs::new(batches.iter().copied()) {
+            Ok(args) => args,
+            Err(e) => {
+                let message = e.to_string();
+                for p in group {
+                    let _ = p.reply.send(Err(StoreError::Corrupt(message.clone())));
+                }
+                return;
+            }
+        };
+        let started = Instant::now();
+        let answer = self.apply_with_retries(&args).await;
+        let decoded = answer.and_then(|text| {
+            outcomes(&text, &batches).map_err(|e| {
+                tracing::error!(error = %e, "the PostgreSQL store's answer did not decode");
+                e
+            })
+        });
+        let outcomes = match decoded {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                self.fail_stop(&error);
+                let message = error.to_string();
+                for p in group {
+                    let _ = p
+                        .reply
+                        .send(Err(StoreError::io(std::io::Error::other(message.clone()))));
+                }
+                return;
+            }
+        };
+        if self.shared.crashed.load(Ordering::Acquire) {
+            // Durable but never acknowledged: what a kill right after the commit looks like.
+            return;
+        }
+        let hooks = self.shared.hooks();
+        hooks.record_commit(started.elapsed(), group.len());
+        for (pending, outcome) in group.into_iter().zip(outcomes) {
+            if let Ok(committed) = &outcome {
+                hooks.committed_batch(&pending.batch, committed);
+            }
+            let _ = pending.reply.send(outcome);
+        }
+    }
+
+    /// One `apply_group` call; a deadlock or serialisation failure (the whole statement
+    /// rolled back) is tried again, anything else is the store's failure.
+    async fn apply_with_retries(&self, args: &GroupArgs) -> Result<String, StoreError> {
+        let mut tries = 0;
+        loop {
+            match self
+                .client
+                .query_one(&self.apply, &[&args.g, &args.d])
+                .await
+            {
+                Ok(row) => {
+                    return row
+                        .try_get::<_, String>(0)
+                        .map_err(|e| StoreError::Corrupt(format!("apply_group: {e}")));
+                }
+                Err(e)
+                    if tries < RACE_RETRIES
+                        && matches!(
+                            e.code(),
+                            Some(
+                                &SqlState::T_R_DEADLOCK_DETECTED
+                                    | &SqlState::T_R_SERIALIZATION_FAILURE
+                            )
+                        ) =>
+                {
+                    tries += 1;
+                    tracing::debug!(error = %reason(&e), tries, "group commit lost a race; trying again");
+                }
+                Err(e) => return Err(StoreError::io(std::io::Error::other(reason(&e)))),
+            }
+        }
+    }
+
+    fn fail_stop(&self, error: &StoreError) {
+        self.shared.failed.store(true, Ordering::Release);
+        self.shared.hooks().record_fail_stop();
+        tracing::error!(
+            %error,
+            "taskflow's PostgreSQL commit failed; the store is now fail-stopped (no writes are admitted) and the process must be restarted; every acknowledged write is durable"
+        );
+    }
+}

@@ -1,0 +1,381 @@
+//! The PostgreSQL store (feature `postgres`): taskflow's log in tables of one schema, so
+//! several processes can share it (SPEC §7).
+//!
+//! Writes go through one committer task on a dedicated connection: every batch queued while
+//! the previous statement ran is applied by one call of the schema's `apply_group` function,
+//! one round trip and one transaction for the whole group (fencing, sequence numbers and the
+//! key's current run are decided inside it, under row locks). Reads use a second connection,
+//! so they never wait behind commits.
+
+mod committer;
+mod config;
+mod encode;
+mod migrate;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use self::committer::{Committer, Request};
+#[cfg(feature = "test-util")]
+pub(crate) use self::config::describe;
+pub use self::config::{DEFAULT_SCHEMA, DEFAULT_STALE_THRESHOLD, PgConfig};
+use self::encode::RUN_COLUMNS;
+pub(crate) use self::migrate::reason;
+use super::{
+    PendingCommit, Scan, StepRecord, Store, StoreFuture, StoreHooks, TaskRecord, WriteBatch,
+};
+use crate::error::{BuildError, StoreError};
+use crate::ids::{IdempotencyKey, Seq, StepKey, TaskId};
+use crate::status::StoredEvent;
+use crate::sync::lock;
+
+/// State shared by the store handle and its committer task.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) failed: AtomicBool,
+    pub(crate) crashed: AtomicBool,
+    /// Set once by [`Store::attach`].
+    pub(crate) hooks: OnceLock<StoreHooks>,
+}
+
+impl Shared {
+    /// The engine's hooks, or hooks that report to nobody before `attach`.
+    pub(crate) fn hooks(&self) -> StoreHooks {
+        self.hooks.get().cloned().unwrap_or_default()
+    }
+}
+
+/// Prepared read statements.
+#[derive(Debug)]
+struct Reads {
+    task: Statement,
+    current_run: Statement,
+    events: Statement,
+    steps: Statement,
+}
+
+/// taskflow's log on PostgreSQL. [`TaskFlowBuilder::postgres`](crate::TaskFlowBuilder::postgres)
+/// connects one; connect it yourself to hand it to
+/// [`TaskFlowBuilder::store`](crate::TaskFlowBuilder::store).
+pub struct PgStore {
+    config: PgConfig,
+    schema: String,
+    reader: Client,
+    reads: Reads,
+    shared: Arc<Shared>,
+    sender: Mutex<Option<mpsc::UnboundedSender<Request>>>,
+    /// The committer and the two connections' drivers.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("config", &self.config)
+            .field("failed", &self.shared.failed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects, creates or migrates taskflow's tables in the configured schema (one process
+    /// at a time, under an advisory lock) and starts the committer. Call it inside a Tokio
+    /// runtime: the connections are driven by tasks spawned on it.
+    ///
+    /// # Errors
+    /// [`BuildError::Postgres`] naming host, port, database and user (never the password)
+    /// when the URL does not parse, the server does not answer, the login or a privilege is
+    /// refused; [`BuildError::SchemaTooNew`] when a newer taskflow migrated the schema;
+    /// [`BuildError::InvalidSetting`] for a schema name outside the grammar.
+    pub async fn connect(config: impl Into<PgConfig>) -> Result<Self, BuildError> {
+        let config = config.into();
+        let schema = config.quoted_schema()?;
+        let pg = config.parse()?;
+        let mut tasks = Vec::new();
+        let mut writer = connect_one(&config, &pg, &mut tasks).await?;
+        migrate::migrate(&mut writer, &config, &schema).await?;
+        let reader = connect_one(&config, &pg, &mut tasks).await?;
+        let prepare = |sql: String| {
+            let reader = &reader;
+            let config = &config;
+            async move {
+                reader
+                    .prepare(&sql)
+                    .await
+                    .map_err(|e| config.error(format!("cannot prepare a query: {}", reason(&e))))
+            }
+        };
+        let reads = Reads {
+            task: prepare(format!("SELECT {RUN_COLUMNS} FROM {schema}.runs WHERE id = $1")).await?,
+            current_run: prepare(format!(
+                "SELECT k.last_seq, r.{} FROM {schema}.keys k LEFT JOIN {schema}.runs r \
+                 ON r.id = k.current_run WHERE k.ik = $1",
+                RUN_COLUMNS.replace(", ", ", r.")
+            ))
+            .await?,
+            events: prepare(format!(
+                "SELECT seq, name, data::text FROM {schema}.events \
+                 WHERE ik = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            ))
+            .await?,
+            steps: prepare(format!(
+                "SELECT key, record::text FROM {schema}.steps WHERE task = $1 ORDER BY key COLLATE \"C\""
+            ))
+            .await?,
+        };
+        let apply = writer
+            .prepare(&format!(
+                "SELECT {schema}.apply_group($1::text::json, $2::text[])::text"
+            ))
+            .await
+            .map_err(|e| config.error(format!("cannot prepare the commit: {}", reason(&e))))?;
+        let shared = Arc::new(Shared::default());
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let committer = Committer {
+            shared: shared.clone(),
+            client: writer,
+            apply,
+            receiver,
+        };
+        tasks.push(tokio::spawn(committer.run()));
+        tracing::info!(config = ?config, "PostgreSQL store open");
+        Ok(Self {
+            config,
+            schema,
+            reader,
+            reads,
+            shared,
+            sender: Mutex::new(Some(sender)),
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// The configuration this store connected with.
+    #[must_use]
+    pub fn config(&self) -> &PgConfig {
+        &self.config
+    }
+
+    fn send(&self, request: Request) -> Result<(), StoreError> {
+        let guard = lock(&self.sender);
+        let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+        sender.send(request).map_err(|_| StoreError::Closed)
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.shared.crashed.load(Ordering::Acquire) {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn stop_tasks(&self) {
+        lock(&self.sender).take();
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+async fn connect_one(
+    config: &PgConfig,
+    pg: &tokio_postgres::Config,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<Client, BuildError> {
+    let (client, connection) = pg.connect(NoTls).await.map_err(|e| {
+        config.error(format!(
+            "cannot connect: {}; check that the server runs and the URL (TASKFLOW_DATABASE_URL) is right",
+            reason(&e)
+        ))
+    })?;
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(error = %reason(&e), "a PostgreSQL connection of taskflow's store ended");
+        }
+    }));
+    Ok(client)
+}
+
+fn db(e: &tokio_postgres::Error) -> StoreError {
+    StoreError::io(std::io::Error::other(reason(e)))
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Store for PgStore {
+    fn attach(&self, hooks: StoreHooks) {
+        if self.shared.hooks.set(hooks).is_err() {
+            tracing::warn!("a store was attached to a second engine; keeping the first");
+        }
+    }
+
+    fn enqueue(&self, batch: WriteBatch) -> PendingCommit {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Box::pin(async { Err(StoreError::FailStopped) });
+        }
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(Request::Write { batch, reply });
+        Box::pin(async move {
+            sent?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn task(&self, id: TaskId) -> StoreFuture<'_, Option<TaskRecord>> {
+        Box::pin(async move {
+            self.check_open()?;
+            let row = self
+                .reader
+                .query_opt(&self.reads.task, &[&to_i64(id.0)])
+                .await
+                .map_err(|e| db(&e))?;
+            row.as_ref().map(encode::record).transpose()
+        })
+    }
+
+    fn current_run<'a>(
+        &'a self,
+        ik: &'a IdempotencyKey,
+    ) -> StoreFuture<'a, (Option<TaskRecord>, Seq)> {
+        Box::pin(async move {
+            self.check_open()?;
+            let Some(row) = self
+                .reader
+                .query_opt(&self.reads.current_run, &[&ik.as_str()])
+                .await
+                .map_err(|e| db(&e))?
+            else {
+                return Ok((None, Seq::ZERO));
+            };
+            let last: i64 = row.get(0);
+            let last = Seq(u64::try_from(last).unwrap_or(0));
+            let id: Option<i64> = row.get(1);
+            let record = match id {
+                Some(_) => Some(encode::record_at(&row, 1)?),
+                None => None,
+            };
+            Ok((record, last))
+        })
+    }
+
+    fn events<'a>(
+        &'a self,
+        ik: &'a IdempotencyKey,
+        after: Seq,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<StoredEvent>> {
+        Box::pin(async move {
+            self.check_open()?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = self
+                .reader
+                .query(
+                    &self.reads.events,
+                    &[&ik.as_str(), &to_i64(after.0), &limit],
+                )
+                .await
+                .map_err(|e| db(&e))?;
+            rows.iter().map(encode::event).collect()
+        })
+    }
+
+    fn steps(&self, task: TaskId) -> StoreFuture<'_, Vec<(StepKey, StepRecord)>> {
+        Box::pin(async move {
+            self.check_open()?;
+            let rows = self
+                .reader
+                .query(&self.reads.steps, &[&to_i64(task.0)])
+                .await
+                .map_err(|e| db(&e))?;
+            rows.iter()
+                .map(|row| {
+                    let key: String = row.get(0);
+                    let text: String = row.get(1);
+                    let record: StepRecord = serde_json::from_str(&text)
+                        .map_err(|e| StoreError::Corrupt(format!("step {key}: {e}")))?;
+                    Ok((StepKey::from_stored(key), record))
+                })
+                .collect()
+        })
+    }
+
+    fn scan(&self, scan: Scan) -> StoreFuture<'_, Vec<TaskRecord>> {
+        Box::pin(async move {
+            self.check_open()?;
+            let mut conditions = Vec::new();
+            let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+            let mut param = |value: Box<dyn ToSql + Sync + Send>| {
+                params.push(value);
+                params.len()
+            };
+            if let Some(owner) = &scan.owner {
+                let owner = owner.as_ref().map(|o| o.as_str().to_owned());
+                let n = param(Box::new(owner));
+                conditions.push(format!("owner IS NOT DISTINCT FROM ${n}"));
+            }
+            if !scan.states.is_empty() {
+                let states: Vec<String> =
+                    scan.states.iter().map(|s| s.as_str().to_owned()).collect();
+                let n = param(Box::new(states));
+                conditions.push(format!("status = ANY(${n})"));
+            }
+            if let Some(task) = &scan.task {
+                let n = param(Box::new(task.clone()));
+                conditions.push(format!("name = ${n}"));
+            }
+            if let Some(before) = scan.updated_before {
+                let n = param(Box::new(to_i64(before.as_millis())));
+                conditions.push(format!("updated_at < ${n}"));
+            }
+            let mut sql = format!("SELECT {RUN_COLUMNS} FROM {}.runs", self.schema);
+            if !conditions.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&conditions.join(" AND "));
+            }
+            sql.push_str(" ORDER BY id DESC");
+            if let Some(limit) = scan.limit {
+                let n = param(Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
+                sql.push_str(&format!(" LIMIT ${n}"));
+            }
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+            let rows = self.reader.query(&sql, &refs).await.map_err(|e| db(&e))?;
+            rows.iter().map(encode::record).collect()
+        })
+    }
+
+    fn compact(&self) -> StoreFuture<'_, ()> {
+        // PostgreSQL's autovacuum gives deleted rows' space back; nothing to do here.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn is_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            if self.send(Request::Close { reply }).is_ok() {
+                // The committer answers after committing every earlier write.
+                let _ = answer.await;
+            }
+            self.stop_tasks();
+            tracing::debug!("PostgreSQL store closed");
+            Ok(())
+        })
+    }
+
+    fn crash(&self) {
+        self.shared.crashed.store(true, Ordering::Release);
+        self.stop_tasks();
+    }
+}

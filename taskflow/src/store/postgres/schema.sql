@@ -1,0 +1,184 @@
+-- taskflow's tables in one PostgreSQL schema, version 1. `{s}` is the quoted schema name.
+-- Every value that came from a user (inputs, outputs, errors, reasons, event data, step
+-- results) is a `json` column, kept as the exact text taskflow wrote: `jsonb` would refuse
+-- a `\u0000` in a string and reorder keys.
+
+CREATE TABLE {s}.keys (
+    ik          text PRIMARY KEY,
+    -- The key's current run; NULL once retention removed it. One current run per key is
+    -- this primary key: two processes creating a run for one key serialise on its row.
+    current_run bigint,
+    -- The key's last sequence number; outlives deleted runs so a seq is never reused.
+    last_seq    bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE {s}.runs (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    ik               text NOT NULL,
+    name             text NOT NULL,
+    owner            text,
+    status           text NOT NULL,
+    input            json NOT NULL,
+    output           json,
+    error            json,
+    attempt          integer NOT NULL,
+    failed_attempts  integer NOT NULL,
+    max_attempts     integer NOT NULL,
+    execute_mode     text NOT NULL,
+    on_behalf_of     boolean NOT NULL,
+    created_at       bigint NOT NULL,
+    updated_at       bigint NOT NULL,
+    heartbeat_at     bigint NOT NULL,
+    next_attempt_at  bigint,
+    suspended_reason json,
+    first_seq        bigint NOT NULL,
+    epoch            bigint NOT NULL,
+    disconnect_grace_ms bigint,
+    -- The process executing the run and until when its claim holds (database clock).
+    lease_owner      text,
+    lease_expires_at timestamptz
+);
+CREATE INDEX runs_by_owner ON {s}.runs (owner, id DESC);
+CREATE INDEX runs_by_status ON {s}.runs (status, updated_at);
+
+CREATE TABLE {s}.events (
+    ik   text NOT NULL,
+    seq  bigint NOT NULL,
+    task bigint NOT NULL,
+    name text NOT NULL,
+    data json NOT NULL,
+    PRIMARY KEY (ik, seq)
+);
+
+CREATE TABLE {s}.steps (
+    task   bigint NOT NULL,
+    key    text NOT NULL,
+    record json NOT NULL,
+    PRIMARY KEY (task, key)
+);
+
+-- Applies a group of write batches in one statement, so one round trip commits many
+-- batches. User data (inputs, outputs, errors, reasons, event data, step records) travels
+-- as JSON texts in `d`, referenced from `g` by index: the json operators on `g` would refuse
+-- a `\u0000` inside it, a JSON text cast to `json` keeps it. `g` is a JSON array of {"fence": {"task", "epoch"} | null, "writes": [...]};
+-- the answer is an array with one element per batch: {"ok": [outcome, ...]} or
+-- {"err": "fenced"}. A refused batch writes nothing; the others still commit.
+CREATE FUNCTION {s}.apply_group(g json, d text[]) RETURNS json LANGUAGE plpgsql AS $fn$
+DECLARE
+    b json;
+    w json;
+    r json;
+    p json;
+    outs json[] := '{}';
+    res json[];
+    ok boolean;
+    cur bigint;
+    last bigint;
+    new_id bigint;
+    seen_status text;
+    seen_updated bigint;
+    run_ik text;
+BEGIN
+    FOR b IN SELECT * FROM json_array_elements(g) LOOP
+        ok := true;
+        IF json_typeof(b->'fence') = 'object' THEN
+            SELECT epoch INTO cur FROM {s}.runs WHERE id = (b->'fence'->>'task')::bigint FOR UPDATE;
+            IF NOT FOUND OR cur <> (b->'fence'->>'epoch')::bigint THEN
+                ok := false;
+            END IF;
+        END IF;
+        IF ok THEN
+            FOR w IN SELECT * FROM json_array_elements(b->'writes') LOOP
+                IF w->>'op' IN ('update', 'step') THEN
+                    PERFORM 1 FROM {s}.runs WHERE id = (w->>'task')::bigint FOR UPDATE;
+                    IF NOT FOUND THEN
+                        ok := false;
+                        EXIT;
+                    END IF;
+                END IF;
+            END LOOP;
+        END IF;
+        IF NOT ok THEN
+            outs := outs || json_build_object('err', 'fenced');
+            CONTINUE;
+        END IF;
+        res := '{}';
+        FOR w IN SELECT * FROM json_array_elements(b->'writes') LOOP
+            CASE w->>'op'
+            WHEN 'create' THEN
+                r := w->'record';
+                INSERT INTO {s}.keys (ik) VALUES (r->>'ik') ON CONFLICT (ik) DO NOTHING;
+                SELECT last_seq INTO last FROM {s}.keys WHERE ik = r->>'ik' FOR UPDATE;
+                INSERT INTO {s}.runs (ik, name, owner, status, input, output, error, attempt,
+                        failed_attempts, max_attempts, execute_mode, on_behalf_of, created_at,
+                        updated_at, heartbeat_at, next_attempt_at, suspended_reason, first_seq,
+                        epoch, disconnect_grace_ms)
+                    VALUES (r->>'ik', r->>'name', r->>'owner', r->>'status', d[(r->>'input')::integer]::json,
+                        d[(r->>'output')::integer]::json, d[(r->>'error')::integer]::json, (r->>'attempt')::integer,
+                        (r->>'failed_attempts')::integer, (r->>'max_attempts')::integer,
+                        r->>'execute_mode', (r->>'on_behalf_of')::boolean,
+                        (r->>'created_at')::bigint, (r->>'updated_at')::bigint,
+                        (r->>'heartbeat_at')::bigint, (r->>'next_attempt_at')::bigint,
+                        d[(r->>'suspended_reason')::integer]::json, last + 1, 1, (r->>'disconnect_grace_ms')::bigint)
+                    RETURNING id INTO new_id;
+                UPDATE {s}.keys SET current_run = new_id WHERE ik = r->>'ik';
+                res := res || json_build_object('run', json_build_object(
+                    'id', new_id, 'epoch', 1, 'first_seq', last + 1));
+            WHEN 'update' THEN
+                p := w->'patch';
+                UPDATE {s}.runs SET
+                    status = coalesce(p->>'status', status),
+                    attempt = coalesce((p->>'attempt')::integer, attempt),
+                    failed_attempts = coalesce((p->>'failed_attempts')::integer, failed_attempts),
+                    output = CASE WHEN p->'output' IS NULL THEN output ELSE d[(p->>'output')::integer]::json END,
+                    error = CASE WHEN p->'error' IS NULL THEN error ELSE d[(p->>'error')::integer]::json END,
+                    next_attempt_at = CASE WHEN p->'next_attempt_at' IS NULL THEN next_attempt_at
+                        ELSE (p->>'next_attempt_at')::bigint END,
+                    suspended_reason = CASE WHEN p->'suspended_reason' IS NULL THEN suspended_reason
+                        ELSE d[(p->>'suspended_reason')::integer]::json END,
+                    epoch = epoch + CASE WHEN (p->>'bump_epoch')::boolean THEN 1 ELSE 0 END,
+                    heartbeat_at = CASE WHEN (p->>'heartbeat')::boolean THEN (p->>'now')::bigint
+                        ELSE heartbeat_at END,
+                    updated_at = (p->>'now')::bigint
+                WHERE id = (w->>'task')::bigint
+                RETURNING epoch INTO cur;
+                res := res || json_build_object('epoch', cur);
+            WHEN 'event' THEN
+                UPDATE {s}.keys SET last_seq = last_seq + 1 WHERE ik = w->>'ik'
+                    RETURNING last_seq INTO last;
+                IF NOT FOUND THEN
+                    INSERT INTO {s}.keys (ik, last_seq) VALUES (w->>'ik', 1);
+                    last := 1;
+                END IF;
+                INSERT INTO {s}.events (ik, seq, task, name, data)
+                    VALUES (w->>'ik', last, (w->>'task')::bigint, w->>'name', d[(w->>'data')::integer]::json);
+                res := res || json_build_object('event', last);
+            WHEN 'step' THEN
+                INSERT INTO {s}.steps (task, key, record)
+                    VALUES ((w->>'task')::bigint, w->>'key', d[(w->>'record')::integer]::json)
+                    ON CONFLICT (task, key) DO UPDATE SET record = EXCLUDED.record;
+                res := res || to_json('done'::text);
+            WHEN 'delete' THEN
+                SELECT ik, status, updated_at INTO run_ik, seen_status, seen_updated
+                    FROM {s}.runs WHERE id = (w->>'task')::bigint FOR UPDATE;
+                IF NOT FOUND OR (json_typeof(w->'if_unchanged') = 'array'
+                        AND (seen_status <> w->'if_unchanged'->>0
+                             OR seen_updated <> (w->'if_unchanged'->>1)::bigint)) THEN
+                    res := res || to_json('kept'::text);
+                ELSE
+                    DELETE FROM {s}.steps WHERE task = (w->>'task')::bigint;
+                    DELETE FROM {s}.events WHERE ik = run_ik AND task = (w->>'task')::bigint;
+                    DELETE FROM {s}.runs WHERE id = (w->>'task')::bigint;
+                    UPDATE {s}.keys SET current_run = NULL
+                        WHERE ik = run_ik AND current_run = (w->>'task')::bigint;
+                    res := res || to_json('done'::text);
+                END IF;
+            ELSE
+                RAISE EXCEPTION 'taskflow: unknown write %', w->>'op';
+            END CASE;
+        END LOOP;
+        outs := outs || json_build_object('ok', array_to_json(res));
+    END LOOP;
+    RETURN array_to_json(outs);
+END
+$fn$;

@@ -1,0 +1,78 @@
+//! [`TempStore`]: a temp data dir or a temp PostgreSQL schema, chosen by the environment, so
+//! one test suite runs on both stores.
+
+use std::path::Path;
+
+use super::TempDataDir;
+use crate::TaskFlowBuilder;
+
+/// The environment variable choosing the store [`TempStore::new`] makes: `redb` (or unset)
+/// or `postgres` (needs feature `postgres`).
+pub const TEST_STORE: &str = "TASKFLOW_TEST_STORE";
+
+/// Where a test's flows keep their log: a temp redb data dir or (feature `postgres`) a temp
+/// PostgreSQL schema, removed on drop.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TempStore {
+    /// A redb file in a temp dir.
+    Redb(TempDataDir),
+    /// A PostgreSQL schema of its own.
+    #[cfg(feature = "postgres")]
+    Postgres(super::TempSchema),
+}
+
+impl TempStore {
+    /// The store [`TEST_STORE`] names.
+    ///
+    /// # Panics
+    /// When [`TEST_STORE`] holds something else, or `postgres` without feature `postgres`,
+    /// or (for `postgres`) when no server answers: never a silent fallback to redb.
+    #[must_use]
+    pub fn new() -> Self {
+        match std::env::var(TEST_STORE).ok().as_deref() {
+            None | Some("" | "redb") => Self::Redb(TempDataDir::new()),
+            #[cfg(feature = "postgres")]
+            Some("postgres") => Self::Postgres(super::TempSchema::new()),
+            Some(other) => panic!(
+                "{TEST_STORE}={other}: expected `redb` or `postgres` (postgres needs taskflow's \
+                 `postgres` feature)"
+            ),
+        }
+    }
+
+    /// A builder whose store is this one.
+    pub fn builder(&self) -> TaskFlowBuilder {
+        match self {
+            Self::Redb(dir) => dir.builder(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(schema) => schema.builder(),
+        }
+    }
+
+    /// The data dir, for a redb store.
+    #[must_use]
+    pub fn data_dir(&self) -> Option<&Path> {
+        match self {
+            Self::Redb(dir) => Some(dir.path()),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => None,
+        }
+    }
+
+    /// `"redb"` or `"postgres"`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Redb(_) => "redb",
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl Default for TempStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,41 @@
+//! The suite on both stores: this binary runs its tests on the store `TASKFLOW_TEST_STORE`
+//! names (redb when unset), and this test runs the binary again on the other one, so
+//! `cargo test` proves every engine test on redb and on PostgreSQL (the server on
+//! 127.0.0.1:5432, or `TASKFLOW_TEST_DATABASE_URL`; a missing server fails the run saying how
+//! to start one).
+
+use std::process::Command;
+
+use taskflow::testing::{TEST_STORE, TempStore};
+
+#[test]
+fn the_suite_passes_on_the_other_store() {
+    let this = TempStore::new().kind();
+    let other = if this == "redb" { "postgres" } else { "redb" };
+    let output = Command::new(std::env::current_exe().unwrap())
+        .env(TEST_STORE, other)
+        .args(["--skip", "both_stores::", "--test-threads", "4"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let summary = stdout
+        .lines()
+        .rfind(|l| l.starts_with("test result"))
+        .unwrap_or("(no summary)");
+    println!("engine suite on {other}: {summary}");
+    assert!(
+        output.status.success(),
+        "the engine suite failed on {other}:\n{stdout}\n{stderr}"
+    );
+    let passed: usize = summary
+        .split_whitespace()
+        .skip_while(|w| *w != "ok." && *w != "FAILED.")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        passed >= 60,
+        "the run on {other} ran only {passed} tests: {summary}"
+    );
+}

@@ -1,0 +1,147 @@
+//! What only the PostgreSQL store has: opening errors that name the server, migrations one
+//! process at a time, a refused newer schema, and user data stored byte for byte.
+
+use taskflow::prelude::*;
+use taskflow::testing::TempSchema;
+use taskflow::{BuildError, SubscribeFrom};
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_named_without_its_password() {
+    // Nothing listens on port 1.
+    let e = taskflow::TaskFlow::builder()
+        .postgres("postgres://app:hunter2@127.0.0.1:1/orders")
+        .build()
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let message = e.to_string();
+    println!("{message}");
+    assert!(
+        message.contains("127.0.0.1:1, database `orders`, user `app`"),
+        "{message}"
+    );
+    assert!(message.contains("cannot connect"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_privilege_is_named() {
+    let schema = TempSchema::new();
+    let role = format!("{}_noprivs", schema.name());
+    // A login role that may not create schemas in the database.
+    run_sql(&format!("CREATE ROLE \"{role}\" LOGIN")).await;
+    let url = format!("postgres://{role}@127.0.0.1:5432/test");
+    let e = taskflow::TaskFlow::builder()
+        .postgres(taskflow::store::PgConfig::new(url).schema(format!("{}_x", schema.name())))
+        .build()
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    run_sql(&format!("DROP ROLE \"{role}\"")).await;
+    let message = e.to_string();
+    println!("{message}");
+    assert!(message.contains("permission denied"), "{message}");
+    assert!(message.contains(&format!("user `{role}`")), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_starting_at_once_migrate_one_at_a_time() {
+    let schema = TempSchema::new();
+    let builds = (0..6).map(|_| fast(schema.builder()).build());
+    let flows: Vec<_> = futures_util::future::join_all(builds).await;
+    for flow in flows {
+        flow.expect("every concurrent opener succeeds")
+            .shutdown()
+            .await
+            .unwrap();
+    }
+    let version = query_one(&format!(
+        "SELECT value FROM \"{}\".meta WHERE key = 'schema_version'",
+        schema.name()
+    ))
+    .await;
+    assert_eq!(version, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused() {
+    let schema = TempSchema::new();
+    fast(schema.builder())
+        .build()
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    run_sql(&format!(
+        "UPDATE \"{}\".meta SET value = 99 WHERE key = 'schema_version'",
+        schema.name()
+    ))
+    .await;
+    let e = fast(schema.builder())
+        .build()
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    match e {
+        BuildError::SchemaTooNew {
+            found: 99,
+            supported: 1,
+        } => {}
+        other => panic!("expected SchemaTooNew, got {other}"),
+    }
+}
+
+#[events]
+#[derive(Debug, Clone, PartialEq)]
+enum Echoed {
+    Said { text: String },
+}
+
+/// Records its input as a step, emits it and returns it.
+#[task(name = "pg-echo")]
+async fn echo(ctx: TaskContext<Echoed>, text: String) -> Result<String, TaskError> {
+    let text = ctx
+        .step("echo", || async move { Ok::<_, TaskError>(text) })
+        .await?;
+    ctx.emit(Echoed::Said { text: text.clone() }).await?;
+    Ok(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_data_with_nul_characters_is_stored_exactly() {
+    let schema = TempSchema::new();
+    let flow = schema.builder().register(echo).build().await.unwrap();
+    let text = "a\u{0}b \"quoted\" \\ \u{1F600}".to_owned();
+    let run = flow.start(echo, text.clone()).await.unwrap();
+    assert_eq!(flow.wait(&run).await.unwrap(), text);
+    let events = all_events(&flow, &run.idempotency_key, SubscribeFrom::Start).await;
+    assert_eq!(events[0].data, serde_json::json!({"text": text}));
+    assert_eq!(events.len(), 2, "said, completed: {events:?}");
+    flow.shutdown().await.unwrap();
+}
+
+async fn run_sql(sql: &str) {
+    let _ = query_one(&format!("{sql}; SELECT 'done'")).await;
+}
+
+/// Runs `sql` on a connection of its own and returns the first column of its last row.
+async fn query_one(sql: &str) -> String {
+    let url = std::env::var(taskflow::testing::TEST_DATABASE_URL)
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let mut last = String::new();
+    for message in client.simple_query(sql).await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            last = row.get(0).unwrap_or_default().to_owned();
+        }
+    }
+    drop(client);
+    let _ = driver.await;
+    last
+}
