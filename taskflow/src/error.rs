@@ -60,6 +60,12 @@ pub enum StoreError {
     /// The write came from an attempt that was stopped, cancelled or superseded.
     #[error("the attempt was fenced off (stopped, cancelled or superseded)")]
     Fenced,
+    /// Another run became the key's current run first (another process won the race).
+    #[error("another run became the idempotency key's current run first")]
+    KeyTaken,
+    /// Another live process holds the run's lease.
+    #[error("the run is claimed by another process")]
+    ClaimedElsewhere,
     /// The store was shut down or crashed.
     #[error("the store is closed")]
     Closed,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use taskflow::prelude::*;
-use taskflow::testing::{SimulateCrash, TempStore};
+use taskflow::testing::TempStore;
 use taskflow::{StoredEvent, TaskState};
 
 use crate::support::*;
@@ -238,7 +238,7 @@ async fn a_crash_mid_burst_loses_nothing_seen_and_doubles_nothing_after_recovery
     while seen.len() < 1500 {
         seen.push(sub.next().await.unwrap().unwrap());
     }
-    flow.crash();
+    dir.crash(&flow).await;
     drop(sub);
     let flow = builder(&dir).build().await.unwrap();
     assert_eq!(flow.wait(&run).await.unwrap(), 5000);

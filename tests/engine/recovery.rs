@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use taskflow::prelude::*;
-use taskflow::testing::{SimulateCrash, TempStore};
+use taskflow::testing::TempStore;
 use taskflow::{ManualClock, TaskState, Timestamp, WaitError};
 
 use crate::support::*;
@@ -49,7 +49,13 @@ async fn twenty_in_process_crashes_lose_nothing_and_rerun_nothing() {
         };
         let before = executed();
         let run = flow.start(scripted, s.clone()).await.unwrap();
-        assert_eq!(run.attached, life > 0);
+        if run.attached != (life > 0) {
+            let status = flow.status(&run.idempotency_key).await;
+            panic!(
+                "life {life}: attached = {}, the run: {status:?}",
+                run.attached
+            );
+        }
         // At least one step committed in this life, then a random extra moment (< one step).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while executed() == before {
@@ -62,7 +68,7 @@ async fn twenty_in_process_crashes_lose_nothing_and_rerun_nothing() {
         tokio::time::sleep(Duration::from_micros(next(&mut rng) % 8000)).await;
         let status = flow.status(&run.idempotency_key).await.unwrap();
         assert!(!status.status.is_terminal(), "finished before crash {life}");
-        flow.crash();
+        dir.crash(&flow).await;
     }
     let flow = fast_builder(&dir).build().await.unwrap();
     let run = flow.start(scripted, s).await.unwrap();
@@ -118,7 +124,7 @@ async fn over_age_interrupted_run_fails_and_a_new_start_runs_fresh() {
     probe("rec-age").wait_progress(1).await;
     // Emits are pipelined: crash only once the tick is durable, so the log holds it.
     wait_last_seq(&flow, &run.idempotency_key, 1).await;
-    flow.crash();
+    dir.crash(&flow).await;
 
     clock.advance(Duration::from_secs(5 * 60 + 1));
     let flow = fast_builder(&dir)
@@ -159,7 +165,7 @@ async fn under_age_interrupted_run_is_recovered() {
         .unwrap();
     let run = flow.start(scripted, s).await.unwrap();
     probe("rec-young").wait_progress(1).await;
-    flow.crash();
+    dir.crash(&flow).await;
     clock.advance(Duration::from_secs(4 * 60));
     let flow = fast_builder(&dir)
         .clock(clock.clone())
@@ -192,7 +198,7 @@ async fn auto_recover_off_suspends_and_unregistered_tasks_are_left_alone() {
     let scripted_run = flow.start(scripted, other).await.unwrap();
     probe("rec-manual").wait_progress(1).await;
     probe("rec-unregistered").wait_progress(1).await;
-    flow.crash();
+    dir.crash(&flow).await;
 
     // Reopen without `scripted` registered.
     let flow = dir.builder().register(manual).build().await.unwrap();
@@ -228,7 +234,7 @@ async fn undecodable_in_flight_input_fails_with_incompatible_state() {
     let flow = fast_builder(&dir).build().await.unwrap();
     let run = flow.start(scripted, s).await.unwrap();
     probe("rec-incompatible").wait_progress(1).await;
-    flow.crash();
+    dir.crash(&flow).await;
 
     let flow = dir.builder().register(scripted_v2).build().await.unwrap();
     match flow.wait_json(&run.idempotency_key).await {
@@ -290,7 +296,7 @@ async fn recovery_max_age_zero_fails_an_interrupted_run_at_once() {
     };
     let run = flow.start(never_recover, input).await.unwrap();
     probe("rec-zero").wait_progress(1).await;
-    flow.crash();
+    dir.crash(&flow).await;
     // No time passes at all: "0s" still means never recover.
     let flow = build().await.unwrap();
     let status = flow.status(&run.idempotency_key).await.unwrap();
@@ -325,7 +331,7 @@ async fn a_heartbeat_extends_the_recovery_age() {
     p.release();
     p.wait_progress(2).await;
     clock.advance(Duration::from_secs(50));
-    flow.crash();
+    dir.crash(&flow).await;
     let flow = build().await.unwrap();
     let status = flow.status(&run.idempotency_key).await.unwrap();
     assert!(

@@ -147,7 +147,6 @@ fn attempts(n: u32) -> std::num::NonZeroU32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_waits_for_its_persisted_time_across_a_restart() {
-    use taskflow::testing::SimulateCrash;
     let dir = TempStore::new();
     let build = || {
         fast_builder(&dir)
@@ -172,7 +171,7 @@ async fn a_retry_waits_for_its_persisted_time_across_a_restart() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let failed_at = tokio::time::Instant::now();
-    flow.crash();
+    dir.crash(&flow).await;
     // The next process recovers the run but keeps the backoff.
     let flow = build().await.unwrap();
     let p = probe("retry-restart");

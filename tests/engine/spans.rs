@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use taskflow::prelude::*;
-use taskflow::testing::{SimulateCrash, TempStore};
+use taskflow::testing::TempStore;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -134,7 +134,7 @@ async fn check_spans() {
     s.hold = true;
     let held = flow.start(scripted, s).await.unwrap();
     probe("spans-recovery").wait_progress(1).await;
-    flow.crash();
+    dir.crash(&flow).await;
     let flow = fast_builder(&dir).register(wobbly).build().await.unwrap();
     probe("spans-recovery").release();
     flow.wait(&held).await.unwrap();

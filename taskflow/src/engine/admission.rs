@@ -183,6 +183,13 @@ impl Admission {
         admitted
     }
 
+    /// Slots no run holds or waits for: how many more runs this process could start now.
+    pub(crate) fn idle_slots(&self) -> usize {
+        self.limits
+            .global_concurrency
+            .saturating_sub(self.running + self.queue.len())
+    }
+
     /// Drops a queued run (stopped or cancelled before it got a slot).
     pub(crate) fn forget(&mut self, id: TaskId) {
         self.queue.retain(|t| t.id != id);

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use super::runs::Generation;
 use super::{Inner, limits, lock};
 use crate::context::StepOrigin;
 use crate::error::{PayloadKind, PayloadTooLarge, StoreError};
@@ -49,6 +50,7 @@ pub(super) struct AttemptStart {
     pub(super) previous_events: Vec<StoredEvent>,
     pub(super) steps: Vec<(StepKey, StepRecord)>,
     pub(super) stop: watch::Receiver<bool>,
+    pub(super) generation: Generation,
 }
 
 /// Everything one attempt shares between its context clones.
@@ -66,6 +68,8 @@ pub(crate) struct AttemptState {
     step_calls: Mutex<HashMap<String, u32>>,
     emits: Mutex<EmitQueue>,
     stop: watch::Receiver<bool>,
+    /// The driver this attempt belongs to (a fenced write stops that driver, not a later one).
+    generation: Generation,
 }
 
 impl AttemptState {
@@ -84,7 +88,19 @@ impl AttemptState {
             step_calls: Mutex::new(HashMap::new()),
             emits: Mutex::new(EmitQueue::default()),
             stop: start.stop,
+            generation: start.generation,
         }
+    }
+
+    /// A write of this attempt was fenced off: the run was stopped, or (a shared store)
+    /// another process took it over. Fires `cancelled()` so the handler stops.
+    fn notice<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if matches!(result, Err(StoreError::Fenced)) {
+            self.inner
+                .runs
+                .signal_stop_of(self.task_id, self.generation);
+        }
+        result
     }
 
     pub(crate) fn task_name(&self) -> &'static str {
@@ -185,7 +201,7 @@ impl AttemptState {
                 queue.pending.pop_front()
             };
             if let Some(pending) = oldest {
-                pending.await?;
+                self.notice(pending.await)?;
             }
         }
     }
@@ -201,7 +217,7 @@ impl AttemptState {
                 first = Err(e);
             }
         }
-        first
+        self.notice(first)
     }
 
     pub(crate) fn check_payload(
@@ -240,10 +256,12 @@ impl AttemptState {
     pub(crate) async fn heartbeat(&self) -> Result<(), StoreError> {
         let mut patch = TaskPatch::at(self.inner.now());
         patch.heartbeat = true;
-        self.inner
+        let beat = self
+            .inner
             .commit_fenced(self.task_id, &self.ik, self.epoch, patch, None)
             .await
-            .map(drop)
+            .map(drop);
+        self.notice(beat)
     }
 
     /// Records a step result (an encoded [`StepRecord`]), fenced by this attempt's epoch,
@@ -262,7 +280,7 @@ impl AttemptState {
             self.inner.store.enqueue(batch)
         };
         let emitted = self.flush().await;
-        let stepped = step.await.map(drop);
+        let stepped = self.notice(step.await.map(drop));
         emitted.and(stepped)
     }
 }

@@ -70,12 +70,15 @@ async fn drive(
             }
             break;
         }
-        let Some(epoch) = begin_attempt(&inner, &record).await else {
-            // Fenced: someone changed the run meanwhile; read it again.
-            if inner.store.is_failed() {
+        let epoch = match begin_attempt(&inner, &record).await {
+            Ok(epoch) => epoch,
+            // Someone changed the run meanwhile: read it again.
+            Err(StoreError::Fenced) if !inner.store.is_failed() => continue,
+            Err(StoreError::ClaimedElsewhere) => {
+                tracing::debug!("another process claimed the run first; it runs there");
                 break;
             }
-            continue;
+            Err(_) => break,
         };
         let attempt = record.attempt + 1;
         let outcome = run_attempt(
@@ -102,26 +105,30 @@ async fn drive(
     inner.driver_finished(&ticket, generation);
 }
 
-/// Commits the start of an attempt; returns its epoch, or `None` if fenced or failed.
-async fn begin_attempt(inner: &Inner, record: &TaskRecord) -> Option<Epoch> {
+/// Commits the start of an attempt, claiming the run for this process; returns its epoch.
+async fn begin_attempt(inner: &Inner, record: &TaskRecord) -> Result<Epoch, StoreError> {
     let mut patch = TaskPatch::at(inner.now());
     patch.status = Some(TaskState::Running);
     patch.attempt = Some(record.attempt + 1);
     patch.next_attempt_at = Some(None);
     patch.bump_epoch = true;
     patch.heartbeat = true;
+    patch.claim = true;
     match inner
         .commit_fenced(record.id, &record.ik, record.epoch, patch, None)
         .await
     {
         Ok(c) => match c.first() {
-            Some(Committed::Epoch(e)) => Some(*e),
-            _ => None,
+            Some(Committed::Epoch(e)) => Ok(*e),
+            _ => Err(StoreError::Corrupt(
+                "the store did not report the attempt's epoch".into(),
+            )),
         },
-        Err(StoreError::Fenced) => None,
         Err(e) => {
-            tracing::error!(error = %e, "could not start an attempt");
-            None
+            if !matches!(e, StoreError::Fenced | StoreError::ClaimedElsewhere) {
+                tracing::error!(error = %e, "could not start an attempt");
+            }
+            Err(e)
         }
     }
 }
@@ -179,6 +186,7 @@ async fn run_attempt(
             previous_events: previous,
             steps,
             stop: stop.clone(),
+            generation,
         },
     ));
     let span = tracing::info_span!("attempt", task = registered.name, attempt, is_recovery);
@@ -191,7 +199,13 @@ async fn run_attempt(
     loop {
         tokio::select! {
             joined = &mut handler => return after_stop_check(stop, outcome(joined)),
-            _ = beat.tick() => heartbeat(inner, record, epoch).await,
+            _ = beat.tick() => {
+                if heartbeat(inner, record, epoch).await.is_err() {
+                    // Fenced: the run was stopped, or (a shared store) another process took it
+                    // over after this one missed its lease. Either way this attempt is over.
+                    inner.runs.signal_stop_of(record.id, generation);
+                }
+            }
             _ = stop.changed() => break,
         }
     }
@@ -238,15 +252,20 @@ fn outcome(
     }
 }
 
-async fn heartbeat(inner: &Inner, record: &TaskRecord, epoch: Epoch) {
+/// Records a heartbeat; `Err` when the attempt was fenced off.
+async fn heartbeat(inner: &Inner, record: &TaskRecord, epoch: Epoch) -> Result<(), ()> {
     let mut patch = TaskPatch::at(inner.now());
     patch.heartbeat = true;
-    if let Err(e) = inner
+    match inner
         .commit_fenced(record.id, &record.ik, epoch, patch, None)
         .await
-        && !matches!(e, StoreError::Fenced)
     {
-        tracing::warn!(error = %e, "heartbeat failed");
+        Ok(_) => Ok(()),
+        Err(StoreError::Fenced) => Err(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "heartbeat failed");
+            Ok(())
+        }
     }
 }
 

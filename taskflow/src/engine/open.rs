@@ -60,6 +60,7 @@ impl TaskFlow {
             recovered_watched: Mutex::new(Vec::new()),
         });
         recovery::recover(&inner).await?;
+        recovery::spawn_claimer(&inner);
         retention::spawn_collector(&inner);
         Ok(Self { inner })
     }

@@ -1,29 +1,69 @@
-//! Start-up recovery: the redb file lock proves the previous process is gone, so every run it
-//! left `created` or `running` is resumed now, suspended, or failed as too old.
+//! Recovery: runs whose process is gone are taken over and resumed, suspended, or failed as
+//! too old. At start-up on redb the file lock proves the previous process is gone, so that is
+//! every run left `created` or `running`; on a shared store (PostgreSQL) it is the runs whose
+//! lease expired, claimed at start-up and then every heartbeat interval while slots are free.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use super::Inner;
 use super::admission::Ticket;
 use crate::error::{ErrorRecord, StoreError};
 use crate::metrics::Metrics;
-use crate::status::TaskState;
-use crate::store::Scan;
+use crate::store::TaskRecord;
 
 /// Code of a run that was interrupted longer ago than its `recovery_max_age`.
 pub const RECOVERY_MAX_AGE_EXCEEDED: &str = "recovery_max_age_exceeded";
 
+/// Start-up recovery: every interrupted run this process may take over.
 pub(super) async fn recover(inner: &Arc<Inner>) -> Result<(), StoreError> {
+    let in_flight = inner.store.claim_interrupted(usize::MAX).await?;
+    take_over(inner, in_flight).await
+}
+
+/// On a shared store: renews this process's leases every heartbeat interval and claims runs
+/// whose owner stopped renewing theirs, as many as there are idle slots.
+pub(super) fn spawn_claimer(inner: &Arc<Inner>) {
+    if !inner.store.is_shared() {
+        return;
+    }
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let every = inner.config.heartbeat_interval;
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.is_shutting_down() || inner.store.is_failed() {
+                return;
+            }
+            if let Err(e) = inner.store.renew_leases().await {
+                tracing::warn!(error = %e, "renewing this process's leases failed");
+            }
+            let idle = super::lock(&inner.admission).idle_slots();
+            if idle == 0 {
+                continue;
+            }
+            match inner.store.claim_interrupted(idle).await {
+                Ok(runs) if runs.is_empty() => {}
+                Ok(runs) => {
+                    tracing::info!(
+                        runs = runs.len(),
+                        "claimed runs whose process stopped renewing its lease"
+                    );
+                    if let Err(e) = take_over(&inner, runs).await {
+                        tracing::warn!(error = %e, "taking over claimed runs failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming interrupted runs failed"),
+            }
+        }
+    });
+    super::lock(&inner.background).push(task.abort_handle());
+}
+
+/// Resumes, suspends or fails each run of `in_flight` (oldest first, so recovered runs keep
+/// their submission order in the queue).
+async fn take_over(inner: &Arc<Inner>, in_flight: Vec<TaskRecord>) -> Result<(), StoreError> {
     let span = tracing::info_span!("recovery");
-    let mut in_flight = inner
-        .store
-        .scan(Scan {
-            states: vec![TaskState::Created, TaskState::Running],
-            ..Scan::default()
-        })
-        .await?;
-    // Oldest first, so recovered runs keep their submission order in the queue.
-    in_flight.sort_by_key(|r| r.id);
     let now = inner.now();
     for record in in_flight {
         let Some(registered) = inner.registry.get(&record.name) else {

@@ -103,6 +103,16 @@ impl Runs {
         }
     }
 
+    /// Fires the stop signal of `id`'s driver if it is still `generation` (a fenced-off
+    /// attempt must not stop the driver of a later resume).
+    pub(super) fn signal_stop_of(&self, id: TaskId, generation: Generation) {
+        if let Some(control) = lock(&self.controls).get(&id)
+            && control.generation == generation.0
+        {
+            control.stop.send_replace(true);
+        }
+    }
+
     /// Fires every driver's stop signal.
     pub(super) fn signal_stop_all(&self) {
         for control in lock(&self.controls).values() {

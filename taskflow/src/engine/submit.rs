@@ -43,61 +43,76 @@ impl Inner {
         let ik = ik::idempotency_key(task, &input, scope.owner.as_ref());
         let span = tracing::info_span!("submit", task, ik = %ik);
         let _guard = self.key_locks.lock(&ik).await;
-        let (current, _) = self.store.current_run(&ik).await?;
         let mode = options
             .execute_mode
             .unwrap_or(registered.options.execute_mode);
-        if let Some(run) = current {
-            let attach = match run.status {
-                TaskState::Created | TaskState::Running | TaskState::Completed => true,
-                TaskState::Suspended => {
-                    if !run.on_behalf_of || scope.user.is_some() {
-                        self.runs.remember_user(run.id, scope);
-                        self.resume_run(&run).await?;
+        let mut admitted = false;
+        let committed = loop {
+            let (current, _) = self.store.current_run(&ik).await?;
+            let replaces = current.as_ref().map(|run| run.id);
+            if let Some(run) = current {
+                let attach = match run.status {
+                    TaskState::Created | TaskState::Running | TaskState::Completed => true,
+                    TaskState::Suspended => {
+                        if !run.on_behalf_of || scope.user.is_some() {
+                            self.runs.remember_user(run.id, scope);
+                            self.resume_run(&run).await?;
+                        }
+                        true
                     }
-                    true
+                    // The finished run's own mode decides, not this call's: a caller cannot
+                    // override a run's at_most_once after the fact.
+                    TaskState::Failed | TaskState::Cancelled => {
+                        run.execute_mode == ExecuteMode::AtMostOnce
+                    }
+                };
+                if attach {
+                    if !run.status.is_terminal() {
+                        self.runs.remember_user(run.id, scope);
+                    }
+                    tracing::debug!(parent: &span, task_id = %run.id, "attached");
+                    return Ok(TaskHandle::new(run.id, ik, true));
                 }
-                // The finished run's own mode decides, not this call's: a caller cannot
-                // override a run's at_most_once after the fact.
-                TaskState::Failed | TaskState::Cancelled => {
-                    run.execute_mode == ExecuteMode::AtMostOnce
-                }
-            };
-            if attach {
-                if !run.status.is_terminal() {
-                    self.runs.remember_user(run.id, scope);
-                }
-                tracing::debug!(parent: &span, task_id = %run.id, "attached");
-                return Ok(TaskHandle::new(run.id, ik, true));
             }
-        }
-        let now = self.now();
-        lock(&self.admission)
-            .check_new(scope.owner.as_ref(), now)
-            .map_err(|refusal| match refusal {
-                Refusal::RateLimited(retry_after) => StartError::RateLimited { retry_after },
-                Refusal::QueueFull(limit) => StartError::QueueFull { limit },
-            })?;
-        let mut record = TaskRecord::new_run(
-            task,
-            ik.clone(),
-            scope.owner.clone(),
-            input,
-            options
-                .max_attempts
-                .unwrap_or(registered.options.max_attempts)
-                .get(),
-            mode,
-            registered.options.on_behalf_of,
-            now,
-        );
-        record.disconnect_grace_ms = options
-            .disconnect_grace
-            .map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX));
-        let committed = self
-            .store
-            .commit(WriteBatch::new(vec![Write::CreateRun(Box::new(record))]))
-            .await?;
+            let now = self.now();
+            if !admitted {
+                lock(&self.admission)
+                    .check_new(scope.owner.as_ref(), now)
+                    .map_err(|refusal| match refusal {
+                        Refusal::RateLimited(retry_after) => {
+                            StartError::RateLimited { retry_after }
+                        }
+                        Refusal::QueueFull(limit) => StartError::QueueFull { limit },
+                    })?;
+                admitted = true;
+            }
+            let mut record = TaskRecord::new_run(
+                task,
+                ik.clone(),
+                scope.owner.clone(),
+                input.clone(),
+                options
+                    .max_attempts
+                    .unwrap_or(registered.options.max_attempts)
+                    .get(),
+                mode,
+                registered.options.on_behalf_of,
+                now,
+            );
+            record.disconnect_grace_ms = options
+                .disconnect_grace
+                .map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX));
+            let create = Write::CreateRun {
+                record: Box::new(record),
+                replaces,
+            };
+            match self.store.commit(WriteBatch::new(vec![create])).await {
+                // Another process made a run current for this key first: decide again,
+                // which attaches to it.
+                Err(StoreError::KeyTaken) => {}
+                other => break other?,
+            }
+        };
         let Some(Committed::Run { id, .. }) = committed.first() else {
             return Err(StartError::Storage(StoreError::Corrupt(
                 "store did not report the created run".into(),

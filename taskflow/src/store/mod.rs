@@ -67,8 +67,16 @@ pub struct Fence {
 #[non_exhaustive]
 pub enum Write {
     /// Creates a run and makes it the key's current run. The store assigns `id`, `epoch` and
-    /// `first_seq` (the key's last seq + 1). Yields [`Committed::Run`].
-    CreateRun(Box<TaskRecord>),
+    /// `first_seq` (the key's last seq + 1). Yields [`Committed::Run`]. The batch is refused
+    /// with [`StoreError::KeyTaken`] unless the key's current run is still `replaces` (what
+    /// the caller saw; `None`: no current run): one current run per key holds across
+    /// processes, and the one that loses the race attaches to the winner.
+    CreateRun {
+        /// The new run.
+        record: Box<TaskRecord>,
+        /// The key's current run the caller decided to replace, if any.
+        replaces: Option<TaskId>,
+    },
     /// Changes a run's record. Yields [`Committed::Epoch`] with the run's epoch after the write.
     Update {
         /// The run.
@@ -228,6 +236,39 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Finishes queued writes and closes the database. Idempotent.
     fn close(&self) -> StoreFuture<'_, ()>;
 
+    /// Whether other processes write to this store too (PostgreSQL): the engine then renews
+    /// its leases, claims interrupted runs while it runs (not only at start) and hears of
+    /// other processes' commits through the store. `false` (the default): this process is
+    /// the only writer, as the redb file lock guarantees.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Takes over up to `limit` runs whose owner is gone, oldest first, and returns them as
+    /// they are now (their epoch moved on, fencing off a former owner). The default, for a
+    /// store only this process writes, is every `created` or `running` run: the previous
+    /// process is gone. A shared store returns only runs whose lease expired (or that no
+    /// process ever claimed), never another live process's work.
+    fn claim_interrupted(&self, limit: usize) -> StoreFuture<'_, Vec<TaskRecord>> {
+        Box::pin(async move {
+            let mut runs = self
+                .scan(Scan {
+                    states: vec![TaskState::Created, TaskState::Running],
+                    ..Scan::default()
+                })
+                .await?;
+            runs.sort_by_key(|r| r.id);
+            runs.truncate(limit);
+            Ok(runs)
+        })
+    }
+
+    /// Renews the leases of every run this process holds (a shared store; the default does
+    /// nothing). The engine calls it every heartbeat interval.
+    fn renew_leases(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Simulates `kill -9` for tests (`taskflow::testing::SimulateCrash`): drops queued
     /// writes, writes nothing more and releases the database. A store that cannot simulate
     /// it keeps this default, which does nothing.
@@ -291,6 +332,18 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn crash(&self) {
         (**self).crash();
+    }
+
+    fn is_shared(&self) -> bool {
+        (**self).is_shared()
+    }
+
+    fn claim_interrupted(&self, limit: usize) -> StoreFuture<'_, Vec<TaskRecord>> {
+        (**self).claim_interrupted(limit)
+    }
+
+    fn renew_leases(&self) -> StoreFuture<'_, ()> {
+        (**self).renew_leases()
     }
 }
 

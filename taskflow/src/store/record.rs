@@ -162,6 +162,10 @@ pub struct TaskPatch {
     pub bump_epoch: bool,
     /// Record a heartbeat at `now`.
     pub heartbeat: bool,
+    /// Claim the run for this process (an attempt starts): a shared store refuses the batch
+    /// with [`StoreError::ClaimedElsewhere`](crate::error::StoreError::ClaimedElsewhere)
+    /// while another live process holds its lease, and gives this process the lease.
+    pub claim: bool,
 }
 
 impl TaskPatch {
@@ -179,6 +183,7 @@ impl TaskPatch {
             suspended_reason: None,
             bump_epoch: false,
             heartbeat: false,
+            claim: false,
         }
     }
 }

@@ -8,7 +8,7 @@ mod temp_schema;
 mod temp_store;
 
 #[cfg(feature = "postgres")]
-pub use self::temp_schema::{TEST_DATABASE_URL, TempSchema};
+pub use self::temp_schema::{TEST_DATABASE_URL, TEST_HEARTBEAT, TEST_STALE_THRESHOLD, TempSchema};
 pub use self::temp_store::{TEST_STORE, TempStore};
 
 use std::fs::OpenOptions;

@@ -1,6 +1,7 @@
 //! [`TempSchema`]: a PostgreSQL schema of its own for one test, dropped after it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::TaskFlowBuilder;
 use crate::store::PgConfig;
@@ -8,6 +9,11 @@ use crate::store::PgConfig;
 /// The environment variable naming the PostgreSQL server tests use (a libpq-style URL);
 /// unset, they use `postgres://postgres@127.0.0.1:5432/test`.
 pub const TEST_DATABASE_URL: &str = "TASKFLOW_TEST_DATABASE_URL";
+
+/// The stale threshold of a [`TempSchema`]'s flows.
+pub const TEST_STALE_THRESHOLD: Duration = Duration::from_millis(600);
+/// The heartbeat interval of a [`TempSchema`]'s flows.
+pub const TEST_HEARTBEAT: Duration = Duration::from_millis(100);
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -64,15 +70,23 @@ impl TempSchema {
         &self.name
     }
 
-    /// A store configuration for this schema (a short stale threshold suits tests: set one).
+    /// A store configuration for this schema, with a stale threshold of
+    /// [`TEST_STALE_THRESHOLD`]: a test that crashes a flow waits that long before another
+    /// flow may claim its runs.
     #[must_use]
     pub fn config(&self) -> PgConfig {
-        PgConfig::new(self.url.clone()).schema(self.name.clone())
+        PgConfig::new(self.url.clone())
+            .schema(self.name.clone())
+            .stale_threshold(TEST_STALE_THRESHOLD)
     }
 
-    /// A builder whose store is this schema.
+    /// A builder whose store is this schema, with heartbeats every [`TEST_HEARTBEAT`] (so
+    /// leases are renewed well within [`TEST_STALE_THRESHOLD`] and interrupted runs are
+    /// claimed soon after it).
     pub fn builder(&self) -> TaskFlowBuilder {
-        crate::TaskFlow::builder().postgres(self.config())
+        crate::TaskFlow::builder()
+            .postgres(self.config())
+            .heartbeat_interval(TEST_HEARTBEAT)
     }
 
     /// Runs `sql` on a connection of its own, on a thread of its own (usable from `Drop` and

@@ -60,6 +60,19 @@ impl TempStore {
         }
     }
 
+    /// Crashes `flow` ([`SimulateCrash`](super::SimulateCrash)) and returns once another
+    /// flow on this store may take over what it left: at once on redb (the file lock is
+    /// released), after the stale threshold on PostgreSQL (the crashed flow's leases must
+    /// expire first, exactly as a killed process's do).
+    pub async fn crash(&self, flow: &crate::TaskFlow) {
+        super::SimulateCrash::crash(flow);
+        #[cfg(feature = "postgres")]
+        if let Self::Postgres(_) = self {
+            tokio::time::sleep(super::TEST_STALE_THRESHOLD + std::time::Duration::from_millis(50))
+                .await;
+        }
+    }
+
     /// `"redb"` or `"postgres"`.
     #[must_use]
     pub fn kind(&self) -> &'static str {

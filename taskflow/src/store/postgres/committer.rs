@@ -136,11 +136,10 @@ impl Committer {
     async fn apply_with_retries(&self, args: &GroupArgs) -> Result<String, StoreError> {
         let mut tries = 0;
         loop {
-            match self
-                .client
-                .query_one(&self.apply, &[&args.g, &args.d])
-                .await
-            {
+            let lease_ms = self.shared.lease_ms;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&args.g, &args.d, &self.shared.owner, &lease_ms];
+            match self.client.query_one(&self.apply, &params).await {
                 Ok(row) => {
                     return row
                         .try_get::<_, String>(0)

@@ -63,7 +63,11 @@ impl GroupArgs {
 
     fn write(&mut self, write: &Write) -> Result<Value, StoreError> {
         Ok(match write {
-            Write::CreateRun(r) => json!({"op": "create", "record": self.record(r)?}),
+            Write::CreateRun { record, replaces } => json!({
+                "op": "create",
+                "record": self.record(record)?,
+                "replaces": replaces.map(|r| r.0),
+            }),
             Write::Update { task, patch } => {
                 json!({"op": "update", "task": task.0, "patch": self.patch(patch)?})
             }
@@ -117,6 +121,7 @@ impl GroupArgs {
         m.insert("now".into(), json!(p.now));
         m.insert("bump_epoch".into(), json!(p.bump_epoch));
         m.insert("heartbeat".into(), json!(p.heartbeat));
+        m.insert("claim".into(), json!(p.claim));
         if let Some(s) = p.status {
             m.insert("status".into(), json!(s));
         }
@@ -154,8 +159,13 @@ pub(super) fn outcomes(
     }
     let mut out = Vec::with_capacity(batches.len());
     for (outcome, batch) in answer.into_iter().zip(batches) {
-        if outcome.get("err").is_some() {
-            out.push(Err(StoreError::Fenced));
+        if let Some(err) = outcome.get("err") {
+            out.push(Err(match err.as_str() {
+                Some("fenced") => StoreError::Fenced,
+                Some("key_taken") => StoreError::KeyTaken,
+                Some("leased") => StoreError::ClaimedElsewhere,
+                _ => return Err(bad(&format!("the refusal `{err}`"))),
+            }));
             continue;
         }
         let Some(Value::Array(done)) = outcome.get("ok") else {
@@ -177,7 +187,7 @@ pub(super) fn outcomes(
 fn committed_one(d: &Value, write: &Write) -> Option<Committed> {
     let number = |key: &str| d.get(key).and_then(Value::as_u64);
     Some(match write {
-        Write::CreateRun(_) => {
+        Write::CreateRun { .. } => {
             let run = d.get("run")?;
             let field = |key: &str| run.get(key).and_then(Value::as_u64);
             Committed::Run {

@@ -35,8 +35,12 @@ use crate::status::StoredEvent;
 use crate::sync::lock;
 
 /// State shared by the store handle and its committer task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
+    /// This process's owner id in leases (unique per opened store).
+    pub(crate) owner: String,
+    /// How long a lease holds, in milliseconds: the stale threshold.
+    pub(crate) lease_ms: i64,
     pub(crate) failed: AtomicBool,
     pub(crate) crashed: AtomicBool,
     /// Set once by [`Store::attach`].
@@ -57,6 +61,8 @@ struct Reads {
     current_run: Statement,
     events: Statement,
     steps: Statement,
+    claim: Statement,
+    renew: Statement,
 }
 
 /// taskflow's log on PostgreSQL. [`TaskFlowBuilder::postgres`](crate::TaskFlowBuilder::postgres)
@@ -127,14 +133,37 @@ impl PgStore {
                 "SELECT key, record::text FROM {schema}.steps WHERE task = $1 ORDER BY key COLLATE \"C\""
             ))
             .await?,
+            // Runs in flight whose lease expired (or that nobody claimed): taken over with an
+            // epoch bump, which fences off a former owner that is only slow, not dead.
+            claim: prepare(format!(
+                "UPDATE {schema}.runs SET lease_owner = $1, \
+                 lease_expires_at = now() + $2::bigint * interval '1 millisecond', epoch = epoch + 1 \
+                 WHERE id IN (SELECT id FROM {schema}.runs \
+                   WHERE status IN ('created', 'running') \
+                   AND (lease_expires_at IS NULL OR lease_expires_at < now()) \
+                   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {RUN_COLUMNS}"
+            ))
+            .await?,
+            renew: prepare(format!(
+                "UPDATE {schema}.runs SET lease_expires_at = now() + $2::bigint * interval '1 millisecond' \
+                 WHERE lease_owner = $1 AND status IN ('created', 'running')"
+            ))
+            .await?,
         };
         let apply = writer
             .prepare(&format!(
-                "SELECT {schema}.apply_group($1::text::json, $2::text[])::text"
+                "SELECT {schema}.apply_group($1::text::json, $2::text[], $3::text, $4::bigint)::text"
             ))
             .await
             .map_err(|e| config.error(format!("cannot prepare the commit: {}", reason(&e))))?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            owner: owner_id(),
+            lease_ms: i64::try_from(config.stale_threshold.as_millis()).unwrap_or(i64::MAX),
+            failed: AtomicBool::new(false),
+            crashed: AtomicBool::new(false),
+            hooks: OnceLock::new(),
+        });
         let (sender, receiver) = mpsc::unbounded_channel();
         let committer = Committer {
             shared: shared.clone(),
@@ -200,6 +229,14 @@ async fn connect_one(
         }
     }));
     Ok(client)
+}
+
+/// A lease owner id unique to this opened store: the process id and the time it opened.
+fn owner_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("p{}-{nanos:x}", std::process::id())
 }
 
 fn db(e: &tokio_postgres::Error) -> StoreError {
@@ -377,5 +414,47 @@ impl Store for PgStore {
     fn crash(&self) {
         self.shared.crashed.store(true, Ordering::Release);
         self.stop_tasks();
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn claim_interrupted(&self, limit: usize) -> StoreFuture<'_, Vec<TaskRecord>> {
+        Box::pin(async move {
+            self.check_open()?;
+            if self.shared.failed.load(Ordering::Acquire) {
+                return Err(StoreError::FailStopped);
+            }
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = self
+                .reader
+                .query(
+                    &self.reads.claim,
+                    &[&self.shared.owner, &self.shared.lease_ms, &limit],
+                )
+                .await
+                .map_err(|e| db(&e))?;
+            let mut runs = rows
+                .iter()
+                .map(encode::record)
+                .collect::<Result<Vec<_>, _>>()?;
+            runs.sort_by_key(|r| r.id);
+            Ok(runs)
+        })
+    }
+
+    fn renew_leases(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.check_open()?;
+            self.reader
+                .execute(
+                    &self.reads.renew,
+                    &[&self.shared.owner, &self.shared.lease_ms],
+                )
+                .await
+                .map(drop)
+                .map_err(|e| db(&e))
+        })
     }
 }

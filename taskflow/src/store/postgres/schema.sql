@@ -40,6 +40,8 @@ CREATE TABLE {s}.runs (
 );
 CREATE INDEX runs_by_owner ON {s}.runs (owner, id DESC);
 CREATE INDEX runs_by_status ON {s}.runs (status, updated_at);
+-- What another process may claim: runs in flight, by lease expiry.
+CREATE INDEX runs_in_flight ON {s}.runs (lease_expires_at, id) WHERE status IN ('created', 'running');
 
 CREATE TABLE {s}.events (
     ik   text NOT NULL,
@@ -62,8 +64,11 @@ CREATE TABLE {s}.steps (
 -- as JSON texts in `d`, referenced from `g` by index: the json operators on `g` would refuse
 -- a `\u0000` inside it, a JSON text cast to `json` keeps it. `g` is a JSON array of {"fence": {"task", "epoch"} | null, "writes": [...]};
 -- the answer is an array with one element per batch: {"ok": [outcome, ...]} or
--- {"err": "fenced"}. A refused batch writes nothing; the others still commit.
-CREATE FUNCTION {s}.apply_group(g json, d text[]) RETURNS json LANGUAGE plpgsql AS $fn$
+-- {"err": "fenced" | "key_taken" | "leased"}. A refused batch writes nothing; the others
+-- still commit. `me` is the committing process's owner id; `lease_ms` how long its leases
+-- hold (by this database's clock).
+CREATE FUNCTION {s}.apply_group(g json, d text[], me text, lease_ms bigint) RETURNS json
+LANGUAGE plpgsql AS $fn$
 DECLARE
     b json;
     w json;
@@ -78,28 +83,46 @@ DECLARE
     seen_status text;
     seen_updated bigint;
     run_ik text;
+    refusal text;
+    holder text;
+    held_until timestamptz;
+    old_status text;
+    lease interval := lease_ms * interval '1 millisecond';
 BEGIN
     FOR b IN SELECT * FROM json_array_elements(g) LOOP
-        ok := true;
+        refusal := NULL;
         IF json_typeof(b->'fence') = 'object' THEN
             SELECT epoch INTO cur FROM {s}.runs WHERE id = (b->'fence'->>'task')::bigint FOR UPDATE;
             IF NOT FOUND OR cur <> (b->'fence'->>'epoch')::bigint THEN
-                ok := false;
+                refusal := 'fenced';
             END IF;
         END IF;
-        IF ok THEN
+        IF refusal IS NULL THEN
             FOR w IN SELECT * FROM json_array_elements(b->'writes') LOOP
                 IF w->>'op' IN ('update', 'step') THEN
-                    PERFORM 1 FROM {s}.runs WHERE id = (w->>'task')::bigint FOR UPDATE;
+                    SELECT lease_owner, lease_expires_at INTO holder, held_until
+                        FROM {s}.runs WHERE id = (w->>'task')::bigint FOR UPDATE;
                     IF NOT FOUND THEN
-                        ok := false;
+                        refusal := 'fenced';
+                        EXIT;
+                    END IF;
+                    IF (w->'patch'->>'claim')::boolean AND holder IS NOT NULL AND holder <> me
+                            AND held_until > now() THEN
+                        refusal := 'leased';
+                        EXIT;
+                    END IF;
+                ELSIF w->>'op' = 'create' THEN
+                    INSERT INTO {s}.keys (ik) VALUES (w->'record'->>'ik') ON CONFLICT (ik) DO NOTHING;
+                    SELECT current_run INTO cur FROM {s}.keys WHERE ik = w->'record'->>'ik' FOR UPDATE;
+                    IF cur IS DISTINCT FROM (w->>'replaces')::bigint THEN
+                        refusal := 'key_taken';
                         EXIT;
                     END IF;
                 END IF;
             END LOOP;
         END IF;
-        IF NOT ok THEN
-            outs := outs || json_build_object('err', 'fenced');
+        IF refusal IS NOT NULL THEN
+            outs := outs || json_build_object('err', refusal);
             CONTINUE;
         END IF;
         res := '{}';
@@ -107,25 +130,26 @@ BEGIN
             CASE w->>'op'
             WHEN 'create' THEN
                 r := w->'record';
-                INSERT INTO {s}.keys (ik) VALUES (r->>'ik') ON CONFLICT (ik) DO NOTHING;
                 SELECT last_seq INTO last FROM {s}.keys WHERE ik = r->>'ik' FOR UPDATE;
                 INSERT INTO {s}.runs (ik, name, owner, status, input, output, error, attempt,
                         failed_attempts, max_attempts, execute_mode, on_behalf_of, created_at,
                         updated_at, heartbeat_at, next_attempt_at, suspended_reason, first_seq,
-                        epoch, disconnect_grace_ms)
+                        epoch, disconnect_grace_ms, lease_owner, lease_expires_at)
                     VALUES (r->>'ik', r->>'name', r->>'owner', r->>'status', d[(r->>'input')::integer]::json,
                         d[(r->>'output')::integer]::json, d[(r->>'error')::integer]::json, (r->>'attempt')::integer,
                         (r->>'failed_attempts')::integer, (r->>'max_attempts')::integer,
                         r->>'execute_mode', (r->>'on_behalf_of')::boolean,
                         (r->>'created_at')::bigint, (r->>'updated_at')::bigint,
                         (r->>'heartbeat_at')::bigint, (r->>'next_attempt_at')::bigint,
-                        d[(r->>'suspended_reason')::integer]::json, last + 1, 1, (r->>'disconnect_grace_ms')::bigint)
+                        d[(r->>'suspended_reason')::integer]::json, last + 1, 1, (r->>'disconnect_grace_ms')::bigint,
+                        me, now() + lease)
                     RETURNING id INTO new_id;
                 UPDATE {s}.keys SET current_run = new_id WHERE ik = r->>'ik';
                 res := res || json_build_object('run', json_build_object(
                     'id', new_id, 'epoch', 1, 'first_seq', last + 1));
             WHEN 'update' THEN
                 p := w->'patch';
+                SELECT status INTO old_status FROM {s}.runs WHERE id = (w->>'task')::bigint;
                 UPDATE {s}.runs SET
                     status = coalesce(p->>'status', status),
                     attempt = coalesce((p->>'attempt')::integer, attempt),
@@ -139,7 +163,20 @@ BEGIN
                     epoch = epoch + CASE WHEN (p->>'bump_epoch')::boolean THEN 1 ELSE 0 END,
                     heartbeat_at = CASE WHEN (p->>'heartbeat')::boolean THEN (p->>'now')::bigint
                         ELSE heartbeat_at END,
-                    updated_at = (p->>'now')::bigint
+                    updated_at = (p->>'now')::bigint,
+                    -- A claim takes the lease; a run that stops being in flight drops it; a
+                    -- run that becomes in flight again (a resume) is this process's.
+                    lease_owner = CASE
+                        WHEN (p->>'claim')::boolean THEN me
+                        WHEN coalesce(p->>'status', status) NOT IN ('created', 'running') THEN NULL
+                        WHEN old_status NOT IN ('created', 'running') THEN me
+                        ELSE lease_owner END,
+                    lease_expires_at = CASE
+                        WHEN (p->>'claim')::boolean THEN now() + lease
+                        WHEN coalesce(p->>'status', status) NOT IN ('created', 'running') THEN NULL
+                        WHEN old_status NOT IN ('created', 'running') THEN now() + lease
+                        WHEN (p->>'heartbeat')::boolean AND lease_owner = me THEN now() + lease
+                        ELSE lease_expires_at END
                 WHERE id = (w->>'task')::bigint
                 RETURNING epoch INTO cur;
                 res := res || json_build_object('epoch', cur);

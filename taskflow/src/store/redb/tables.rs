@@ -105,6 +105,15 @@ impl<'txn> Tables<'txn> {
             return Ok(Err(StoreError::Fenced));
         }
         for write in &batch.writes {
+            if let Write::CreateRun { record, replaces } = write {
+                let current = self
+                    .keys()?
+                    .get(record.ik.as_str())?
+                    .map_or(0, |v| v.value().0);
+                if current != replaces.map_or(0, |r| r.0) {
+                    return Ok(Err(StoreError::KeyTaken));
+                }
+            }
             if let Write::Update { task, .. } | Write::Step { task, .. } = write
                 && batch.fence.is_none_or(|f| f.task != *task)
                 && self.epoch(*task)?.is_none()
@@ -115,7 +124,7 @@ impl<'txn> Tables<'txn> {
         let mut out = Vec::with_capacity(batch.writes.len());
         for write in &batch.writes {
             let done = match write {
-                Write::CreateRun(record) => self.create_run(record)?,
+                Write::CreateRun { record, .. } => self.create_run(record)?,
                 Write::Update { task, patch } => {
                     let Some(mut record) = self.task(*task)? else {
                         return Err(corrupt("run vanished inside its transaction"));
