@@ -16,7 +16,8 @@ pub const RECOVERY_MAX_AGE_EXCEEDED: &str = "recovery_max_age_exceeded";
 
 /// Start-up recovery: every interrupted run this process may take over.
 pub(super) async fn recover(inner: &Arc<Inner>) -> Result<(), StoreError> {
-    let in_flight = inner.store.claim_interrupted(usize::MAX).await?;
+    let tasks = inner.registry.names();
+    let in_flight = inner.store.claim_interrupted(usize::MAX, &tasks).await?;
     take_over(inner, in_flight).await
 }
 
@@ -42,7 +43,8 @@ pub(super) fn spawn_claimer(inner: &Arc<Inner>) {
             if idle == 0 {
                 continue;
             }
-            match inner.store.claim_interrupted(idle).await {
+            let tasks = inner.registry.names();
+            match inner.store.claim_interrupted(idle, &tasks).await {
                 Ok(runs) if runs.is_empty() => {}
                 Ok(runs) => {
                     tracing::info!(

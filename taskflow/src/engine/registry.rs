@@ -96,4 +96,9 @@ impl Registry {
     pub(crate) fn get(&self, name: &str) -> Option<&Registered> {
         self.tasks.get(name)
     }
+
+    /// Every registered task name.
+    pub(crate) fn names(&self) -> Vec<&'static str> {
+        self.tasks.keys().copied().collect()
+    }
 }

@@ -247,9 +247,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Takes over up to `limit` runs whose owner is gone, oldest first, and returns them as
     /// they are now (their epoch moved on, fencing off a former owner). The default, for a
     /// store only this process writes, is every `created` or `running` run: the previous
-    /// process is gone. A shared store returns only runs whose lease expired (or that no
-    /// process ever claimed), never another live process's work.
-    fn claim_interrupted(&self, limit: usize) -> StoreFuture<'_, Vec<TaskRecord>> {
+    /// process is gone (the engine reports those of tasks it does not know). A shared store
+    /// returns only runs of the `tasks` this process registered whose lease expired, never
+    /// another live process's work, nor a run this process could not execute.
+    fn claim_interrupted<'a>(
+        &'a self,
+        limit: usize,
+        tasks: &'a [&'a str],
+    ) -> StoreFuture<'a, Vec<TaskRecord>> {
+        let _ = tasks;
         Box::pin(async move {
             let mut runs = self
                 .scan(Scan {
@@ -338,8 +344,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).is_shared()
     }
 
-    fn claim_interrupted(&self, limit: usize) -> StoreFuture<'_, Vec<TaskRecord>> {
-        (**self).claim_interrupted(limit)
+    fn claim_interrupted<'a>(
+        &'a self,
+        limit: usize,
+        tasks: &'a [&'a str],
+    ) -> StoreFuture<'a, Vec<TaskRecord>> {
+        (**self).claim_interrupted(limit, tasks)
     }
 
     fn renew_leases(&self) -> StoreFuture<'_, ()> {

@@ -75,6 +75,12 @@ impl PgConfig {
         self
     }
 
+    /// The stale threshold in use.
+    #[must_use]
+    pub fn stale_after(&self) -> Duration {
+        self.stale_threshold
+    }
+
     pub(super) fn parse(&self) -> Result<tokio_postgres::Config, BuildError> {
         let config =
             tokio_postgres::Config::from_str(&self.url).map_err(|e| BuildError::Postgres {

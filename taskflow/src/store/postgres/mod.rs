@@ -141,6 +141,7 @@ impl PgStore {
                  WHERE id IN (SELECT id FROM {schema}.runs \
                    WHERE status IN ('created', 'running') \
                    AND (lease_expires_at IS NULL OR lease_expires_at < now()) \
+                   AND name = ANY($4::text[]) \
                    ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
                  RETURNING {RUN_COLUMNS}"
             ))
@@ -420,7 +421,11 @@ impl Store for PgStore {
         true
     }
 
-    fn claim_interrupted(&self, limit: usize) -> StoreFuture<'_, Vec<TaskRecord>> {
+    fn claim_interrupted<'a>(
+        &'a self,
+        limit: usize,
+        tasks: &'a [&'a str],
+    ) -> StoreFuture<'a, Vec<TaskRecord>> {
         Box::pin(async move {
             self.check_open()?;
             if self.shared.failed.load(Ordering::Acquire) {
@@ -431,7 +436,7 @@ impl Store for PgStore {
                 .reader
                 .query(
                     &self.reads.claim,
-                    &[&self.shared.owner, &self.shared.lease_ms, &limit],
+                    &[&self.shared.owner, &self.shared.lease_ms, &limit, &tasks],
                 )
                 .await
                 .map_err(|e| db(&e))?;

@@ -1,0 +1,552 @@
+//! Several OS processes on one PostgreSQL schema (SPEC §7): this binary is the parent of
+//! worker processes that are the same binary (`TASKFLOW_CLUSTER_WORKER` set), each a flow
+//! on the shared schema serving the task routes on a port of its own.
+//!
+//! - `killed_worker`: three workers start ten runs each; one is SIGKILLed mid-run; the
+//!   others claim its runs once their leases expire and finish them. Step bodies append to a
+//!   shared, fsynced side journal (one line per execution and per acknowledged commit), so
+//!   the parent sees, in one global order, that no body ran again after its result was
+//!   committed, and every run completes exactly once.
+//! - `frozen_worker`: a worker frozen with SIGSTOP past its lease loses its run to another;
+//!   continued, it commits nothing more for that run and its handler sees `cancelled()`.
+//! - `one_run_per_key`: 3 processes × 20 concurrent POSTs of one body make exactly one run,
+//!   every response names the same key, exactly one says `attached: false`.
+//!
+//! A missing PostgreSQL server fails the test saying how to start one
+//! (`taskflow::testing::TempSchema`).
+
+#![allow(clippy::unwrap_used)] // a test program (harness = false): a panic is the failure report
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use taskflow::prelude::*;
+use taskflow::testing::TempSchema;
+
+const WORKER: &str = "TASKFLOW_CLUSTER_WORKER";
+const STALE: Duration = Duration::from_millis(1000);
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+#[events]
+#[derive(Debug)]
+enum Progress {
+    Step { i: u32 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Job {
+    run: u32,
+    steps: u32,
+    step_ms: u64,
+}
+
+fn worker_index() -> u32 {
+    std::env::var(WORKER).unwrap().parse().unwrap()
+}
+
+/// Appends one line to the shared journal and syncs it (one `write` per line: with
+/// `O_APPEND` the lines of several processes never interleave).
+fn journal(line: &str) {
+    let path = std::env::var("TASKFLOW_CLUSTER_JOURNAL").unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(format!("{line}\n").as_bytes()).unwrap();
+    f.sync_data().unwrap();
+}
+
+/// `steps` steps; each body journals its execution, each acknowledged commit is journaled
+/// too; the value says which worker computed it.
+#[task(name = "cluster-steps")]
+async fn cluster_steps(ctx: TaskContext<Progress>, job: Job) -> Result<Vec<u64>, TaskError> {
+    let me = worker_index();
+    let work = async {
+        let mut values = Vec::new();
+        for i in 0..job.steps {
+            let (run, ms) = (job.run, job.step_ms);
+            let value = ctx
+                .step("s", || async move {
+                    journal(&format!("exec {run} {i} {me}"));
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Ok::<_, TaskError>(u64::from(i) * 1000 + u64::from(me))
+                })
+                .await?;
+            journal(&format!("commit {run} {i} {me}"));
+            values.push(value);
+            ctx.emit(Progress::Step { i }).await?;
+        }
+        Ok(values)
+    };
+    let result = tokio::select! {
+        result = work => result,
+        () = ctx.cancelled() => Err(TaskError::new("cancelled: another process took the run over")),
+    };
+    // Whichever came first, a fenced write or the signal itself, `cancelled()` has fired.
+    if ctx.is_cancelled() {
+        journal(&format!("cancelled {} {me}", job.run));
+    }
+    result
+}
+
+/// A worker: a flow on the shared schema, its runs started, the routes served until stdin
+/// closes.
+async fn worker() {
+    let schema = std::env::var("TASKFLOW_CLUSTER_SCHEMA").unwrap();
+    let url = std::env::var(taskflow::testing::TEST_DATABASE_URL)
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let flow = TaskFlow::builder()
+        .postgres(
+            taskflow::store::PgConfig::new(url)
+                .schema(schema)
+                .stale_threshold(STALE),
+        )
+        .heartbeat_interval(HEARTBEAT)
+        .register(cluster_steps)
+        .build()
+        .await
+        .unwrap();
+    let jobs: Vec<Job> =
+        serde_json::from_str(&std::env::var("TASKFLOW_CLUSTER_JOBS").unwrap()).unwrap();
+    for job in jobs {
+        flow.start(cluster_steps, job).await.unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("listening {}", listener.local_addr().unwrap().port());
+    std::io::stdout().flush().unwrap();
+    let app = taskflow::axum::routes_with(flow.clone(), taskflow::axum::Anonymous::AsService);
+    let stdin_closed = async {
+        tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).unwrap_or(0) > 0 {}
+        })
+        .await
+        .unwrap();
+    };
+    taskflow::axum::serve_until(listener, app, flow, stdin_closed)
+        .await
+        .unwrap();
+}
+
+/// A running worker process.
+struct Worker {
+    index: u32,
+    child: Child,
+    port: u16,
+}
+
+impl Worker {
+    fn start(index: u32, schema: &TempSchema, journal: &Path, jobs: &[Job]) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(WORKER, index.to_string())
+            .env("TASKFLOW_CLUSTER_SCHEMA", schema.name())
+            .env("TASKFLOW_CLUSTER_JOURNAL", journal)
+            .env(
+                "TASKFLOW_CLUSTER_JOBS",
+                serde_json::to_string(jobs).unwrap(),
+            )
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(port) = line.strip_prefix("listening ") {
+                    let _ = tx.send(port.parse::<u16>().unwrap());
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("worker {index} did not start within 60 s"));
+        Self { index, child, port }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} worker {}", self.index);
+    }
+
+    fn kill(&mut self) {
+        self.signal("KILL");
+        self.child.wait().unwrap();
+    }
+
+    /// Closes stdin (a graceful stop) and waits for the exit.
+    fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                self.kill();
+                panic!("worker {} did not stop within 30 s", self.index);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Line {
+    Exec { run: u32, step: u32, worker: u32 },
+    Commit { run: u32, step: u32, worker: u32 },
+    Cancelled { run: u32, worker: u32 },
+}
+
+fn read_journal(path: &Path) -> Vec<Line> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            let n = |i: usize| w[i].parse::<u32>().unwrap();
+            match w[0] {
+                "exec" => Line::Exec {
+                    run: n(1),
+                    step: n(2),
+                    worker: n(3),
+                },
+                "commit" => Line::Commit {
+                    run: n(1),
+                    step: n(2),
+                    worker: n(3),
+                },
+                "cancelled" => Line::Cancelled {
+                    run: n(1),
+                    worker: n(2),
+                },
+                other => panic!("journal line {other}"),
+            }
+        })
+        .collect()
+}
+
+/// No body ran again after its result was acknowledged, in the journal's global order;
+/// every step of every run was acknowledged.
+fn check_exactly_once(lines: &[Line], runs: impl Iterator<Item = u32>, steps: u32) {
+    let mut committed = std::collections::HashSet::new();
+    for line in lines {
+        match *line {
+            Line::Commit { run, step, .. } => {
+                committed.insert((run, step));
+            }
+            Line::Exec { run, step, worker } => assert!(
+                !committed.contains(&(run, step)),
+                "step {step} of run {run} ran again on worker {worker} after its result was committed"
+            ),
+            Line::Cancelled { .. } => {}
+        }
+    }
+    for run in runs {
+        for step in 0..steps {
+            assert!(
+                committed.contains(&(run, step)),
+                "step {step} of run {run} never committed"
+            );
+        }
+    }
+}
+
+/// Queries the shared schema directly.
+struct Db {
+    client: tokio_postgres::Client,
+    schema: String,
+}
+
+impl Db {
+    async fn connect(schema: &TempSchema) -> Self {
+        let url = std::env::var(taskflow::testing::TEST_DATABASE_URL)
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        Self {
+            client,
+            schema: format!("\"{}\"", schema.name()),
+        }
+    }
+
+    async fn count(&self, condition: &str) -> i64 {
+        let sql = format!(
+            "SELECT count(*) FROM {}.runs WHERE {condition}",
+            self.schema
+        );
+        self.client.query_one(&sql, &[]).await.unwrap().get(0)
+    }
+
+    async fn wait_count(&self, condition: &str, n: i64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.count(condition).await;
+            if got == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{got} runs where {condition} after {within:?}, expected {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The output of the run of `job.run`.
+    async fn outputs(&self) -> Vec<(u32, Vec<u64>)> {
+        let sql = format!(
+            "SELECT input::text, output::text FROM {}.runs WHERE status = 'completed'",
+            self.schema
+        );
+        let mut out = Vec::new();
+        for row in self.client.query(&sql, &[]).await.unwrap() {
+            let input: String = row.get(0);
+            let output: String = row.get(1);
+            let job: Job = serde_json::from_str(&input).unwrap();
+            out.push((job.run, serde_json::from_str(&output).unwrap()));
+        }
+        out.sort();
+        out
+    }
+}
+
+fn jobs(runs: std::ops::Range<u32>, steps: u32, step_ms: u64) -> Vec<Job> {
+    runs.map(|run| Job {
+        run,
+        steps,
+        step_ms,
+    })
+    .collect()
+}
+
+async fn killed_worker(dir: &Path) {
+    const STEPS: u32 = 30;
+    let schema = TempSchema::new();
+    let journal_path = dir.join("journal-kill");
+    let db = Db::connect(&schema).await;
+    let mut workers: Vec<Worker> = (0..3)
+        .map(|w| {
+            Worker::start(
+                w,
+                &schema,
+                &journal_path,
+                &jobs(w * 10..w * 10 + 10, STEPS, 40),
+            )
+        })
+        .collect();
+    // Kill worker 0 once it has committed some steps (its runs are mid-way).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let commits = read_journal(&journal_path)
+            .iter()
+            .filter(|l| matches!(l, Line::Commit { worker: 0, .. }))
+            .count();
+        if commits >= 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker 0 made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let killed_at = Instant::now();
+    workers[0].kill();
+    let unfinished = 30 - db.count("status = 'completed'").await;
+    println!("killed worker 0 with {unfinished} runs unfinished");
+    db.wait_count("status = 'completed'", 30, Duration::from_secs(90))
+        .await;
+    println!(
+        "all 30 runs completed {:?} after the kill",
+        killed_at.elapsed()
+    );
+    assert_eq!(db.count("true").await, 30, "exactly one run per job");
+    let lines = read_journal(&journal_path);
+    check_exactly_once(&lines, 0..30, STEPS);
+    let taken_over = lines
+        .iter()
+        .filter(|l| matches!(l, Line::Commit { run, worker, .. } if *run < 10 && *worker != 0))
+        .count();
+    assert!(
+        taken_over > 0,
+        "no run of worker 0 was finished by another worker"
+    );
+    for (run, values) in db.outputs().await {
+        assert_eq!(values.len(), STEPS as usize, "run {run}");
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(v / 1000, i as u64, "run {run} step {i}");
+        }
+    }
+    println!(
+        "killed_worker: 30 runs, {} step executions for {} steps, {taken_over} commits of worker 0's runs by others",
+        lines
+            .iter()
+            .filter(|l| matches!(l, Line::Exec { .. }))
+            .count(),
+        30 * STEPS
+    );
+    for w in workers.drain(1..) {
+        w.stop();
+    }
+}
+
+async fn frozen_worker(dir: &Path) {
+    const STEPS: u32 = 12;
+    let schema = TempSchema::new();
+    let journal_path = dir.join("journal-freeze");
+    let db = Db::connect(&schema).await;
+    let a = Worker::start(1, &schema, &journal_path, &jobs(100..101, STEPS, 150));
+    let b = Worker::start(2, &schema, &journal_path, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_journal(&journal_path)
+        .iter()
+        .filter(|l| matches!(l, Line::Commit { worker: 1, .. }))
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "worker 1 made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.signal("STOP");
+    // Past the lease, until the other worker has taken the run over.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !read_journal(&journal_path)
+        .iter()
+        .any(|l| matches!(l, Line::Commit { worker: 2, .. }))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "worker 2 never took the frozen run over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let continued_at = read_journal(&journal_path).len();
+    a.signal("CONT");
+    db.wait_count("status = 'completed'", 1, Duration::from_secs(60))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read_journal(&journal_path)[continued_at..].iter().any(|l| {
+        matches!(
+            l,
+            Line::Cancelled {
+                run: 100,
+                worker: 1
+            }
+        )
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the frozen worker's handler never saw cancelled(): {:?}",
+            read_journal(&journal_path)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines = read_journal(&journal_path);
+    assert!(
+        !lines[continued_at..]
+            .iter()
+            .any(|l| matches!(l, Line::Commit { worker: 1, .. })),
+        "the frozen worker committed after it was continued: {lines:?}"
+    );
+    check_exactly_once(&lines, 100..101, STEPS);
+    let (_, values) = db.outputs().await.remove(0);
+    let first_of_b = values.iter().position(|v| v % 1000 == 2).unwrap();
+    assert!(
+        values[first_of_b..].iter().all(|v| v % 1000 == 2),
+        "no result of the frozen worker after the takeover: {values:?}"
+    );
+    println!(
+        "frozen_worker: worker 1 computed steps 0..{first_of_b}, worker 2 the rest; worker 1 saw cancelled() and committed nothing after SIGCONT"
+    );
+    a.stop();
+    b.stop();
+}
+
+async fn one_run_per_key(dir: &Path) {
+    let schema = TempSchema::new();
+    let journal_path = dir.join("journal-key");
+    let db = Db::connect(&schema).await;
+    let workers: Vec<Worker> = (0..3)
+        .map(|w| Worker::start(w, &schema, &journal_path, &[]))
+        .collect();
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"run": 200, "steps": 3, "step_ms": 20});
+    let mut posts = Vec::new();
+    for w in &workers {
+        for _ in 0..20 {
+            let url = format!("http://127.0.0.1:{}/tasks/cluster-steps", w.port);
+            let request = client.post(url).json(&body);
+            posts.push(tokio::spawn(async move {
+                let mut response = request.send().await.unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                let mut text = String::new();
+                while !text.contains("event: ready")
+                    || !text[text.find("event: ready").unwrap()..].contains("\n\n")
+                {
+                    let chunk = response
+                        .chunk()
+                        .await
+                        .unwrap()
+                        .expect("the stream ended before `ready`");
+                    text.push_str(&String::from_utf8_lossy(&chunk));
+                }
+                let data = text[text.find("event: ready").unwrap()..]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap()
+                    .to_owned();
+                serde_json::from_str::<serde_json::Value>(&data).unwrap()
+            }));
+        }
+    }
+    let mut readies = Vec::new();
+    for post in posts {
+        readies.push(post.await.unwrap());
+    }
+    let keys: std::collections::HashSet<&str> = readies
+        .iter()
+        .map(|r| r["idempotency_key"].as_str().unwrap())
+        .collect();
+    let created = readies.iter().filter(|r| r["attached"] == false).count();
+    println!(
+        "one_run_per_key: 60 POSTs over 3 processes, {} key(s), {created} created",
+        keys.len()
+    );
+    assert_eq!(keys.len(), 1, "every response names the same key");
+    assert_eq!(created, 1, "exactly one response says attached: false");
+    assert_eq!(db.count("true").await, 1, "exactly one run");
+    for w in workers {
+        w.stop();
+    }
+}
+
+fn main() {
+    if std::env::var(WORKER).is_ok() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(worker());
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = temp.path().to_owned();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    runtime.block_on(one_run_per_key(&dir));
+    runtime.block_on(frozen_worker(&dir));
+    runtime.block_on(killed_worker(&dir));
+    println!("cluster: all parts passed in {:?}", started.elapsed());
+}
