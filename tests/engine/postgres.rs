@@ -1,8 +1,6 @@
 //! What only the PostgreSQL store has: opening errors that name the server, migrations one
 //! process at a time, a refused newer schema, and user data stored byte for byte.
 
-use std::time::Duration;
-
 use taskflow::prelude::*;
 use taskflow::testing::TempSchema;
 use taskflow::{BuildError, SubscribeFrom};
@@ -26,24 +24,6 @@ async fn an_unreachable_server_is_named_without_its_password() {
     );
     assert!(message.contains("cannot connect"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_threshold_shorter_than_two_heartbeats_is_refused() {
-    let schema = TempSchema::new();
-    let e = taskflow::TaskFlow::builder()
-        .postgres(schema.config().stale_threshold(Duration::from_secs(8)))
-        .heartbeat_interval(Duration::from_secs(5))
-        .build()
-        .await
-        .map(|_| ())
-        .unwrap_err();
-    let message = e.to_string();
-    assert!(matches!(e, BuildError::InvalidSetting(_)), "{message}");
-    assert!(
-        message.contains("twice the heartbeat interval"),
-        "{message}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,17 +31,7 @@ impl TaskFlow {
                 .map_err(|e| BuildError::Storage(StoreError::io(e)))?
                 .map(Arc::new)?,
             #[cfg(feature = "postgres")]
-            StoreChoice::Postgres(pg) => {
-                let (stale, beat) = (pg.stale_after(), config.heartbeat_interval);
-                if stale < beat * 2 {
-                    return Err(BuildError::InvalidSetting(format!(
-                        "the PostgreSQL stale threshold ({stale:?}) must be at least twice the \
-                         heartbeat interval ({beat:?}): leases are renewed every heartbeat, and a \
-                         shorter threshold would let other processes claim live runs"
-                    )));
-                }
-                Arc::new(crate::store::PgStore::connect(pg).await?)
-            }
+            StoreChoice::Postgres(pg) => Arc::new(crate::store::PgStore::connect(pg).await?),
             StoreChoice::Custom(store) => store,
             #[cfg(feature = "test-util")]
             StoreChoice::Backend(dir, backend) => {

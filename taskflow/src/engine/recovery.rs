@@ -1,7 +1,7 @@
 //! Recovery: runs whose process is gone are taken over and resumed, suspended, or failed as
 //! too old. At start-up on redb the file lock proves the previous process is gone, so that is
 //! every run left `created` or `running`; on a shared store (PostgreSQL) it is the runs whose
-//! lease expired, claimed at start-up and then every heartbeat interval while slots are free.
+//! lease expired, claimed at start-up and then every heartbeat while slots are free.
 
 use std::sync::{Arc, Weak};
 
@@ -21,14 +21,15 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<(), StoreError> {
     take_over(inner, in_flight).await
 }
 
-/// On a shared store: renews this process's leases every heartbeat interval and claims runs
-/// whose owner stopped renewing theirs, as many as there are idle slots.
+/// On a shared store: renews this process's leases every heartbeat interval (at least three
+/// times per lease) and claims
+/// runs whose owner stopped renewing theirs, as many as there are idle slots.
 pub(super) fn spawn_claimer(inner: &Arc<Inner>) {
-    if !inner.store.is_shared() {
+    let Some(lease) = inner.store.lease() else {
         return;
-    }
+    };
     let weak: Weak<Inner> = Arc::downgrade(inner);
-    let every = inner.config.heartbeat_interval;
+    let every = inner.config.heartbeat_interval.min(lease / 3);
     let task = tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;

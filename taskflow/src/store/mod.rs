@@ -236,14 +236,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Finishes queued writes and closes the database. Idempotent.
     fn close(&self) -> StoreFuture<'_, ()>;
 
-    /// Whether other processes write to this store too (PostgreSQL): the engine then renews
-    /// its leases, claims interrupted runs while it runs (not only at start) and hears of
-    /// other processes' commits through the store. `false` (the default): this process is
-    /// the only writer, as the redb file lock guarantees.
-    fn is_shared(&self) -> bool {
-        false
-    }
-
     /// Takes over up to `limit` runs whose owner is gone, oldest first, and returns them as
     /// they are now (their epoch moved on, fencing off a former owner). The default, for a
     /// store only this process writes, is every `created` or `running` run: the previous
@@ -269,8 +261,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         })
     }
 
+    /// How long a lease of a shared store holds (its stale threshold); `None` for a store
+    /// only this process writes. The engine renews leases and claims interrupted runs every
+    /// heartbeat interval, and at least three times per lease.
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Renews the leases of every run this process holds (a shared store; the default does
-    /// nothing). The engine calls it every heartbeat interval.
+    /// nothing).
     fn renew_leases(&self) -> StoreFuture<'_, ()> {
         Box::pin(async { Ok(()) })
     }
@@ -340,10 +339,6 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).crash();
     }
 
-    fn is_shared(&self) -> bool {
-        (**self).is_shared()
-    }
-
     fn claim_interrupted<'a>(
         &'a self,
         limit: usize,
@@ -354,6 +349,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn renew_leases(&self) -> StoreFuture<'_, ()> {
         (**self).renew_leases()
+    }
+
+    fn lease(&self) -> Option<std::time::Duration> {
+        (**self).lease()
     }
 }
 

@@ -68,7 +68,8 @@ impl PgConfig {
     }
 
     /// After how long without a lease renewal another process may claim a run (default
-    /// 30 s). Leases are renewed every heartbeat (5 s by default), by the database clock.
+    /// 30 s). Leases are renewed every heartbeat interval (5 s by default) and at least
+    /// three times per threshold, and expire by the database's clock, never the app's.
     #[must_use]
     pub fn stale_threshold(mut self, after: Duration) -> Self {
         self.stale_threshold = after;

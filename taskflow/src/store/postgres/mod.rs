@@ -417,8 +417,8 @@ impl Store for PgStore {
         self.stop_tasks();
     }
 
-    fn is_shared(&self) -> bool {
-        true
+    fn lease(&self) -> Option<std::time::Duration> {
+        Some(self.config.stale_after())
     }
 
     fn claim_interrupted<'a>(
