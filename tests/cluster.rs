@@ -11,6 +11,10 @@
 //!   continued, it commits nothing more for that run and its handler sees `cancelled()`.
 //! - `one_run_per_key`: 3 processes × 20 concurrent POSTs of one body make exactly one run,
 //!   every response names the same key, exactly one says `attached: false`.
+//! - `across_processes`: a run started on A streams live to a client re-attached on B with
+//!   `Last-Event-ID` (exactly the next ids); a stop sent to B reaches A's stream as a
+//!   `suspended` frame within 1 s and A's handler sees `cancelled()`; a resume sent to C runs
+//!   it there to `completed`, every stream gapless, nothing re-executed.
 //!
 //! A missing PostgreSQL server fails the test saying how to start one
 //! (`taskflow::testing::TempSchema`).
@@ -527,6 +531,220 @@ async fn one_run_per_key(dir: &Path) {
     }
 }
 
+/// One SSE frame: its id (if any), event name and arrival time.
+#[derive(Debug, Clone)]
+struct Frame {
+    id: Option<u64>,
+    event: String,
+    data: String,
+    at: Instant,
+}
+
+/// Reads an SSE response into frames on a channel, in a task of its own.
+fn read_frames(mut response: reqwest::Response) -> tokio::sync::mpsc::UnboundedReceiver<Frame> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buffer = String::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let mut frame = Frame {
+                    id: None,
+                    event: String::new(),
+                    data: String::new(),
+                    at: Instant::now(),
+                };
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        frame.id = v.parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        frame.event = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        frame.data = v.to_owned();
+                    }
+                }
+                if !frame.event.is_empty() && tx.send(frame).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+async fn next_frame(frames: &mut tokio::sync::mpsc::UnboundedReceiver<Frame>, what: &str) -> Frame {
+    tokio::time::timeout(Duration::from_secs(30), frames.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no frame within 30 s while waiting for {what}"))
+        .unwrap_or_else(|| panic!("the stream ended while waiting for {what}"))
+}
+
+/// Reads frames until `event`; returns them all (that one last).
+async fn frames_until(
+    frames: &mut tokio::sync::mpsc::UnboundedReceiver<Frame>,
+    event: &str,
+) -> Vec<Frame> {
+    let mut out = Vec::new();
+    loop {
+        let frame = next_frame(frames, event).await;
+        let done = frame.event == event;
+        out.push(frame);
+        if done {
+            return out;
+        }
+    }
+}
+
+fn assert_consecutive(frames: &[Frame], first: u64, what: &str) {
+    let ids: Vec<u64> = frames.iter().filter_map(|f| f.id).collect();
+    let expected: Vec<u64> = (first..first + ids.len() as u64).collect();
+    assert_eq!(
+        ids, expected,
+        "{what}: ids must be consecutive from {first}"
+    );
+}
+
+async fn across_processes(dir: &Path) {
+    const RUN: u32 = 300;
+    let schema = TempSchema::new();
+    let journal_path = dir.join("journal-across");
+    let workers: Vec<Worker> = (0..3)
+        .map(|w| Worker::start(w, &schema, &journal_path, &[]))
+        .collect();
+    let url = |w: usize, path: &str| format!("http://127.0.0.1:{}{path}", workers[w].port);
+    let client = reqwest::Client::new();
+    let started = client
+        .post(url(0, "/tasks/cluster-steps"))
+        .json(&serde_json::json!({"run": RUN, "steps": 40, "step_ms": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert!(started.status().is_success());
+    let mut on_a = read_frames(started);
+    let ready = next_frame(&mut on_a, "ready").await;
+    let ik = serde_json::from_str::<serde_json::Value>(&ready.data).unwrap()["idempotency_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut seen_on_a = Vec::new();
+    while seen_on_a.len() < 3 {
+        seen_on_a.push(next_frame(&mut on_a, "progress on A").await);
+    }
+    assert_consecutive(&seen_on_a, 1, "A's first frames");
+    // Re-attach on B after id 3: exactly 4, 5, ... arriving live from A's commits.
+    let reattached = client
+        .get(url(1, &format!("/tasks/{ik}/events")))
+        .header("Last-Event-ID", "3")
+        .send()
+        .await
+        .unwrap();
+    assert!(reattached.status().is_success());
+    let mut on_b = read_frames(reattached);
+    let mut seen_on_b = Vec::new();
+    while seen_on_b.iter().filter(|f: &&Frame| f.id.is_some()).count() < 4 {
+        seen_on_b.push(next_frame(&mut on_b, "live frames on B").await);
+    }
+    assert_consecutive(&seen_on_b, 4, "B's re-attached stream");
+    // Stop through B; A's stream shows `suspended` within 1 s.
+    let stop_sent = Instant::now();
+    let stopped = client
+        .post(url(1, &format!("/tasks/{ik}/stop")))
+        .json(&serde_json::json!({"reason": "from B"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(stopped.status().is_success(), "stop: {}", stopped.status());
+    let until_suspended = frames_until(&mut on_a, "suspended").await;
+    let took = until_suspended.last().unwrap().at - stop_sent;
+    seen_on_a.extend(until_suspended);
+    println!("across_processes: stop sent to B, `suspended` on A's stream after {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "suspended reached A after {took:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read_journal(&journal_path).iter().any(|l| {
+        matches!(
+            l,
+            Line::Cancelled {
+                run: RUN,
+                worker: 0
+            }
+        )
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "A's handler never saw cancelled()"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // `suspended` is the run's newest event: it ends both streams.
+    seen_on_b.extend(frames_until(&mut on_b, "suspended").await);
+    assert_consecutive(&seen_on_a, 1, "A's stream to `suspended`");
+    assert_consecutive(&seen_on_b, 4, "B's stream to `suspended`");
+    let suspended_id = seen_on_a.last().unwrap().id.unwrap();
+    assert_eq!(seen_on_b.last().unwrap().id, Some(suspended_id));
+    // Resume through C: it runs there to the end; a client re-attached on A after
+    // `suspended` gets exactly the rest.
+    let resumed = client
+        .post(url(2, &format!("/tasks/{ik}/resume")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resumed.status().is_success(),
+        "resume: {}",
+        resumed.status()
+    );
+    let again = client
+        .get(url(0, &format!("/tasks/{ik}/events")))
+        .header("Last-Event-ID", suspended_id.to_string())
+        .send()
+        .await
+        .unwrap();
+    let rest = frames_until(&mut read_frames(again), "completed").await;
+    assert_consecutive(
+        &rest,
+        suspended_id + 1,
+        "the stream re-attached on A after the resume",
+    );
+    let mut names: Vec<&str> = seen_on_a
+        .iter()
+        .chain(&rest)
+        .filter(|f| f.id.is_some())
+        .map(|f| f.event.as_str())
+        .collect();
+    names.dedup();
+    assert_eq!(
+        names,
+        ["step", "suspended", "step", "completed"],
+        "{names:?}"
+    );
+    let lines = read_journal(&journal_path);
+    check_exactly_once(&lines, RUN..RUN + 1, 40);
+    assert!(
+        lines.iter().any(|l| matches!(
+            l,
+            Line::Exec {
+                run: RUN,
+                worker: 2,
+                ..
+            }
+        )),
+        "the resumed run executed on C"
+    );
+    println!(
+        "across_processes: {} frames on A to `suspended`, {} on B (from id 4), {} after the resume on C",
+        seen_on_a.len(),
+        seen_on_b.len(),
+        rest.len()
+    );
+    for w in workers {
+        w.stop();
+    }
+}
+
 fn main() {
     if std::env::var(WORKER).is_ok() {
         tokio::runtime::Builder::new_multi_thread()
@@ -546,6 +764,7 @@ fn main() {
         .unwrap();
     let started = Instant::now();
     runtime.block_on(one_run_per_key(&dir));
+    runtime.block_on(across_processes(&dir));
     runtime.block_on(frozen_worker(&dir));
     runtime.block_on(killed_worker(&dir));
     println!("cluster: all parts passed in {:?}", started.elapsed());

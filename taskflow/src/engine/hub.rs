@@ -1,11 +1,15 @@
-//! In-process fan-out of committed events to live subscribers.
+//! In-process fan-out of committed events to live subscribers, and what a shared store hears
+//! of other processes (their events, their changes to runs driven here, the state of its
+//! notifications).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::ids::IdempotencyKey;
+use crate::ids::{IdempotencyKey, TaskId};
 use crate::status::StoredEvent;
 use crate::store::CommitListener;
 use crate::sync::lock;
@@ -32,23 +36,79 @@ impl SharedEvent {
     }
 }
 
+/// How often followers read the log while a shared store's notifications are down.
+const POLL_WHILE_DEAF: Duration = Duration::from_millis(500);
+
+/// Whether followers must read the log themselves: `polling` while a shared store cannot
+/// hear other processes' commits; `generation` moves on when it can again (read back once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Resync {
+    generation: u64,
+    polling: bool,
+}
+
 /// One broadcast channel per key that has live subscribers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Hub {
     channels: Mutex<HashMap<IdempotencyKey, broadcast::Sender<Arc<SharedEvent>>>>,
+    resync: watch::Sender<Resync>,
+    /// Runs another process changed, for the engine to stop their drivers here.
+    changed_elsewhere: mpsc::UnboundedSender<TaskId>,
+}
+
+/// What woke a follower.
+pub(crate) enum Woken {
+    /// An event was broadcast (or the channel lagged or closed).
+    Event(Result<Arc<SharedEvent>, RecvError>),
+    /// The log may hold events that were not broadcast here: read it.
+    ReadLog,
+}
+
+/// A follower's side of the hub for one key.
+pub(crate) struct Live {
+    events: broadcast::Receiver<Arc<SharedEvent>>,
+    resync: watch::Receiver<Resync>,
+}
+
+impl Live {
+    /// The next event, or the moment to read the log back.
+    pub(crate) async fn next(&mut self) -> Woken {
+        let polling = self.resync.borrow_and_update().polling;
+        tokio::select! {
+            biased;
+            r = self.events.recv() => Woken::Event(r),
+            Ok(()) = self.resync.changed() => Woken::ReadLog,
+            () = tokio::time::sleep(POLL_WHILE_DEAF), if polling => Woken::ReadLog,
+        }
+    }
 }
 
 impl Hub {
-    /// A receiver of every event committed to `ik` from now on.
-    pub(crate) fn receiver(&self, ik: &IdempotencyKey) -> broadcast::Receiver<Arc<SharedEvent>> {
+    /// A hub, and the receiver of the runs other processes change.
+    pub(crate) fn new() -> (Self, mpsc::UnboundedReceiver<TaskId>) {
+        let (changed_elsewhere, changes) = mpsc::unbounded_channel();
+        let hub = Self {
+            channels: Mutex::default(),
+            resync: watch::channel(Resync::default()).0,
+            changed_elsewhere,
+        };
+        (hub, changes)
+    }
+
+    /// A follower of every event committed to `ik` from now on.
+    pub(crate) fn receiver(&self, ik: &IdempotencyKey) -> Live {
         let mut channels = lock(&self.channels);
         if channels.len() > 4 * CAPACITY {
             channels.retain(|_, tx| tx.receiver_count() > 0);
         }
-        channels
+        let events = channels
             .entry(ik.clone())
             .or_insert_with(|| broadcast::channel(CAPACITY).0)
-            .subscribe()
+            .subscribe();
+        Live {
+            events,
+            resync: self.resync.subscribe(),
+        }
     }
 }
 
@@ -64,5 +124,27 @@ impl CommitListener for Hub {
                 return;
             }
         }
+    }
+
+    fn wants(&self, ik: &IdempotencyKey) -> bool {
+        lock(&self.channels)
+            .get(ik)
+            .is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
+    fn run_changed(&self, id: TaskId) {
+        // The engine may be gone already; then there is nothing to stop.
+        let _ = self.changed_elsewhere.send(id);
+    }
+
+    fn listening(&self, on: bool) {
+        self.resync.send_if_modified(|r| {
+            let was = r.polling;
+            r.polling = !on;
+            if on && was {
+                r.generation += 1;
+            }
+            was != r.polling
+        });
     }
 }

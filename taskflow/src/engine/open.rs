@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::admission::Admission;
 use super::app_state::AppState;
@@ -12,6 +12,7 @@ use super::registry::Registry;
 use super::{Inner, TaskFlow, recovery, retention};
 use crate::clock::{Clock, MonotonicClock};
 use crate::error::{BuildError, StoreError};
+use crate::ids::TaskId;
 use crate::metrics::Metrics;
 use crate::store::{DynStore, RedbStore, StoreHooks};
 
@@ -24,7 +25,8 @@ impl TaskFlow {
         config: Config,
     ) -> Result<Self, BuildError> {
         let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::default());
+        let (hub, changed_elsewhere) = Hub::new();
+        let hub = Arc::new(hub);
         let store: DynStore = match choice {
             StoreChoice::DataDir(dir) => tokio::task::spawn_blocking(move || RedbStore::open(dir))
                 .await
@@ -57,9 +59,25 @@ impl TaskFlow {
             #[cfg(feature = "axum")]
             recovered_watched: Mutex::new(Vec::new()),
         });
+        spawn_remote_stops(&inner, changed_elsewhere);
         recovery::recover(&inner).await?;
         recovery::spawn_claimer(&inner);
         retention::spawn_collector(&inner);
         Ok(Self { inner })
     }
+}
+
+/// Stops the driver here of every run another process changed (stopped, cancelled or
+/// claimed after this process missed its lease): its handler sees `cancelled()` at once, not
+/// at its next write.
+fn spawn_remote_stops(inner: &Arc<Inner>, mut changed: mpsc::UnboundedReceiver<TaskId>) {
+    let weak = Arc::downgrade(inner);
+    let task = tokio::spawn(async move {
+        while let Some(id) = changed.recv().await {
+            let Some(inner) = weak.upgrade() else { return };
+            tracing::debug!(task_id = %id, "another process changed the run; stopping its driver here");
+            inner.signal_stop(id);
+        }
+    });
+    super::lock(&inner.background).push(task.abort_handle());
 }

@@ -110,7 +110,7 @@ impl Inner {
                 return Err(WaitError::Closed);
             }
             tokio::select! {
-                _ = live.recv() => {}
+                _ = live.next() => {}
                 _ = shutdown.wait_for(|s| *s) => {}
             }
         }

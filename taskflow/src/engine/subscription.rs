@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::StoreError;
@@ -14,7 +13,7 @@ use crate::ids::{IdempotencyKey, Seq};
 use crate::status::StoredEvent;
 use crate::store::DynStore;
 
-use super::hub::SharedEvent;
+use super::hub::{Live, SharedEvent, Woken};
 
 /// Events read from the log per store round trip.
 const CHUNK: usize = 256;
@@ -58,7 +57,7 @@ impl EventSubscription {
     pub(crate) fn new(
         store: DynStore,
         ik: IdempotencyKey,
-        live: broadcast::Receiver<Arc<SharedEvent>>,
+        live: Live,
         shutdown: tokio::sync::watch::Receiver<bool>,
         after: Seq,
         run_first_seq: Seq,
@@ -153,7 +152,7 @@ impl futures_core::Stream for EventSubscription {
 struct Reader {
     store: DynStore,
     ik: IdempotencyKey,
-    live: broadcast::Receiver<Arc<SharedEvent>>,
+    live: Live,
     shutdown: tokio::sync::watch::Receiver<bool>,
     cursor: Seq,
     /// Terminal events at or after this seq end the stream (the current run's).
@@ -180,11 +179,19 @@ impl Reader {
                 }
                 continue;
             }
-            let received = tokio::select! {
+            let woken = tokio::select! {
                 biased;
-                r = self.live.recv() => r,
+                w = self.live.next() => w,
                 _ = self.shutdown.wait_for(|s| *s) => {
                     self.done = true;
+                    continue;
+                }
+            };
+            let received = match woken {
+                Woken::Event(received) => received,
+                // Another process's commits may not have been broadcast here: read the log.
+                Woken::ReadLog => {
+                    self.catching_up = true;
                     continue;
                 }
             };

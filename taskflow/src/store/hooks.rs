@@ -5,14 +5,26 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Committed, Write, WriteBatch};
-use crate::ids::IdempotencyKey;
+use crate::ids::{IdempotencyKey, TaskId};
 use crate::metrics::Metrics;
 use crate::status::StoredEvent;
 
-/// Receives committed events, in commit order, after they are durable.
+/// Receives committed events, in commit order, after they are durable, and what a shared
+/// store hears of other processes.
 pub(crate) trait CommitListener: Send + Sync + 'static {
     /// `events` were committed to `ik`'s log.
     fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]);
+
+    /// Whether anyone here follows `ik` (a shared store reads other processes' events from
+    /// the log only for keys someone follows).
+    fn wants(&self, ik: &IdempotencyKey) -> bool;
+
+    /// Another process moved run `id`'s epoch on (stopped, cancelled or claimed it).
+    fn run_changed(&self, id: TaskId);
+
+    /// A shared store's notifications flow (`true`) or stopped (`false`: followers poll the
+    /// log until they flow again, then read it back once).
+    fn listening(&self, on: bool);
 }
 
 /// The engine's side of a [`Store`](super::Store): committed events go to its live
@@ -55,6 +67,31 @@ impl StoreHooks {
     pub fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]) {
         if let Some(listener) = &self.listener {
             listener.committed(ik, events);
+        }
+    }
+
+    /// Whether anyone here follows `ik`'s events; a shared store that hears of another
+    /// process's commit reads the events back (and reports them with
+    /// [`committed`](Self::committed)) only when this is `true`.
+    #[must_use]
+    pub fn wants_events(&self, ik: &IdempotencyKey) -> bool {
+        self.listener.as_ref().is_some_and(|l| l.wants(ik))
+    }
+
+    /// Another process moved run `id`'s epoch on (it stopped, cancelled or claimed the
+    /// run): a driver of that run here stops, and its handler sees `cancelled()`.
+    pub fn run_changed_elsewhere(&self, id: TaskId) {
+        if let Some(listener) = &self.listener {
+            listener.run_changed(id);
+        }
+    }
+
+    /// A shared store hears other processes' commits (`true`), or lost its notification
+    /// connection (`false`): until it is back, followers poll the log; when it is, they read
+    /// the log back once, so nothing committed meanwhile is missed.
+    pub fn listening(&self, on: bool) {
+        if let Some(listener) = &self.listener {
+            listener.listening(on);
         }
     }
 

@@ -54,7 +54,8 @@ impl PgConfig {
     }
 
     /// The schema of taskflow's tables (default `taskflow`; created if missing). Lowercase
-    /// letters, digits and `_`, starting with a letter or `_`, at most 63 bytes.
+    /// letters, digits and `_`, starting with a letter or `_`, at most 54 bytes (its
+    /// notification channel, `taskflow_` and the name, must fit PostgreSQL's 63).
     #[must_use]
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
@@ -100,7 +101,7 @@ impl PgConfig {
     pub(super) fn quoted_schema(&self) -> Result<String, BuildError> {
         let s = &self.schema;
         let valid = !s.is_empty()
-            && s.len() <= 63
+            && s.len() <= 54
             && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
             && s.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
@@ -109,9 +110,15 @@ impl PgConfig {
         } else {
             Err(BuildError::InvalidSetting(format!(
                 "PostgreSQL schema `{s}`: use lowercase letters, digits and `_`, starting with a \
-                 letter or `_`, at most 63 bytes"
+                 letter or `_`, at most 54 bytes"
             )))
         }
+    }
+
+    /// The channel the schema's commits are notified on (a valid schema name makes it a
+    /// valid channel name and string literal).
+    pub(super) fn channel(&self) -> String {
+        format!("taskflow_{}", self.schema)
     }
 
     /// A [`BuildError::Postgres`] about this server.
@@ -178,7 +185,7 @@ mod tests {
     #[test]
     fn schema_names_are_checked() {
         assert!(PgConfig::new("x").schema("tf_1").quoted_schema().is_ok());
-        for bad in ["", "Upper", "1abc", "a-b", "a\"b", &"x".repeat(64)] {
+        for bad in ["", "Upper", "1abc", "a-b", "a\"b", &"x".repeat(55)] {
             assert!(
                 PgConfig::new("x").schema(bad).quoted_schema().is_err(),
                 "{bad}"

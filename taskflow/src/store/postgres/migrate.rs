@@ -61,7 +61,8 @@ pub(super) async fn migrate(
         .enumerate()
         .skip(usize::try_from(found).unwrap_or(0))
     {
-        txn.batch_execute(&sql.replace("{s}", schema))
+        let channel = format!("'{}'", config.channel());
+        txn.batch_execute(&sql.replace("{s}", schema).replace("{c}", &channel))
             .await
             .map_err(|e| failed(&format!("cannot apply schema version {}", index + 1), e))?;
     }

@@ -10,6 +10,7 @@
 mod committer;
 mod config;
 mod encode;
+mod listener;
 mod migrate;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +64,7 @@ struct Reads {
     steps: Statement,
     claim: Statement,
     renew: Statement,
+    notify_runs: Statement,
 }
 
 /// taskflow's log on PostgreSQL. [`TaskFlowBuilder::postgres`](crate::TaskFlowBuilder::postgres)
@@ -146,6 +148,13 @@ impl PgStore {
                  RETURNING {RUN_COLUMNS}"
             ))
             .await?,
+            // Tells a former owner that is still alive (it was frozen, or cut off) at once.
+            notify_runs: prepare(format!(
+                "SELECT pg_notify('{}', json_build_object('o', $1::text, 'r', r)::text) \
+                 FROM unnest($2::bigint[]) AS r",
+                config.channel()
+            ))
+            .await?,
             renew: prepare(format!(
                 "UPDATE {schema}.runs SET lease_expires_at = now() + $2::bigint * interval '1 millisecond' \
                  WHERE lease_owner = $1 AND status IN ('created', 'running')"
@@ -173,6 +182,13 @@ impl PgStore {
             receiver,
         };
         tasks.push(tokio::spawn(committer.run()));
+        let listener = listener::Listener {
+            pg,
+            channel: config.channel(),
+            schema: schema.clone(),
+            shared: shared.clone(),
+        };
+        tasks.push(tokio::spawn(listener.run()));
         tracing::info!(config = ?config, "PostgreSQL store open");
         Ok(Self {
             config,
@@ -445,6 +461,18 @@ impl Store for PgStore {
                 .map(encode::record)
                 .collect::<Result<Vec<_>, _>>()?;
             runs.sort_by_key(|r| r.id);
+            if !runs.is_empty() {
+                let ids: Vec<i64> = runs.iter().map(|r| to_i64(r.id.0)).collect();
+                if let Err(e) = self
+                    .reader
+                    .query(&self.reads.notify_runs, &[&self.shared.owner, &ids])
+                    .await
+                {
+                    // The claim holds by its epoch; the former owner then stops at its next
+                    // write or heartbeat instead of at once.
+                    tracing::warn!(error = %reason(&e), "could not notify the claim of runs");
+                }
+            }
             Ok(runs)
         })
     }

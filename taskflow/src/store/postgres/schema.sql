@@ -1,4 +1,5 @@
--- taskflow's tables in one PostgreSQL schema, version 1. `{s}` is the quoted schema name.
+-- taskflow's tables in one PostgreSQL schema, version 1. `{s}` is the quoted schema name,
+-- `{c}` the notification channel of the schema as a string literal.
 -- Every value that came from a user (inputs, outputs, errors, reasons, event data, step
 -- results) is a `json` column, kept as the exact text taskflow wrote: `jsonb` would refuse
 -- a `\u0000` in a string and reorder keys.
@@ -66,7 +67,10 @@ CREATE TABLE {s}.steps (
 -- the answer is an array with one element per batch: {"ok": [outcome, ...]} or
 -- {"err": "fenced" | "key_taken" | "leased"}. A refused batch writes nothing; the others
 -- still commit. `me` is the committing process's owner id; `lease_ms` how long its leases
--- hold (by this database's clock).
+-- hold (by this database's clock). After the group, the function notifies the schema's
+-- channel (delivered at commit): per key that got events {"o": me, "k": ik, "f": first seq,
+-- "l": last seq}; per run whose epoch moved on {"o": me, "r": id}. Payloads stay far under
+-- PostgreSQL's 8000 bytes: subscribers read the events themselves from the log.
 CREATE FUNCTION {s}.apply_group(g json, d text[], me text, lease_ms bigint) RETURNS json
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -88,6 +92,11 @@ DECLARE
     held_until timestamptz;
     old_status text;
     lease interval := lease_ms * interval '1 millisecond';
+    evs jsonb := '{}';
+    bumped bigint[] := '{}';
+    k text;
+    v jsonb;
+    bumped_id bigint;
 BEGIN
     FOR b IN SELECT * FROM json_array_elements(g) LOOP
         refusal := NULL;
@@ -179,6 +188,9 @@ BEGIN
                         ELSE lease_expires_at END
                 WHERE id = (w->>'task')::bigint
                 RETURNING epoch INTO cur;
+                IF (p->>'bump_epoch')::boolean THEN
+                    bumped := bumped || (w->>'task')::bigint;
+                END IF;
                 res := res || json_build_object('epoch', cur);
             WHEN 'event' THEN
                 UPDATE {s}.keys SET last_seq = last_seq + 1 WHERE ik = w->>'ik'
@@ -189,6 +201,11 @@ BEGIN
                 END IF;
                 INSERT INTO {s}.events (ik, seq, task, name, data)
                     VALUES (w->>'ik', last, (w->>'task')::bigint, w->>'name', d[(w->>'data')::integer]::json);
+                IF evs ? (w->>'ik') THEN
+                    evs := jsonb_set(evs, ARRAY[w->>'ik', '1'], to_jsonb(last));
+                ELSE
+                    evs := evs || jsonb_build_object(w->>'ik', jsonb_build_array(last, last));
+                END IF;
                 res := res || json_build_object('event', last);
             WHEN 'step' THEN
                 INSERT INTO {s}.steps (task, key, record)
@@ -215,6 +232,12 @@ BEGIN
             END CASE;
         END LOOP;
         outs := outs || json_build_object('ok', array_to_json(res));
+    END LOOP;
+    FOR k, v IN SELECT * FROM jsonb_each(evs) LOOP
+        PERFORM pg_notify({c}, json_build_object('o', me, 'k', k, 'f', v->0, 'l', v->1)::text);
+    END LOOP;
+    FOREACH bumped_id IN ARRAY bumped LOOP
+        PERFORM pg_notify({c}, json_build_object('o', me, 'r', bumped_id)::text);
     END LOOP;
     RETURN array_to_json(outs);
 END
