@@ -11,6 +11,8 @@
 //!   continued, it commits nothing more for that run and its handler sees `cancelled()`.
 //! - `one_run_per_key`: 3 processes × 20 concurrent POSTs of one body make exactly one run,
 //!   every response names the same key, exactly one says `attached: false`.
+//! - `global_limit`: `max_concurrent(4)` on 3 processes sharing 20 runs: the handlers, which
+//!   journal their start and end, never see more than 4 of them executing at once.
 //! - `across_processes`: a run started on A streams live to a client re-attached on B with
 //!   `Last-Event-ID` (exactly the next ids); a stop sent to B reaches A's stream as a
 //!   `suspended` frame within 1 s and A's handler sees `cancelled()`; a resume sent to C runs
@@ -70,6 +72,7 @@ fn journal(line: &str) {
 #[task(name = "cluster-steps")]
 async fn cluster_steps(ctx: TaskContext<Progress>, job: Job) -> Result<Vec<u64>, TaskError> {
     let me = worker_index();
+    journal(&format!("enter {} {me}", job.run));
     let work = async {
         let mut values = Vec::new();
         for i in 0..job.steps {
@@ -95,6 +98,7 @@ async fn cluster_steps(ctx: TaskContext<Progress>, job: Job) -> Result<Vec<u64>,
     if ctx.is_cancelled() {
         journal(&format!("cancelled {} {me}", job.run));
     }
+    journal(&format!("leave {} {me}", job.run));
     result
 }
 
@@ -111,6 +115,7 @@ async fn worker() {
                 .stale_threshold(STALE),
         )
         .heartbeat_interval(HEARTBEAT)
+        .max_concurrent(std::env::var("TASKFLOW_CLUSTER_MAX").map_or(50, |v| v.parse().unwrap()))
         .register(cluster_steps)
         .build()
         .await
@@ -146,7 +151,18 @@ struct Worker {
 
 impl Worker {
     fn start(index: u32, schema: &TempSchema, journal: &Path, jobs: &[Job]) -> Self {
+        Self::start_with(index, schema, journal, jobs, 50)
+    }
+
+    fn start_with(
+        index: u32,
+        schema: &TempSchema,
+        journal: &Path,
+        jobs: &[Job],
+        max_concurrent: usize,
+    ) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
+            .env("TASKFLOW_CLUSTER_MAX", max_concurrent.to_string())
             .env(WORKER, index.to_string())
             .env("TASKFLOW_CLUSTER_SCHEMA", schema.name())
             .env("TASKFLOW_CLUSTER_JOURNAL", journal)
@@ -208,6 +224,8 @@ enum Line {
     Exec { run: u32, step: u32, worker: u32 },
     Commit { run: u32, step: u32, worker: u32 },
     Cancelled { run: u32, worker: u32 },
+    Enter { run: u32, worker: u32 },
+    Leave { run: u32, worker: u32 },
 }
 
 fn read_journal(path: &Path) -> Vec<Line> {
@@ -231,6 +249,14 @@ fn read_journal(path: &Path) -> Vec<Line> {
                     run: n(1),
                     worker: n(2),
                 },
+                "enter" => Line::Enter {
+                    run: n(1),
+                    worker: n(2),
+                },
+                "leave" => Line::Leave {
+                    run: n(1),
+                    worker: n(2),
+                },
                 other => panic!("journal line {other}"),
             }
         })
@@ -250,7 +276,7 @@ fn check_exactly_once(lines: &[Line], runs: impl Iterator<Item = u32>, steps: u3
                 !committed.contains(&(run, step)),
                 "step {step} of run {run} ran again on worker {worker} after its result was committed"
             ),
-            Line::Cancelled { .. } => {}
+            Line::Cancelled { .. } | Line::Enter { .. } | Line::Leave { .. } => {}
         }
     }
     for run in runs {
@@ -531,6 +557,45 @@ async fn one_run_per_key(dir: &Path) {
     }
 }
 
+async fn global_limit(dir: &Path) {
+    const LIMIT: usize = 4;
+    let schema = TempSchema::new();
+    let journal_path = dir.join("journal-limit");
+    let db = Db::connect(&schema).await;
+    let workers: Vec<Worker> = [(0, 0..7), (1, 7..14), (2, 14..20)]
+        .into_iter()
+        .map(|(w, runs)| Worker::start_with(w, &schema, &journal_path, &jobs(runs, 4, 40), LIMIT))
+        .collect();
+    db.wait_count("status = 'completed'", 20, Duration::from_secs(90))
+        .await;
+    let lines = read_journal(&journal_path);
+    let (mut now, mut most) = (0usize, 0usize);
+    let mut on_worker = [0usize; 3];
+    for line in &lines {
+        match *line {
+            Line::Enter { worker, .. } => {
+                now += 1;
+                most = most.max(now);
+                on_worker[worker as usize] += 1;
+            }
+            Line::Leave { .. } => now -= 1,
+            _ => {}
+        }
+    }
+    println!(
+        "global_limit: 20 runs over 3 processes with max_concurrent({LIMIT}) each: at most {most} executing at once; attempts per worker {on_worker:?}"
+    );
+    assert!(
+        most <= LIMIT,
+        "{most} runs executed at once across the processes, limit {LIMIT}"
+    );
+    assert_eq!(most, LIMIT, "the limit was used (not a serial run)");
+    check_exactly_once(&lines, 0..20, 4);
+    for w in workers {
+        w.stop();
+    }
+}
+
 /// One SSE frame: its id (if any), event name and arrival time.
 #[derive(Debug, Clone)]
 struct Frame {
@@ -765,6 +830,7 @@ fn main() {
     let started = Instant::now();
     runtime.block_on(one_run_per_key(&dir));
     runtime.block_on(across_processes(&dir));
+    runtime.block_on(global_limit(&dir));
     runtime.block_on(frozen_worker(&dir));
     runtime.block_on(killed_worker(&dir));
     println!("cluster: all parts passed in {:?}", started.elapsed());

@@ -66,6 +66,10 @@ pub enum StoreError {
     /// Another live process holds the run's lease.
     #[error("the run is claimed by another process")]
     ClaimedElsewhere,
+    /// Starting the attempt would exceed a concurrency limit across the processes sharing
+    /// the store; try again once a run finishes.
+    #[error("the concurrency limit across processes is reached")]
+    AtCapacity,
     /// The store was shut down or crashed.
     #[error("the store is closed")]
     Closed,

@@ -78,6 +78,14 @@ async fn drive(
                 tracing::debug!("another process claimed the run first; it runs there");
                 break;
             }
+            // Every slot across the processes is taken: wait for one (the local slot stays
+            // held, so this process admits no more than it could run).
+            Err(StoreError::AtCapacity) => {
+                tokio::select! {
+                    () = tokio::time::sleep(capacity_backoff()) => continue,
+                    _ = stop.changed() => break,
+                }
+            }
             Err(_) => break,
         };
         let attempt = record.attempt + 1;
@@ -105,6 +113,15 @@ async fn drive(
     inner.driver_finished(&ticket, generation);
 }
 
+/// How long an attempt start waits before asking again for a slot across processes: 50 to
+/// 150 ms, spread so that waiting processes do not ask in step.
+fn capacity_backoff() -> std::time::Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    std::time::Duration::from_millis(50 + u64::from(nanos % 100))
+}
+
 /// Commits the start of an attempt, claiming the run for this process; returns its epoch.
 async fn begin_attempt(inner: &Inner, record: &TaskRecord) -> Result<Epoch, StoreError> {
     let mut patch = TaskPatch::at(inner.now());
@@ -113,7 +130,11 @@ async fn begin_attempt(inner: &Inner, record: &TaskRecord) -> Result<Epoch, Stor
     patch.next_attempt_at = Some(None);
     patch.bump_epoch = true;
     patch.heartbeat = true;
-    patch.claim = true;
+    let limits = inner.config.limits;
+    patch.claim = Some(crate::store::Claim {
+        max_running: limits.global_concurrency,
+        max_running_per_user: limits.user_concurrency,
+    });
     match inner
         .commit_fenced(record.id, &record.ik, record.epoch, patch, None)
         .await
@@ -125,7 +146,10 @@ async fn begin_attempt(inner: &Inner, record: &TaskRecord) -> Result<Epoch, Stor
             )),
         },
         Err(e) => {
-            if !matches!(e, StoreError::Fenced | StoreError::ClaimedElsewhere) {
+            if !matches!(
+                e,
+                StoreError::Fenced | StoreError::ClaimedElsewhere | StoreError::AtCapacity
+            ) {
                 tracing::error!(error = %e, "could not start an attempt");
             }
             Err(e)

@@ -39,7 +39,7 @@ pub use self::hooks::StoreHooks;
 pub use self::postgres::{DEFAULT_SCHEMA, DEFAULT_STALE_THRESHOLD, PgConfig, PgStore};
 #[cfg(all(feature = "postgres", feature = "test-util"))]
 pub(crate) use self::postgres::{describe as postgres_describe, reason as postgres_reason};
-pub use self::record::{StepRecord, TaskPatch, TaskRecord};
+pub use self::record::{Claim, StepRecord, TaskPatch, TaskRecord};
 pub use self::redb::RedbStore;
 use crate::error::StoreError;
 use crate::identity::UserId;

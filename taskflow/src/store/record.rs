@@ -164,8 +164,19 @@ pub struct TaskPatch {
     pub heartbeat: bool,
     /// Claim the run for this process (an attempt starts): a shared store refuses the batch
     /// with [`StoreError::ClaimedElsewhere`](crate::error::StoreError::ClaimedElsewhere)
-    /// while another live process holds its lease, and gives this process the lease.
-    pub claim: bool,
+    /// while another live process holds its lease, with
+    /// [`StoreError::AtCapacity`](crate::error::StoreError::AtCapacity) while the claim's
+    /// limits are reached across all processes, and gives this process the lease.
+    pub claim: Option<Claim>,
+}
+
+/// The limits an attempt start must fit in, across every process sharing the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// Runs executing at once, in all.
+    pub max_running: usize,
+    /// Runs executing at once per owner (the service identity has none).
+    pub max_running_per_user: usize,
 }
 
 impl TaskPatch {
@@ -183,7 +194,7 @@ impl TaskPatch {
             suspended_reason: None,
             bump_epoch: false,
             heartbeat: false,
-            claim: false,
+            claim: None,
         }
     }
 }

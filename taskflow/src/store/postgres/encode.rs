@@ -121,7 +121,11 @@ impl GroupArgs {
         m.insert("now".into(), json!(p.now));
         m.insert("bump_epoch".into(), json!(p.bump_epoch));
         m.insert("heartbeat".into(), json!(p.heartbeat));
-        m.insert("claim".into(), json!(p.claim));
+        m.insert("claim".into(), json!(p.claim.is_some()));
+        if let Some(c) = p.claim {
+            m.insert("max_running".into(), json!(c.max_running));
+            m.insert("max_running_per_user".into(), json!(c.max_running_per_user));
+        }
         if let Some(s) = p.status {
             m.insert("status".into(), json!(s));
         }
@@ -164,6 +168,7 @@ pub(super) fn outcomes(
                 Some("fenced") => StoreError::Fenced,
                 Some("key_taken") => StoreError::KeyTaken,
                 Some("leased") => StoreError::ClaimedElsewhere,
+                Some("busy") => StoreError::AtCapacity,
                 _ => return Err(bad(&format!("the refusal `{err}`"))),
             }));
             continue;

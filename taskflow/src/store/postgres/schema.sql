@@ -65,7 +65,7 @@ CREATE TABLE {s}.steps (
 -- as JSON texts in `d`, referenced from `g` by index: the json operators on `g` would refuse
 -- a `\u0000` inside it, a JSON text cast to `json` keeps it. `g` is a JSON array of {"fence": {"task", "epoch"} | null, "writes": [...]};
 -- the answer is an array with one element per batch: {"ok": [outcome, ...]} or
--- {"err": "fenced" | "key_taken" | "leased"}. A refused batch writes nothing; the others
+-- {"err": "fenced" | "key_taken" | "leased" | "busy"}. A refused batch writes nothing; the others
 -- still commit. `me` is the committing process's owner id; `lease_ms` how long its leases
 -- hold (by this database's clock). After the group, the function notifies the schema's
 -- channel (delivered at commit): per key that got events {"o": me, "k": ik, "f": first seq,
@@ -97,6 +97,8 @@ DECLARE
     k text;
     v jsonb;
     bumped_id bigint;
+    running bigint;
+    run_owner text;
 BEGIN
     FOR b IN SELECT * FROM json_array_elements(g) LOOP
         refusal := NULL;
@@ -119,6 +121,29 @@ BEGIN
                             AND held_until > now() THEN
                         refusal := 'leased';
                         EXIT;
+                    END IF;
+                    IF (w->'patch'->>'claim')::boolean THEN
+                        -- The limits hold across processes: claims take turns on this lock
+                        -- (until commit), and count the runs executing under a live lease. The
+                        -- lock class is the migration lock's + 1.
+                        PERFORM pg_advisory_xact_lock(1952543596, hashtext({c}));
+                        SELECT count(*) INTO running FROM {s}.runs
+                            WHERE status = 'running' AND lease_expires_at > now()
+                            AND id <> (w->>'task')::bigint;
+                        IF running >= (w->'patch'->>'max_running')::bigint THEN
+                            refusal := 'busy';
+                            EXIT;
+                        END IF;
+                        SELECT owner INTO run_owner FROM {s}.runs WHERE id = (w->>'task')::bigint;
+                        IF run_owner IS NOT NULL THEN
+                            SELECT count(*) INTO running FROM {s}.runs
+                                WHERE status = 'running' AND lease_expires_at > now()
+                                AND owner = run_owner AND id <> (w->>'task')::bigint;
+                            IF running >= (w->'patch'->>'max_running_per_user')::bigint THEN
+                                refusal := 'busy';
+                                EXIT;
+                            END IF;
+                        END IF;
                     END IF;
                 ELSIF w->>'op' = 'create' THEN
                     INSERT INTO {s}.keys (ik) VALUES (w->'record'->>'ik') ON CONFLICT (ik) DO NOTHING;
