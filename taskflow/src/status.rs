@@ -144,6 +144,8 @@ pub struct ListFilter {
     pub task: Option<String>,
     /// At most this many, newest first (default 100).
     pub limit: Option<usize>,
+    /// Only runs older than this one: the `task_id` of the last run of the previous page.
+    pub before: Option<TaskId>,
 }
 
 impl ListFilter {
@@ -171,6 +173,14 @@ impl ListFilter {
     #[must_use]
     pub fn limit(mut self, n: usize) -> Self {
         self.limit = Some(n);
+        self
+    }
+
+    /// Continues a listing after `last`, the `task_id` of the last run of the previous page
+    /// (runs are listed newest first, so these are older ones).
+    #[must_use]
+    pub fn before(mut self, last: TaskId) -> Self {
+        self.before = Some(last);
         self
     }
 }

@@ -93,6 +93,50 @@ async fn runs_started_by_the_apps_handler_show_on_the_routes_for_that_user() {
     };
     let ann = list(Some("ann")).await;
     assert_eq!(ann["tasks"][0]["idempotency_key"], ik.as_str());
+    assert_eq!(
+        ann["next_cursor"],
+        serde_json::Value::Null,
+        "one page holds it all"
+    );
+    // Paging: ?limit=&cursor=, with 400s that name the parameter.
+    let page = |query: &str| {
+        let req = client()
+            .get(format!("{base}/api/tasks?{query}"))
+            .header("authorization", "Bearer ann");
+        async move {
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (code, one) = page("limit=1").await;
+    assert_eq!(code, 200);
+    assert_eq!(one["tasks"].as_array().unwrap().len(), 1);
+    let cursor = one["next_cursor"]
+        .as_str()
+        .expect("a full page has a cursor")
+        .to_owned();
+    let (code, rest) = page(&format!("limit=1&cursor={cursor}")).await;
+    assert_eq!((code, rest["tasks"].clone()), (200, json!([])));
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=x", "limit"),
+        ("limit=1001", "limit"),
+        ("cursor=abc", "cursor"),
+    ] {
+        let (code, body) = page(query).await;
+        assert_eq!(code, 400, "{query}");
+        assert_eq!(body["error"]["code"], "invalid_input", "{query}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field),
+            "{query}: {body}"
+        );
+    }
     assert_eq!(list(Some("bob")).await["tasks"], json!([]));
     // Without a user the routes refuse (the default; no anonymous opt-in here).
     assert_eq!(

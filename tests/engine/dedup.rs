@@ -335,3 +335,59 @@ async fn the_finished_runs_recorded_mode_decides_not_the_callers_override() {
     assert!(again.attached, "the recorded at_most_once was ignored");
     flow.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_pages_newest_first_and_shows_each_key_once() {
+    let dir = TempStore::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let ann = flow.as_user(&user("ann"));
+    let mut keys = Vec::new();
+    for k in 0..5 {
+        let mut s = Script::new(&format!("page-{k}"));
+        s.steps = 1;
+        // The first key fails once for good and runs again: its older run is history.
+        if k == 0 {
+            s.fail_times = 1;
+            s.permanent = true;
+        }
+        let run = ann.start(scripted, s).await.unwrap();
+        let _ = ann.wait(&run).await;
+        keys.push(run.idempotency_key);
+    }
+    let mut first = Script::new("page-0");
+    first.steps = 1;
+    first.fail_times = 1;
+    first.permanent = true;
+    let again = ann.start(scripted, first).await.unwrap();
+    assert!(!again.attached, "a failed run's key starts a new run");
+    ann.wait(&again).await.unwrap();
+    let mut pages = Vec::new();
+    let mut filter = taskflow::ListFilter::all().limit(2);
+    loop {
+        let page = ann.list(filter.clone()).await.unwrap();
+        let last = page.last().map(|s| s.task_id);
+        pages.push(
+            page.iter()
+                .map(|s| s.idempotency_key.clone())
+                .collect::<Vec<_>>(),
+        );
+        match last {
+            Some(last) if page.len() == 2 => {
+                filter = taskflow::ListFilter::all().limit(2).before(last)
+            }
+            _ => break,
+        }
+    }
+    let listed: Vec<_> = pages.concat();
+    // Newest first: key 0's second run is the newest of all.
+    let expected = vec![
+        keys[0].clone(),
+        keys[4].clone(),
+        keys[3].clone(),
+        keys[2].clone(),
+        keys[1].clone(),
+    ];
+    assert_eq!(listed, expected, "pages {pages:?}");
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+    flow.shutdown().await.unwrap();
+}

@@ -28,7 +28,7 @@ use crate::status::ListFilter;
 /// | `GET /tasks/{ik}` | the status JSON of the key's run |
 /// | `GET /tasks/{ik}/events` | re-attaches: SSE from `Last-Event-ID` (or `?last_event_id=`) |
 /// | `POST /tasks/{ik}/stop`, `/resume`, `/cancel` | optional body `{"reason"}`; 200 with the status JSON |
-/// | `GET /tasks` | the caller's runs |
+/// | `GET /tasks[?limit=&cursor=]` | the caller's runs, newest first: `{"tasks": [...], "next_cursor"}` (100 per page, at most 1000; `next_cursor` is `null` on the last page) |
 ///
 /// One `{key}` segment serves both task names and idempotency keys (a router cannot hold two
 /// parameters at one position). The caller is the request's [`UserContext`] (set by the app's
@@ -233,17 +233,71 @@ async fn control(
     Ok(json_response(&status_json(&status, env, true)))
 }
 
+/// Most runs one page of `GET /tasks` holds.
+const MAX_PAGE: usize = 1000;
+/// Runs a page holds without `?limit=`.
+const DEFAULT_PAGE: usize = 100;
+
+/// `GET /tasks[?limit=N&cursor=C]`: the caller's runs, newest first, one page at a time;
+/// `next_cursor` continues after the page (`null` on the last one).
 async fn list(
     State(routes): State<Routes>,
     user: Option<UserContext>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     let scope = routes.scope(user)?;
     let port = &routes.port;
     let env = port.environment();
+    let (limit, cursor) = page_of(query.as_deref())?;
+    let mut filter = ListFilter::all().limit(limit);
+    if let Some(cursor) = cursor {
+        filter = filter.before(cursor);
+    }
     let runs = port
-        .list(&scope, ListFilter::all())
+        .list(&scope, filter)
         .await
         .map_err(|e| HttpError::from_control(e, env))?;
+    let next_cursor = (runs.len() == limit)
+        .then(|| runs.last().map(|s| s.task_id.get().to_string()))
+        .flatten();
     let items: Vec<_> = runs.iter().map(|s| status_json(s, env, true)).collect();
-    Ok(json_response(&serde_json::json!({ "tasks": items })))
+    Ok(json_response(
+        &serde_json::json!({ "tasks": items, "next_cursor": next_cursor }),
+    ))
+}
+
+/// `limit` (1..=1000, default 100) and `cursor` (a `next_cursor`) of a listing's query.
+fn page_of(query: Option<&str>) -> Result<(usize, Option<crate::ids::TaskId>), HttpError> {
+    let (mut limit, mut cursor) = (DEFAULT_PAGE, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        HttpError::invalid_input(
+                            format!(
+                                "limit: expected a whole number from 1 to {MAX_PAGE}, got `{value}`"
+                            ),
+                            Some("limit".into()),
+                        )
+                    })?;
+            }
+            "cursor" => {
+                let id = value.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    HttpError::invalid_input(
+                        format!("cursor: expected the `next_cursor` of a previous page, got `{value}`"),
+                        Some("cursor".into()),
+                    )
+                })?;
+                cursor = Some(crate::ids::TaskId(id));
+            }
+            // Other parameters belong to the app (cache busters and the like).
+            _ => {}
+        }
+    }
+    Ok((limit, cursor))
 }

@@ -35,24 +35,21 @@ impl Inner {
         scope: &Scope,
         filter: ListFilter,
     ) -> Result<Vec<TaskStatus>, ControlError> {
+        // One page, read by the store's owner index; a key shows once: its current run (an
+        // older failed run of the key is history).
         let scan = Scan {
             owner: Some(scope.owner.clone()),
             states: filter.states,
             task: filter.task,
             updated_before: None,
-            limit: None,
+            limit: Some(filter.limit.unwrap_or(100)),
+            before: filter.before,
+            current_only: true,
         };
-        let limit = filter.limit.unwrap_or(100);
         let mut out = Vec::new();
         for record in self.store.scan(scan).await? {
-            if out.len() >= limit {
-                break;
-            }
-            // A key shows once: its current run (an older failed run is history).
-            let (current, last) = self.store.current_run(&record.ik).await?;
-            if current.as_ref().is_some_and(|c| c.id == record.id) {
-                out.push(status_of(&record, last));
-            }
+            let (_, last) = self.store.current_run(&record.ik).await?;
+            out.push(status_of(&record, last));
         }
         Ok(out)
     }

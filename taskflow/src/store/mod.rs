@@ -184,6 +184,10 @@ pub struct Scan {
     pub updated_before: Option<crate::clock::Timestamp>,
     /// At most this many, newest first.
     pub limit: Option<usize>,
+    /// Only runs with an id below this one (the next page of a listing).
+    pub before: Option<TaskId>,
+    /// Only runs that are their key's current run (a key shows once in a listing).
+    pub current_only: bool,
 }
 
 /// Durable storage for runs, steps and events.

@@ -370,10 +370,14 @@ impl Store for PgStore {
                 params.push(value);
                 params.len()
             };
-            if let Some(owner) = &scan.owner {
-                let owner = owner.as_ref().map(|o| o.as_str().to_owned());
-                let n = param(Box::new(owner));
-                conditions.push(format!("owner IS NOT DISTINCT FROM ${n}"));
+            // `=` and `IS NULL` (not `IS NOT DISTINCT FROM`) so the owner index serves it.
+            match &scan.owner {
+                Some(Some(owner)) => {
+                    let n = param(Box::new(owner.as_str().to_owned()));
+                    conditions.push(format!("owner = ${n}"));
+                }
+                Some(None) => conditions.push("owner IS NULL".to_owned()),
+                None => {}
             }
             if !scan.states.is_empty() {
                 let states: Vec<String> =
@@ -384,6 +388,16 @@ impl Store for PgStore {
             if let Some(task) = &scan.task {
                 let n = param(Box::new(task.clone()));
                 conditions.push(format!("name = ${n}"));
+            }
+            if let Some(below) = scan.before {
+                let n = param(Box::new(to_i64(below.0)));
+                conditions.push(format!("id < ${n}"));
+            }
+            if scan.current_only {
+                conditions.push(format!(
+                    "EXISTS (SELECT 1 FROM {}.keys k WHERE k.ik = runs.ik AND k.current_run = runs.id)",
+                    self.schema
+                ));
             }
             if let Some(before) = scan.updated_before {
                 let n = param(Box::new(to_i64(before.as_millis())));

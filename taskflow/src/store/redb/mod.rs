@@ -293,11 +293,19 @@ impl Store for RedbStore {
     fn scan(&self, scan: Scan) -> StoreFuture<'_, Vec<TaskRecord>> {
         self.read(move |txn| {
             let tasks = txn.open_table(TASKS).map_err(storage)?;
+            let keys = txn.open_table(KEYS).map_err(storage)?;
             let mut out = Vec::new();
-            for entry in tasks.iter().map_err(storage)?.rev() {
+            let below = scan.before.map_or(u64::MAX, |b| b.0);
+            for entry in tasks.range(..below).map_err(storage)?.rev() {
                 let (_, value) = entry.map_err(storage)?;
                 let record = tables::decode_task(value.value())?;
-                if tables::matches(&scan, &record) {
+                let current = || -> Result<bool, StoreError> {
+                    Ok(keys
+                        .get(record.ik.as_str())
+                        .map_err(storage)?
+                        .is_some_and(|v| v.value().0 == record.id.0))
+                };
+                if tables::matches(&scan, &record) && (!scan.current_only || current()?) {
                     out.push(record);
                     if scan.limit.is_some_and(|l| out.len() >= l) {
                         break;
