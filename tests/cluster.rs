@@ -18,6 +18,12 @@
 //!   `suspended` frame within 1 s and A's handler sees `cancelled()`; a resume sent to C runs
 //!   it there to `completed`, every stream gapless, nothing re-executed.
 //!
+//! - `connection_cut`: a TCP proxy of the test's own between one worker and PostgreSQL cuts
+//!   every connection mid-run: that worker's store fails stop (503 `storage_unavailable` for
+//!   new work, documented), nothing it acknowledged is lost, its runs are claimed by the other
+//!   worker once their leases expire and finish there, and a follower on the other worker
+//!   misses no event.
+//!
 //! A missing PostgreSQL server fails the test saying how to start one
 //! (`taskflow::testing::TempSchema`).
 
@@ -161,7 +167,22 @@ impl Worker {
         jobs: &[Job],
         max_concurrent: usize,
     ) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        Self::spawn(index, schema, journal, jobs, max_concurrent, None)
+    }
+
+    fn spawn(
+        index: u32,
+        schema: &TempSchema,
+        journal: &Path,
+        jobs: &[Job],
+        max_concurrent: usize,
+        database_url: Option<String>,
+    ) -> Self {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if let Some(url) = database_url {
+            command.env(taskflow::testing::TEST_DATABASE_URL, url);
+        }
+        let mut child = command
             .env("TASKFLOW_CLUSTER_MAX", max_concurrent.to_string())
             .env(WORKER, index.to_string())
             .env("TASKFLOW_CLUSTER_SCHEMA", schema.name())
@@ -596,6 +617,140 @@ async fn global_limit(dir: &Path) {
     }
 }
 
+/// A TCP proxy to PostgreSQL that can cut every connection through it.
+struct Proxy {
+    port: u16,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let pipe = tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                held.lock().unwrap().push(pipe.abort_handle());
+            }
+        });
+        Self { port, conns }
+    }
+
+    /// Closes every connection through the proxy (both directions, at once).
+    fn cut(&self) -> usize {
+        let mut conns = self.conns.lock().unwrap();
+        let n = conns.len();
+        for c in conns.drain(..) {
+            c.abort();
+        }
+        n
+    }
+}
+
+async fn connection_cut(dir: &Path) {
+    const STEPS: u32 = 25;
+    let schema = TempSchema::new();
+    let journal_path = dir.join("journal-cut");
+    let db = Db::connect(&schema).await;
+    let proxy = Proxy::start().await;
+    let through_proxy = format!("postgres://postgres@127.0.0.1:{}/test", proxy.port);
+    let a = Worker::spawn(
+        0,
+        &schema,
+        &journal_path,
+        &jobs(400..403, STEPS, 40),
+        50,
+        Some(through_proxy),
+    );
+    let b = Worker::start(1, &schema, &journal_path, &[]);
+    // Follow every run from B, from its first event.
+    let client = reqwest::Client::new();
+    let iks: Vec<String> = db
+        .client
+        .query(
+            &format!("SELECT ik FROM {}.runs ORDER BY id", db.schema),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(iks.len(), 3);
+    let mut followers = Vec::new();
+    for ik in &iks {
+        let r = client
+            .get(format!("http://127.0.0.1:{}/tasks/{ik}/events", b.port))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        followers.push(read_frames(r));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_journal(&journal_path)
+        .iter()
+        .filter(|l| matches!(l, Line::Commit { worker: 0, .. }))
+        .count()
+        < 10
+    {
+        assert!(Instant::now() < deadline, "worker 0 made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cut = proxy.cut();
+    println!("connection_cut: cut {cut} connections of worker 0 mid-run");
+    // Worker 0's store fails stop: new work is refused with 503, never half-accepted.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client
+            .post(format!("http://127.0.0.1:{}/tasks/cluster-steps", a.port))
+            .json(&serde_json::json!({"run": 499, "steps": 1, "step_ms": 1}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker 0 kept accepting work: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.wait_count("status = 'completed'", 3, Duration::from_secs(60))
+        .await;
+    assert_eq!(db.count("true").await, 3, "the refused POST made no run");
+    let lines = read_journal(&journal_path);
+    check_exactly_once(&lines, 400..403, STEPS);
+    for (run, values) in db.outputs().await {
+        assert_eq!(values.len(), STEPS as usize, "run {run}");
+    }
+    for (k, follower) in followers.iter_mut().enumerate() {
+        let frames = frames_until(follower, "completed").await;
+        assert_consecutive(&frames, 1, &format!("the follower of run {k} on worker 1"));
+    }
+    let finished_by_b = lines
+        .iter()
+        .filter(|l| matches!(l, Line::Commit { worker: 1, .. }))
+        .count();
+    println!(
+        "connection_cut: worker 0 fail-stopped (503 storage_unavailable); worker 1 finished its 3 runs ({finished_by_b} step commits, replays included); the followers saw every event"
+    );
+    a.stop();
+    b.stop();
+}
+
 /// One SSE frame: its id (if any), event name and arrival time.
 #[derive(Debug, Clone)]
 struct Frame {
@@ -831,6 +986,7 @@ fn main() {
     runtime.block_on(one_run_per_key(&dir));
     runtime.block_on(across_processes(&dir));
     runtime.block_on(global_limit(&dir));
+    runtime.block_on(connection_cut(&dir));
     runtime.block_on(frozen_worker(&dir));
     runtime.block_on(killed_worker(&dir));
     println!("cluster: all parts passed in {:?}", started.elapsed());
