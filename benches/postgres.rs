@@ -9,7 +9,10 @@
 //! `synchronous_commit` as the server has it:
 //! - raw single-row `INSERT` commit latency, one client, sequential (the floor of a step);
 //! - raw pipelined-insert throughput: 64 writers issuing autocommit inserts concurrently on
-//!   one connection (tokio-postgres pipelines them; the server group-commits its WAL).
+//!   one connection (tokio-postgres pipelines them; one backend runs them one after another,
+//!   each commit waiting for its WAL flush);
+//! - raw throughput with 64 connections, one writer each (the server group-commits the WAL
+//!   flushes of concurrent backends: the ceiling for 64 writers).
 //!
 //! taskflow on PostgreSQL: step latency of one task (p50/p99, ratio to the raw p50), round
 //! trips per step (commit statements per step: the store sends one `apply_group` call per
@@ -127,6 +130,28 @@ async fn raw_pipelined(client: &tokio_postgres::Client, table: &str, first: i64)
 }
 
 /// A flow with the default lease and heartbeat settings (not the test ones).
+/// 64 writers on 64 connections of their own: rows/s.
+async fn raw_connections(clients: &[tokio_postgres::Client], table: &str, first: i64) -> f64 {
+    let payload = "x".repeat(PAYLOAD);
+    let sql = format!("INSERT INTO {table} (id, payload) VALUES ($1, $2)");
+    let started = Instant::now();
+    let writers = clients.iter().zip(0..).map(|(client, w): (_, i64)| {
+        let (payload, sql) = (&payload, &sql);
+        async move {
+            let insert = client.prepare(sql).await.expect("prepare");
+            for i in 0..i64::from(PER_WRITER) {
+                let id = first + w * i64::from(PER_WRITER) + i;
+                client
+                    .execute(&insert, &[&id, payload])
+                    .await
+                    .expect("insert");
+            }
+        }
+    });
+    futures_util::future::join_all(writers).await;
+    f64::from(WRITERS * PER_WRITER) / started.elapsed().as_secs_f64()
+}
+
 async fn flow(schema: &TempSchema) -> TaskFlow {
     TaskFlow::builder()
         .postgres(taskflow::store::PgConfig::new(url()).schema(schema.name()))
@@ -258,7 +283,11 @@ fn main() {
         let flow = flow(&schema).await;
         let (mut raw_h, mut tf_h) = (hist(), hist());
         let (mut commits, mut steps) = (0, 0);
-        let (mut raw_rates, mut tf_rates) = (Vec::new(), Vec::new());
+        let (mut raw_rates, mut tf_rates, mut wide_rates) = (Vec::new(), Vec::new(), Vec::new());
+        let mut clients = Vec::new();
+        for _ in 0..WRITERS {
+            clients.push(raw_client().await);
+        }
         let mut next_id = 0i64;
         for round in 0..ROUNDS {
             raw_latency(&client, &table, next_id, &mut raw_h).await;
@@ -269,6 +298,8 @@ fn main() {
             raw_rates.push(raw_pipelined(&client, &table, next_id).await);
             next_id += i64::from(WRITERS * PER_WRITER);
             tf_rates.push(taskflow_throughput(&flow, &format!("tp-{round}")).await);
+            wide_rates.push(raw_connections(&clients, &table, next_id).await);
+            next_id += i64::from(WRITERS * PER_WRITER);
         }
         let (raw50, raw99) = (raw_h.value_at_quantile(0.5), raw_h.value_at_quantile(0.99));
         let (tf50, tf99) = (tf_h.value_at_quantile(0.5), tf_h.value_at_quantile(0.99));
@@ -286,10 +317,13 @@ fn main() {
             v[v.len() / 2]
         };
         let (raw_rate, tf_rate) = (median(&mut raw_rates), median(&mut tf_rates));
+        let wide_rate = median(&mut wide_rates);
         println!("raw pipelined INSERTs, 64 writers, one connection: {raw_rate:.0} rows/s");
+        println!("raw INSERTs, 64 writers on 64 connections:        {wide_rate:.0} rows/s");
         println!(
-            "taskflow, 64 tasks in one process:                 {tf_rate:.0} steps/s ({:.2}x raw; target >= 0.5x)",
-            tf_rate / raw_rate
+            "taskflow, 64 tasks in one process:                 {tf_rate:.0} steps/s ({:.2}x raw pipelined, target >= 0.5x; {:.2}x the 64-connection ceiling)",
+            tf_rate / raw_rate,
+            tf_rate / wide_rate
         );
         flow.shutdown().await.expect("shutdown");
     });

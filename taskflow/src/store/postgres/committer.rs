@@ -45,6 +45,9 @@ pub(super) struct Committer {
     pub(super) shared: Arc<Shared>,
     pub(super) client: Client,
     pub(super) apply: Statement,
+    /// The common case, a lone fenced step: one `INSERT ... SELECT ... FOR UPDATE` that writes
+    /// nothing unless the run's epoch is the writer's ($1 task, $2 key, $3 record, $4 epoch).
+    pub(super) lone_step: Statement,
     pub(super) receiver: mpsc::UnboundedReceiver<Request>,
 }
 
@@ -97,13 +100,15 @@ impl Committer {
             }
         };
         let started = Instant::now();
-        let answer = self.apply_with_retries(&args).await;
-        let decoded = answer.and_then(|text| {
-            outcomes(&text, &batches).map_err(|e| {
-                tracing::error!(error = %e, "the PostgreSQL store's answer did not decode");
-                e
-            })
-        });
+        let decoded = match lone_step(&batches) {
+            Some(step) => self.commit_lone_step(step).await.map(|one| vec![one]),
+            None => self.apply_with_retries(&args).await.and_then(|text| {
+                outcomes(&text, &batches).map_err(|e| {
+                    tracing::error!(error = %e, "the PostgreSQL store's answer did not decode");
+                    e
+                })
+            }),
+        };
         let outcomes = match decoded {
             Ok(outcomes) => outcomes,
             Err(error) => {
@@ -131,6 +136,29 @@ impl Committer {
         }
     }
 
+    /// A lone fenced step in one statement: `Done` when written, `Fenced` when the epoch
+    /// moved on (or the run is gone).
+    async fn commit_lone_step(
+        &self,
+        step: LoneStep<'_>,
+    ) -> Result<Result<Vec<Committed>, StoreError>, StoreError> {
+        let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let record = std::str::from_utf8(step.json)
+            .map_err(|e| StoreError::Corrupt(format!("step record is not UTF-8: {e}")))?;
+        let (task, epoch) = (to_i64(step.task), to_i64(step.epoch));
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&task, &step.key, &record, &epoch];
+        let mut tries = 0;
+        loop {
+            match self.client.execute(&self.lone_step, &params).await {
+                Ok(1) => return Ok(Ok(vec![Committed::Done])),
+                Ok(_) => return Ok(Err(StoreError::Fenced)),
+                Err(e) if tries < RACE_RETRIES && is_race(&e) => tries += 1,
+                Err(e) => return Err(StoreError::io(std::io::Error::other(reason(&e)))),
+            }
+        }
+    }
+
     /// One `apply_group` call; a deadlock or serialisation failure (the whole statement
     /// rolled back) is tried again, anything else is the store's failure.
     async fn apply_with_retries(&self, args: &GroupArgs) -> Result<String, StoreError> {
@@ -145,16 +173,7 @@ impl Committer {
                         .try_get::<_, String>(0)
                         .map_err(|e| StoreError::Corrupt(format!("apply_group: {e}")));
                 }
-                Err(e)
-                    if tries < RACE_RETRIES
-                        && matches!(
-                            e.code(),
-                            Some(
-                                &SqlState::T_R_DEADLOCK_DETECTED
-                                    | &SqlState::T_R_SERIALIZATION_FAILURE
-                            )
-                        ) =>
-                {
+                Err(e) if tries < RACE_RETRIES && is_race(&e) => {
                     tries += 1;
                     tracing::debug!(error = %reason(&e), tries, "group commit lost a race; trying again");
                 }
@@ -170,5 +189,35 @@ impl Committer {
             %error,
             "taskflow's PostgreSQL commit failed; the store is now fail-stopped (no writes are admitted) and the process must be restarted; every acknowledged write is durable"
         );
+    }
+}
+
+/// A deadlock or serialisation failure: the statement rolled back whole; try it again.
+fn is_race(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(&SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE)
+    )
+}
+
+/// The parts of a group that is one fenced batch of one step of the fenced run.
+struct LoneStep<'a> {
+    task: u64,
+    epoch: u64,
+    key: &'a str,
+    json: &'a [u8],
+}
+
+fn lone_step<'a>(batches: &[&'a WriteBatch]) -> Option<LoneStep<'a>> {
+    let [batch] = batches else { return None };
+    let fence = batch.fence?;
+    match batch.writes.as_slice() {
+        [crate::store::Write::Step { task, key, json }] if *task == fence.task => Some(LoneStep {
+            task: task.0,
+            epoch: fence.epoch.0,
+            key: key.as_str(),
+            json,
+        }),
+        _ => None,
     }
 }

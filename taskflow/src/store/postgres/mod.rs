@@ -167,6 +167,15 @@ impl PgStore {
             ))
             .await
             .map_err(|e| config.error(format!("cannot prepare the commit: {}", reason(&e))))?;
+        let lone_step = writer
+            .prepare(&format!(
+                "INSERT INTO {schema}.steps (task, key, record) \
+                 SELECT id, $2::text, $3::text::json FROM {schema}.runs \
+                 WHERE id = $1 AND epoch = $4 FOR UPDATE \
+                 ON CONFLICT (task, key) DO UPDATE SET record = EXCLUDED.record"
+            ))
+            .await
+            .map_err(|e| config.error(format!("cannot prepare the commit: {}", reason(&e))))?;
         let shared = Arc::new(Shared {
             owner: owner_id(),
             lease_ms: i64::try_from(config.stale_threshold.as_millis()).unwrap_or(i64::MAX),
@@ -179,6 +188,7 @@ impl PgStore {
             shared: shared.clone(),
             client: writer,
             apply,
+            lone_step,
             receiver,
         };
         tasks.push(tokio::spawn(committer.run()));

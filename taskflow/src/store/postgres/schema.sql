@@ -110,6 +110,11 @@ BEGIN
         END IF;
         IF refusal IS NULL THEN
             FOR w IN SELECT * FROM json_array_elements(b->'writes') LOOP
+                -- A step of the fenced run: the fence already found and locked the row.
+                IF w->>'op' = 'step' AND json_typeof(b->'fence') = 'object'
+                        AND w->>'task' = b->'fence'->>'task' THEN
+                    CONTINUE;
+                END IF;
                 IF w->>'op' IN ('update', 'step') THEN
                     SELECT lease_owner, lease_expires_at INTO holder, held_until
                         FROM {s}.runs WHERE id = (w->>'task')::bigint FOR UPDATE;
