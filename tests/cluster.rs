@@ -24,6 +24,10 @@
 //!   worker once their leases expire and finish there, and a follower on the other worker
 //!   misses no event.
 //!
+//! - `client_moves`: the disconnect rule counts clients on every process: a run started by a
+//!   POST on A whose client moves to B (re-attach) within the grace keeps running after A's
+//!   grace; once the client leaves B too, B stops it (`client_disconnected`) after the grace.
+//!
 //! A missing PostgreSQL server fails the test saying how to start one
 //! (`taskflow::testing::TempSchema`).
 
@@ -353,6 +357,16 @@ impl Db {
         }
     }
 
+    /// Status and suspend reason (as JSON text) of the schema's only run.
+    async fn status_of_only_run(&self) -> (String, Option<String>) {
+        let sql = format!(
+            "SELECT status, suspended_reason::text FROM {}.runs",
+            self.schema
+        );
+        let row = self.client.query_one(&sql, &[]).await.unwrap();
+        (row.get(0), row.get(1))
+    }
+
     /// The output of the run of `job.run`.
     async fn outputs(&self) -> Vec<(u32, Vec<u64>)> {
         let sql = format!(
@@ -655,6 +669,68 @@ impl Proxy {
     }
 }
 
+async fn client_moves(dir: &Path) {
+    // The bridge's default grace.
+    const GRACE: Duration = Duration::from_secs(5);
+    let schema = TempSchema::new();
+    let journal_path = dir.join("journal-moves");
+    let db = Db::connect(&schema).await;
+    let a = Worker::start(0, &schema, &journal_path, &[]);
+    let b = Worker::start(1, &schema, &journal_path, &[]);
+    let client = reqwest::Client::new();
+    let started = client
+        .post(format!("http://127.0.0.1:{}/tasks/cluster-steps", a.port))
+        .json(&serde_json::json!({"run": 500, "steps": 300, "step_ms": 100}))
+        .send()
+        .await
+        .unwrap();
+    let (mut on_a, reader_a) = read_frames_until_aborted(started);
+    let ready = next_frame(&mut on_a, "ready").await;
+    let ik = serde_json::from_str::<serde_json::Value>(&ready.data).unwrap()["idempotency_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = next_frame(&mut on_a, "a step on A").await;
+    let moved = client
+        .get(format!("http://127.0.0.1:{}/tasks/{ik}/events", b.port))
+        .header("Last-Event-ID", first.id.unwrap().to_string())
+        .send()
+        .await
+        .unwrap();
+    let (mut on_b, reader_b) = read_frames_until_aborted(moved);
+    next_frame(&mut on_b, "a step on B").await;
+    // The client leaves A; B still streams: past A's grace the run still runs.
+    reader_a.abort();
+    drop(on_a);
+    tokio::time::sleep(GRACE + Duration::from_millis(1500)).await;
+    assert_eq!(
+        db.status_of_only_run().await,
+        ("running".to_owned(), None),
+        "the run kept going while its client streamed from B"
+    );
+    // The client leaves B too: after the grace, B stops the run.
+    reader_b.abort();
+    drop(on_b);
+    let deadline = Instant::now() + GRACE + Duration::from_secs(10);
+    loop {
+        let now = db.status_of_only_run().await;
+        if now.0 == "suspended" {
+            assert_eq!(now.1.as_deref(), Some("\"client_disconnected\""));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run was never stopped: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "client_moves: the run survived A's grace while its client streamed from B, and B stopped it once that client left"
+    );
+    a.stop();
+    b.stop();
+}
+
 async fn connection_cut(dir: &Path) {
     const STEPS: u32 = 25;
     let schema = TempSchema::new();
@@ -761,9 +837,20 @@ struct Frame {
 }
 
 /// Reads an SSE response into frames on a channel, in a task of its own.
-fn read_frames(mut response: reqwest::Response) -> tokio::sync::mpsc::UnboundedReceiver<Frame> {
+fn read_frames(response: reqwest::Response) -> tokio::sync::mpsc::UnboundedReceiver<Frame> {
+    read_frames_until_aborted(response).0
+}
+
+/// [`read_frames`], and the reading task: aborting it closes the connection (the client
+/// leaves).
+fn read_frames_until_aborted(
+    mut response: reqwest::Response,
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<Frame>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut buffer = String::new();
         while let Ok(Some(chunk)) = response.chunk().await {
             buffer.push_str(&String::from_utf8_lossy(&chunk));
@@ -790,7 +877,7 @@ fn read_frames(mut response: reqwest::Response) -> tokio::sync::mpsc::UnboundedR
             }
         }
     });
-    rx
+    (rx, reader)
 }
 
 async fn next_frame(frames: &mut tokio::sync::mpsc::UnboundedReceiver<Frame>, what: &str) -> Frame {
@@ -987,6 +1074,7 @@ fn main() {
     runtime.block_on(across_processes(&dir));
     runtime.block_on(global_limit(&dir));
     runtime.block_on(connection_cut(&dir));
+    runtime.block_on(client_moves(&dir));
     runtime.block_on(frozen_worker(&dir));
     runtime.block_on(killed_worker(&dir));
     println!("cluster: all parts passed in {:?}", started.elapsed());

@@ -4,11 +4,19 @@
 //! timer. In-process subscribers do not count.
 //!
 //! The table is per flow: it lives in the flow's extensions, reached through the port.
+//!
+//! On a shared store (PostgreSQL) the rule counts the clients of every process: each process
+//! records its open streams per run in the store, a re-attach to a run another process's
+//! bridge started follows the grace recorded with the run, and a timer that expires while
+//! another live process still streams the run leaves it to that process (which arms its own
+//! timer when its last client leaves). So a client a load balancer moves from A to B within
+//! the grace keeps its run going.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::engine::port::{Port, WatchedRun, WeakPort};
@@ -32,6 +40,9 @@ struct Watch {
 #[derive(Debug, Default)]
 pub(crate) struct Streams {
     runs: Mutex<HashMap<TaskId, Watch>>,
+    /// Runs whose count changed, for the task that records counts in a shared store (one
+    /// task, so the store sees the counts in the order they changed).
+    changed: OnceLock<mpsc::UnboundedSender<TaskId>>,
 }
 
 /// Which run a stream follows, for when it closes.
@@ -45,20 +56,47 @@ pub(crate) struct StreamTicket {
 impl Streams {
     /// A stream opened. `disconnect_grace` is `Some` when this request started the run and
     /// wants it stopped after its clients leave.
-    pub(crate) fn opened(&self, id: TaskId, disconnect_grace: Option<Duration>) {
-        let mut runs = lock(&self.runs);
-        let watch = runs.entry(id).or_default();
-        watch.open += 1;
-        if let Some(timer) = watch.timer.take() {
-            timer.abort();
+    pub(crate) fn opened(&self, port: &Port, id: TaskId, disconnect_grace: Option<Duration>) {
+        {
+            let mut runs = lock(&self.runs);
+            let watch = runs.entry(id).or_default();
+            watch.open += 1;
+            if let Some(timer) = watch.timer.take() {
+                timer.abort();
+            }
+            if disconnect_grace.is_some() {
+                watch.disconnect_grace = disconnect_grace;
+            }
         }
-        if disconnect_grace.is_some() {
-            watch.disconnect_grace = disconnect_grace;
+        self.count_changed(port, id);
+    }
+
+    /// Tells the store (a shared one) how many streams of this process follow `id` now.
+    fn count_changed(&self, port: &Port, id: TaskId) {
+        if !port.is_shared() || tokio::runtime::Handle::try_current().is_err() {
+            return;
         }
+        let changed = self.changed.get_or_init(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<TaskId>();
+            let weak = port.downgrade();
+            tokio::spawn(async move {
+                while let Some(id) = rx.recv().await {
+                    let Some(port) = weak.upgrade() else { return };
+                    let open = lock(&port.extension::<Streams>().runs)
+                        .get(&id)
+                        .map_or(0, |w| w.open);
+                    port.record_streams(id, open).await;
+                }
+            });
+            tx
+        });
+        // The recorder lives as long as the flow's extensions; a send fails only after that.
+        let _ = changed.send(id);
     }
 
     /// A stream closed (its response body was dropped).
     pub(crate) fn closed(&self, port: &Port, ticket: StreamTicket) {
+        self.count_changed(port, ticket.id);
         let mut runs = lock(&self.runs);
         let Some(watch) = runs.get_mut(&ticket.id) else {
             return;
@@ -123,8 +161,25 @@ pub(crate) fn arm_recovered(port: &Port) {
 async fn stop_after(port: WeakPort, grace: Duration, ticket: StreamTicket) {
     tokio::time::sleep(grace).await;
     let Some(port) = port.upgrade() else { return };
+    let streams = port.extension::<Streams>();
+    let quiet_here = || {
+        lock(&streams.runs)
+            .get(&ticket.id)
+            .is_some_and(|w| w.open == 0)
+    };
+    if !quiet_here() {
+        return;
+    }
+    if port.is_shared() && port.streams_elsewhere(ticket.id).await > 0 {
+        // A client follows it on another process, which now keeps the rule for it.
+        tracing::debug!(task_id = %ticket.id, "a client follows the run on another process");
+        let mut runs = lock(&streams.runs);
+        if runs.get(&ticket.id).is_some_and(|w| w.open == 0) {
+            runs.remove(&ticket.id);
+        }
+        return;
+    }
     {
-        let streams = port.extension::<Streams>();
         let mut runs = lock(&streams.runs);
         match runs.get(&ticket.id) {
             Some(w) if w.open == 0 => {

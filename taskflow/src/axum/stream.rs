@@ -126,7 +126,14 @@ async fn open(
         Ok(s) => s,
         Err(e) => return HttpError::from_control(e, env).into_response(),
     };
-    port.extension::<Streams>().opened(run.id, disconnect_grace);
+    // A re-attach on a shared store may follow a run another process's bridge started: the
+    // rule recorded with the run applies here too.
+    let disconnect_grace = match disconnect_grace {
+        None if port.is_shared() => port.recorded_disconnect_grace(run.id).await,
+        given => given,
+    };
+    port.extension::<Streams>()
+        .opened(port, run.id, disconnect_grace);
     let ticket = StreamTicket {
         id: run.id,
         ik: ik.clone(),

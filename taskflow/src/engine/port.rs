@@ -104,6 +104,42 @@ impl Port {
         self.inner.registry.get(name).map(|r| r.options.clone())
     }
 
+    /// Whether other processes share the store (the disconnect rule then counts their
+    /// streams too).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.inner.store.lease().is_some()
+    }
+
+    /// The disconnect grace recorded with run `id` (a run another process's bridge started).
+    pub(crate) async fn recorded_disconnect_grace(
+        &self,
+        id: TaskId,
+    ) -> Option<std::time::Duration> {
+        let record = self.inner.store.task(id).await.ok().flatten()?;
+        record
+            .disconnect_grace_ms
+            .map(std::time::Duration::from_millis)
+    }
+
+    /// Records the streams this process has open for run `id` (shared stores).
+    pub(crate) async fn record_streams(&self, id: TaskId, open: usize) {
+        if let Err(e) = self.inner.store.record_streams(id, open).await {
+            tracing::warn!(task_id = %id, error = %e, "could not record the run's open streams");
+        }
+    }
+
+    /// Streams other live processes have open for run `id`; on an error, counts one (never
+    /// stop a run on a guess).
+    pub(crate) async fn streams_elsewhere(&self, id: TaskId) -> usize {
+        match self.inner.store.streams_elsewhere(id).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(task_id = %id, error = %e, "could not count the run's streams elsewhere");
+                1
+            }
+        }
+    }
+
     /// Takes the recovered runs the bridge watched before the restart (once).
     pub(crate) fn take_recovered_watched(&self) -> Vec<WatchedRun> {
         std::mem::take(&mut *super::lock(&self.inner.recovered_watched))

@@ -278,6 +278,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// Records that `open` SSE streams of this process follow run `task` (a shared store:
+    /// the disconnect rule counts the clients of every process; the default keeps nothing).
+    fn record_streams(&self, task: TaskId, open: usize) -> StoreFuture<'_, ()> {
+        let _ = (task, open);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// SSE streams other live processes recorded for run `task` (the default: none).
+    fn streams_elsewhere(&self, task: TaskId) -> StoreFuture<'_, usize> {
+        let _ = task;
+        Box::pin(async { Ok(0) })
+    }
+
     /// Simulates `kill -9` for tests (`taskflow::testing::SimulateCrash`): drops queued
     /// writes, writes nothing more and releases the database. A store that cannot simulate
     /// it keeps this default, which does nothing.
@@ -357,6 +370,14 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn lease(&self) -> Option<std::time::Duration> {
         (**self).lease()
+    }
+
+    fn record_streams(&self, task: TaskId, open: usize) -> StoreFuture<'_, ()> {
+        (**self).record_streams(task, open)
+    }
+
+    fn streams_elsewhere(&self, task: TaskId) -> StoreFuture<'_, usize> {
+        (**self).streams_elsewhere(task)
     }
 }
 

@@ -65,6 +65,10 @@ struct Reads {
     claim: Statement,
     renew: Statement,
     notify_runs: Statement,
+    streams_set: Statement,
+    streams_drop: Statement,
+    streams_elsewhere: Statement,
+    streams_seen: Statement,
 }
 
 /// taskflow's log on PostgreSQL. [`TaskFlowBuilder::postgres`](crate::TaskFlowBuilder::postgres)
@@ -153,6 +157,26 @@ impl PgStore {
                 "SELECT pg_notify('{}', json_build_object('o', $1::text, 'r', r)::text) \
                  FROM unnest($2::bigint[]) AS r",
                 config.channel()
+            ))
+            .await?,
+            streams_set: prepare(format!(
+                "INSERT INTO {schema}.streams (task, process, open, seen_at) \
+                 VALUES ($1, $2, $3, now()) ON CONFLICT (task, process) \
+                 DO UPDATE SET open = EXCLUDED.open, seen_at = now()"
+            ))
+            .await?,
+            streams_drop: prepare(format!(
+                "DELETE FROM {schema}.streams WHERE task = $1 AND process = $2"
+            ))
+            .await?,
+            streams_elsewhere: prepare(format!(
+                "SELECT coalesce(sum(open), 0)::bigint FROM {schema}.streams \
+                 WHERE task = $1 AND process <> $2 \
+                 AND seen_at > now() - $3::bigint * interval '1 millisecond'"
+            ))
+            .await?,
+            streams_seen: prepare(format!(
+                "UPDATE {schema}.streams SET seen_at = now() WHERE process = $1"
             ))
             .await?,
             renew: prepare(format!(
@@ -504,14 +528,47 @@ impl Store for PgStore {
     fn renew_leases(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             self.check_open()?;
-            self.reader
-                .execute(
-                    &self.reads.renew,
-                    &[&self.shared.owner, &self.shared.lease_ms],
+            let renew_params: [&(dyn ToSql + Sync); 2] =
+                [&self.shared.owner, &self.shared.lease_ms];
+            let seen_params: [&(dyn ToSql + Sync); 1] = [&self.shared.owner];
+            let renew = self.reader.execute(&self.reads.renew, &renew_params);
+            let seen = self.reader.execute(&self.reads.streams_seen, &seen_params);
+            let (renewed, seen) = tokio::join!(renew, seen);
+            renewed.and(seen).map(drop).map_err(|e| db(&e))
+        })
+    }
+
+    fn record_streams(&self, task: TaskId, open: usize) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.check_open()?;
+            let id = to_i64(task.0);
+            let done = if open == 0 {
+                self.reader
+                    .execute(&self.reads.streams_drop, &[&id, &self.shared.owner])
+                    .await
+            } else {
+                let open = i32::try_from(open).unwrap_or(i32::MAX);
+                self.reader
+                    .execute(&self.reads.streams_set, &[&id, &self.shared.owner, &open])
+                    .await
+            };
+            done.map(drop).map_err(|e| db(&e))
+        })
+    }
+
+    fn streams_elsewhere(&self, task: TaskId) -> StoreFuture<'_, usize> {
+        Box::pin(async move {
+            self.check_open()?;
+            let row = self
+                .reader
+                .query_one(
+                    &self.reads.streams_elsewhere,
+                    &[&to_i64(task.0), &self.shared.owner, &self.shared.lease_ms],
                 )
                 .await
-                .map(drop)
-                .map_err(|e| db(&e))
+                .map_err(|e| db(&e))?;
+            let n: i64 = row.get(0);
+            Ok(usize::try_from(n).unwrap_or(0))
         })
     }
 }

@@ -53,6 +53,16 @@ CREATE TABLE {s}.events (
     PRIMARY KEY (ik, seq)
 );
 
+-- SSE streams each process has open per run, for the disconnect rule across processes;
+-- rows of a process that stopped refreshing them (its leases) do not count.
+CREATE TABLE {s}.streams (
+    task    bigint NOT NULL,
+    process text NOT NULL,
+    open    integer NOT NULL,
+    seen_at timestamptz NOT NULL,
+    PRIMARY KEY (task, process)
+);
+
 CREATE TABLE {s}.steps (
     task   bigint NOT NULL,
     key    text NOT NULL,
