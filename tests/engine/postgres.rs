@@ -145,3 +145,54 @@ async fn query_one(sql: &str) -> String {
     let _ = driver.await;
     last
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_misses_nothing_while_its_listener_is_cut_and_reconnects() {
+    use std::sync::Arc;
+    let schema = TempSchema::new();
+    let store = Arc::new(
+        taskflow::store::PgStore::connect(schema.config())
+            .await
+            .unwrap(),
+    );
+    let follower = fast(taskflow::TaskFlow::builder().store(store.clone()))
+        .heartbeat_interval(taskflow::testing::TEST_HEARTBEAT)
+        .build()
+        .await
+        .unwrap();
+    let runner = fast(schema.builder()).build().await.unwrap();
+    let mut s = Script::new("pg-deaf");
+    s.steps = 40;
+    s.step_sleep_ms = 25;
+    let run = runner.start(scripted, s).await.unwrap();
+    let mut sub = follower
+        .subscribe(&run.idempotency_key, SubscribeFrom::Start)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(sub.next().await.unwrap().unwrap());
+    }
+    let listener = format!("taskflow listener {}", store.lease_owner());
+    let cut = query_one(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{listener}'"
+    ))
+    .await;
+    assert_eq!(cut, "1", "the follower's listener connection was cut");
+    while let Some(event) = tokio::time::timeout(std::time::Duration::from_secs(20), sub.next())
+        .await
+        .expect("the follower stalled")
+    {
+        seen.push(event.unwrap());
+    }
+    assert_gapless(&seen, 1);
+    assert_eq!(seen.len(), 41, "40 ticks and completed: {seen:?}");
+    assert_eq!(seen.last().unwrap().name, "completed");
+    let back = query_one(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{listener}'"
+    ))
+    .await;
+    assert_eq!(back, "1", "the listener reconnected");
+    follower.shutdown().await.unwrap();
+    runner.shutdown().await.unwrap();
+}

@@ -108,10 +108,18 @@ impl PgStore {
         let config = config.into();
         let schema = config.quoted_schema()?;
         let pg = config.parse()?;
+        let owner = owner_id();
+        // Each connection names itself, so an operator (or a test) can tell them apart in
+        // pg_stat_activity.
+        let named = |role: &str| {
+            let mut pg = pg.clone();
+            pg.application_name(format!("taskflow {role} {owner}"));
+            pg
+        };
         let mut tasks = Vec::new();
-        let mut writer = connect_one(&config, &pg, &mut tasks).await?;
+        let mut writer = connect_one(&config, &named("committer"), &mut tasks).await?;
         migrate::migrate(&mut writer, &config, &schema).await?;
-        let reader = connect_one(&config, &pg, &mut tasks).await?;
+        let reader = connect_one(&config, &named("reader"), &mut tasks).await?;
         let prepare = |sql: String| {
             let reader = &reader;
             let config = &config;
@@ -201,7 +209,7 @@ impl PgStore {
             .await
             .map_err(|e| config.error(format!("cannot prepare the commit: {}", reason(&e))))?;
         let shared = Arc::new(Shared {
-            owner: owner_id(),
+            owner: owner.clone(),
             lease_ms: i64::try_from(config.stale_threshold.as_millis()).unwrap_or(i64::MAX),
             failed: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
@@ -217,7 +225,7 @@ impl PgStore {
         };
         tasks.push(tokio::spawn(committer.run()));
         let listener = listener::Listener {
-            pg,
+            pg: named("listener"),
             channel: config.channel(),
             schema: schema.clone(),
             shared: shared.clone(),
@@ -233,6 +241,14 @@ impl PgStore {
             sender: Mutex::new(Some(sender)),
             tasks: Mutex::new(tasks),
         })
+    }
+
+    /// This process's id in the store's leases and notifications (`p<pid>-<start time>`);
+    /// its connections are named `taskflow committer|reader|listener <id>` in
+    /// `pg_stat_activity`.
+    #[must_use]
+    pub fn lease_owner(&self) -> &str {
+        &self.shared.owner
     }
 
     /// The configuration this store connected with.
