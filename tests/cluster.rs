@@ -24,6 +24,8 @@
 //!   worker once their leases expire and finish there, and a follower on the other worker
 //!   misses no event.
 //!
+//! - `queued_runs_move`: a process with one slot queues six runs; a process with free
+//!   slots takes those that wait longer than a heartbeat, and every run still runs once.
 //! - `client_moves`: the disconnect rule counts clients on every process: a run started by a
 //!   POST on A whose client moves to B (re-attach) within the grace keeps running after A's
 //!   grace; once the client leaves B too, B stops it (`client_disconnected`) after the grace.
@@ -669,6 +671,37 @@ impl Proxy {
     }
 }
 
+async fn queued_runs_move(dir: &Path) {
+    const STEPS: u32 = 4;
+    let schema = TempSchema::new();
+    let journal_path = dir.join("journal-queue");
+    let db = Db::connect(&schema).await;
+    let busy = Worker::start_with(0, &schema, &journal_path, &jobs(600..606, STEPS, 100), 1);
+    let idle = Worker::start(1, &schema, &journal_path, &[]);
+    db.wait_count("status = 'completed'", 6, Duration::from_secs(60))
+        .await;
+    let lines = read_journal(&journal_path);
+    check_exactly_once(&lines, 600..606, STEPS);
+    let ran_on = |worker: u32| {
+        lines
+            .iter()
+            .filter(|l| matches!(l, Line::Enter { worker: w, .. } if *w == worker))
+            .count()
+    };
+    println!(
+        "queued_runs_move: 6 runs queued on a process with 1 slot: {} ran there, {} on the idle process",
+        ran_on(0),
+        ran_on(1)
+    );
+    assert!(
+        ran_on(1) >= 3,
+        "the idle process took the queued work: {lines:?}"
+    );
+    assert_eq!(ran_on(0) + ran_on(1), 6, "each run started once");
+    busy.stop();
+    idle.stop();
+}
+
 async fn client_moves(dir: &Path) {
     // The bridge's default grace.
     const GRACE: Duration = Duration::from_secs(5);
@@ -1075,6 +1108,7 @@ fn main() {
     runtime.block_on(global_limit(&dir));
     runtime.block_on(connection_cut(&dir));
     runtime.block_on(client_moves(&dir));
+    runtime.block_on(queued_runs_move(&dir));
     runtime.block_on(frozen_worker(&dir));
     runtime.block_on(killed_worker(&dir));
     println!("cluster: all parts passed in {:?}", started.elapsed());

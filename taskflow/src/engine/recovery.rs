@@ -22,7 +22,8 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<(), StoreError> {
 }
 
 /// On a shared store: renews this process's leases every heartbeat interval (at least three
-/// times per lease) and claims
+/// times per lease), takes runs that waited in a busy process's queue for longer than that,
+/// and claims
 /// runs whose owner stopped renewing theirs, as many as there are idle slots.
 pub(super) fn spawn_claimer(inner: &Arc<Inner>) {
     let Some(lease) = inner.store.lease() else {
@@ -39,6 +40,24 @@ pub(super) fn spawn_claimer(inner: &Arc<Inner>) {
             }
             if let Err(e) = inner.store.renew_leases().await {
                 tracing::warn!(error = %e, "renewing this process's leases failed");
+            }
+            let idle = super::lock(&inner.admission).idle_slots();
+            if idle == 0 {
+                continue;
+            }
+            // Work another process queued but cannot start yet: a free slot here takes it.
+            let tasks = inner.registry.names();
+            match inner.store.claim_queued(idle, &tasks, every).await {
+                Ok(runs) => {
+                    for run in runs {
+                        tracing::debug!(task_id = %run.id, "took a run queued in a busy process");
+                        inner.admit(super::admission::Ticket {
+                            id: run.id,
+                            owner: run.owner.clone(),
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming queued runs failed"),
             }
             let idle = super::lock(&inner.admission).idle_slots();
             if idle == 0 {

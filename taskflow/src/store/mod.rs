@@ -265,6 +265,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         })
     }
 
+    /// Takes up to `limit` runs of the `tasks` this process registered that wait in another
+    /// live process's queue (`created`, needing no live user context) for longer than
+    /// `waited`, so a process with idle slots shares the work of a busy one. The runs are
+    /// returned as they are now (their epoch moved on: the busy process drops them). The
+    /// default, for a store only this process writes, is none.
+    fn claim_queued<'a>(
+        &'a self,
+        limit: usize,
+        tasks: &'a [&'a str],
+        waited: std::time::Duration,
+    ) -> StoreFuture<'a, Vec<TaskRecord>> {
+        let _ = (limit, tasks, waited);
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// How long a lease of a shared store holds (its stale threshold); `None` for a store
     /// only this process writes. The engine renews leases and claims interrupted runs every
     /// heartbeat interval, and at least three times per lease.
@@ -370,6 +385,15 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn lease(&self) -> Option<std::time::Duration> {
         (**self).lease()
+    }
+
+    fn claim_queued<'a>(
+        &'a self,
+        limit: usize,
+        tasks: &'a [&'a str],
+        waited: std::time::Duration,
+    ) -> StoreFuture<'a, Vec<TaskRecord>> {
+        (**self).claim_queued(limit, tasks, waited)
     }
 
     fn record_streams(&self, task: TaskId, open: usize) -> StoreFuture<'_, ()> {

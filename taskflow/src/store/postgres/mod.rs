@@ -63,6 +63,7 @@ struct Reads {
     events: Statement,
     steps: Statement,
     claim: Statement,
+    claim_queued: Statement,
     renew: Statement,
     notify_runs: Statement,
     streams_set: Statement,
@@ -156,6 +157,19 @@ impl PgStore {
                    WHERE status IN ('created', 'running') \
                    AND (lease_expires_at IS NULL OR lease_expires_at < now()) \
                    AND name = ANY($4::text[]) \
+                   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {RUN_COLUMNS}"
+            ))
+            .await?,
+            // Created runs waiting in another live process's queue past `$4` ms.
+            claim_queued: prepare(format!(
+                "UPDATE {schema}.runs SET lease_owner = $1, \
+                 lease_expires_at = now() + $2::bigint * interval '1 millisecond', epoch = epoch + 1 \
+                 WHERE id IN (SELECT id FROM {schema}.runs \
+                   WHERE status = 'created' AND NOT on_behalf_of \
+                   AND lease_owner <> $1 AND lease_expires_at >= now() \
+                   AND queued_since < now() - $4::bigint * interval '1 millisecond' \
+                   AND name = ANY($5::text[]) \
                    ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
                  RETURNING {RUN_COLUMNS}"
             ))
@@ -261,6 +275,42 @@ impl PgStore {
         let guard = lock(&self.sender);
         let sender = guard.as_ref().ok_or(StoreError::Closed)?;
         sender.send(request).map_err(|_| StoreError::Closed)
+    }
+
+    /// Runs one claiming statement; returns the claimed runs oldest first and notifies their
+    /// former holders, so one that is still alive stops at once.
+    async fn claim_with(
+        &self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        self.check_open()?;
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(StoreError::FailStopped);
+        }
+        let rows = self
+            .reader
+            .query(statement, params)
+            .await
+            .map_err(|e| db(&e))?;
+        let mut runs = rows
+            .iter()
+            .map(encode::record)
+            .collect::<Result<Vec<_>, _>>()?;
+        runs.sort_by_key(|r| r.id);
+        if !runs.is_empty() {
+            let ids: Vec<i64> = runs.iter().map(|r| to_i64(r.id.0)).collect();
+            if let Err(e) = self
+                .reader
+                .query(&self.reads.notify_runs, &[&self.shared.owner, &ids])
+                .await
+            {
+                // The claim holds by its epoch; the former holder then stops at its next
+                // write or heartbeat instead of at once.
+                tracing::warn!(error = %reason(&e), "could not notify the claim of runs");
+            }
+        }
+        Ok(runs)
     }
 
     fn check_open(&self) -> Result<(), StoreError> {
@@ -507,37 +557,35 @@ impl Store for PgStore {
         tasks: &'a [&'a str],
     ) -> StoreFuture<'a, Vec<TaskRecord>> {
         Box::pin(async move {
-            self.check_open()?;
-            if self.shared.failed.load(Ordering::Acquire) {
-                return Err(StoreError::FailStopped);
-            }
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = self
-                .reader
-                .query(
-                    &self.reads.claim,
-                    &[&self.shared.owner, &self.shared.lease_ms, &limit, &tasks],
-                )
-                .await
-                .map_err(|e| db(&e))?;
-            let mut runs = rows
-                .iter()
-                .map(encode::record)
-                .collect::<Result<Vec<_>, _>>()?;
-            runs.sort_by_key(|r| r.id);
-            if !runs.is_empty() {
-                let ids: Vec<i64> = runs.iter().map(|r| to_i64(r.id.0)).collect();
-                if let Err(e) = self
-                    .reader
-                    .query(&self.reads.notify_runs, &[&self.shared.owner, &ids])
-                    .await
-                {
-                    // The claim holds by its epoch; the former owner then stops at its next
-                    // write or heartbeat instead of at once.
-                    tracing::warn!(error = %reason(&e), "could not notify the claim of runs");
-                }
-            }
-            Ok(runs)
+            self.claim_with(
+                &self.reads.claim,
+                &[&self.shared.owner, &self.shared.lease_ms, &limit, &tasks],
+            )
+            .await
+        })
+    }
+
+    fn claim_queued<'a>(
+        &'a self,
+        limit: usize,
+        tasks: &'a [&'a str],
+        waited: std::time::Duration,
+    ) -> StoreFuture<'a, Vec<TaskRecord>> {
+        Box::pin(async move {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let waited = i64::try_from(waited.as_millis()).unwrap_or(i64::MAX);
+            self.claim_with(
+                &self.reads.claim_queued,
+                &[
+                    &self.shared.owner,
+                    &self.shared.lease_ms,
+                    &limit,
+                    &waited,
+                    &tasks,
+                ],
+            )
+            .await
         })
     }
 

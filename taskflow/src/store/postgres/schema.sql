@@ -37,7 +37,10 @@ CREATE TABLE {s}.runs (
     disconnect_grace_ms bigint,
     -- The process executing the run and until when its claim holds (database clock).
     lease_owner      text,
-    lease_expires_at timestamptz
+    lease_expires_at timestamptz,
+    -- Since when a `created` run waits for a slot (database clock): a run that waited in a
+    -- busy process's queue longer than a heartbeat may be taken by a process with a free slot.
+    queued_since     timestamptz
 );
 CREATE INDEX runs_by_owner ON {s}.runs (owner, id DESC);
 CREATE INDEX runs_by_status ON {s}.runs (status, updated_at);
@@ -183,7 +186,7 @@ BEGIN
                 INSERT INTO {s}.runs (ik, name, owner, status, input, output, error, attempt,
                         failed_attempts, max_attempts, execute_mode, on_behalf_of, created_at,
                         updated_at, heartbeat_at, next_attempt_at, suspended_reason, first_seq,
-                        epoch, disconnect_grace_ms, lease_owner, lease_expires_at)
+                        epoch, disconnect_grace_ms, lease_owner, lease_expires_at, queued_since)
                     VALUES (r->>'ik', r->>'name', r->>'owner', r->>'status', d[(r->>'input')::integer]::json,
                         d[(r->>'output')::integer]::json, d[(r->>'error')::integer]::json, (r->>'attempt')::integer,
                         (r->>'failed_attempts')::integer, (r->>'max_attempts')::integer,
@@ -191,7 +194,7 @@ BEGIN
                         (r->>'created_at')::bigint, (r->>'updated_at')::bigint,
                         (r->>'heartbeat_at')::bigint, (r->>'next_attempt_at')::bigint,
                         d[(r->>'suspended_reason')::integer]::json, last + 1, 1, (r->>'disconnect_grace_ms')::bigint,
-                        me, now() + lease)
+                        me, now() + lease, now())
                     RETURNING id INTO new_id;
                 UPDATE {s}.keys SET current_run = new_id WHERE ik = r->>'ik';
                 res := res || json_build_object('run', json_build_object(
@@ -220,6 +223,10 @@ BEGIN
                         WHEN coalesce(p->>'status', status) NOT IN ('created', 'running') THEN NULL
                         WHEN old_status NOT IN ('created', 'running') THEN me
                         ELSE lease_owner END,
+                    queued_since = CASE
+                        WHEN coalesce(p->>'status', status) = 'created' AND old_status <> 'created'
+                            THEN now()
+                        ELSE queued_since END,
                     lease_expires_at = CASE
                         WHEN (p->>'claim')::boolean THEN now() + lease
                         WHEN coalesce(p->>'status', status) NOT IN ('created', 'running') THEN NULL
