@@ -214,10 +214,68 @@ async fn a_newer_schema_version_is_refused() {
     match dir.builder().build().await {
         Err(BuildError::SchemaTooNew {
             found: 99,
-            supported: 1,
+            supported: 2,
         }) => {}
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_file_gets_its_indexes_built_and_lists_as_before() {
+    let dir = TempDataDir::new();
+    let flow = fast(dir.builder()).build().await.unwrap();
+    let mut keys = Vec::new();
+    for k in 0..3 {
+        let mut s = Script::new(&format!("v1-file-{k}"));
+        s.steps = 1;
+        let run = flow.start(scripted, s).await.unwrap();
+        flow.wait(&run).await.unwrap();
+        keys.push(run.idempotency_key);
+    }
+    flow.shutdown().await.unwrap();
+    // Make it the layout of version 1: no index tables.
+    {
+        let db = redb::Database::open(dir.path().join("taskflow.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(
+            txn.delete_table(redb::TableDefinition::<(&str, u64), ()>::new("owner_runs"))
+                .unwrap()
+        );
+        assert!(
+            txn.delete_table(redb::TableDefinition::<(&str, u64, u64), ()>::new(
+                "state_runs"
+            ))
+            .unwrap()
+        );
+        txn.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+            .unwrap()
+            .insert("schema_version", 1)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let flow = fast(dir.builder()).build().await.unwrap();
+    let listed: Vec<_> = flow
+        .list(taskflow::ListFilter::all())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.idempotency_key)
+        .collect();
+    keys.reverse();
+    assert_eq!(listed, keys, "newest first, from the rebuilt owner index");
+    let done = flow
+        .list(taskflow::ListFilter::all().state(TaskState::Completed))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 3);
+    flow.shutdown().await.unwrap();
+    use redb::ReadableDatabase;
+    let db = redb::Database::open(dir.path().join("taskflow.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn
+        .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+        .unwrap();
+    assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,12 +186,22 @@ fn init_schema(db: &Database) -> Result<(), BuildError> {
                     supported: SCHEMA_VERSION,
                 });
             }
-            Some(_) => {}
+            Some(SCHEMA_VERSION) => {}
+            // Version 1 had no index tables: build them from the runs, once.
+            Some(_) => {
+                build_indexes(&txn).map_err(io)?;
+                meta.insert("schema_version", SCHEMA_VERSION)
+                    .map_err(|e| io(e.into()))?;
+            }
             None => {
                 meta.insert("schema_version", SCHEMA_VERSION)
                     .map_err(|e| io(e.into()))?;
             }
         }
+        txn.open_table(schema::OWNER_RUNS)
+            .map_err(|e| io(e.into()))?;
+        txn.open_table(schema::STATE_RUNS)
+            .map_err(|e| io(e.into()))?;
         txn.open_table(TASKS).map_err(|e| io(e.into()))?;
         txn.open_table(schema::EPOCHS).map_err(|e| io(e.into()))?;
         txn.open_table(KEYS).map_err(|e| io(e.into()))?;
@@ -199,6 +209,50 @@ fn init_schema(db: &Database) -> Result<(), BuildError> {
         txn.open_table(STEPS).map_err(|e| io(e.into()))?;
     }
     txn.commit().map_err(|e| io(e.into()))
+}
+
+/// Fills the index tables from every run (opening a version-1 file).
+fn build_indexes(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    let tasks = txn.open_table(TASKS)?;
+    let mut owners = txn.open_table(schema::OWNER_RUNS)?;
+    let mut states = txn.open_table(schema::STATE_RUNS)?;
+    let mut n = 0usize;
+    for entry in tasks.iter()? {
+        let (_, value) = entry?;
+        let record = tables::decode_task(value.value()).map_err(|e| {
+            redb::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            ))
+        })?;
+        owners.insert(
+            (
+                schema::owner_key(record.owner.as_ref()).as_str(),
+                record.id.0,
+            ),
+            (),
+        )?;
+        states.insert(
+            (
+                record.status.as_str(),
+                record.updated_at.as_millis(),
+                record.id.0,
+            ),
+            (),
+        )?;
+        n += 1;
+    }
+    tracing::info!(runs = n, "indexed the runs of a version-1 data file");
+    Ok(())
+}
+
+/// Whether a scan filters beyond its index (then the index yields more candidates than the
+/// limit).
+fn needs_filter(scan: &Scan) -> bool {
+    !scan.states.is_empty()
+        || scan.task.is_some()
+        || scan.updated_before.is_some()
+        || scan.current_only
 }
 
 fn storage(e: impl Into<redb::Error>) -> StoreError {
@@ -294,18 +348,57 @@ impl Store for RedbStore {
         self.read(move |txn| {
             let tasks = txn.open_table(TASKS).map_err(storage)?;
             let keys = txn.open_table(KEYS).map_err(storage)?;
-            let mut out = Vec::new();
             let below = scan.before.map_or(u64::MAX, |b| b.0);
-            for entry in tasks.range(..below).map_err(storage)?.rev() {
-                let (_, value) = entry.map_err(storage)?;
-                let record = tables::decode_task(value.value())?;
-                let current = || -> Result<bool, StoreError> {
-                    Ok(keys
-                        .get(record.ik.as_str())
-                        .map_err(storage)?
-                        .is_some_and(|v| v.value().0 == record.id.0))
+            let is_current = |record: &TaskRecord| -> Result<bool, StoreError> {
+                Ok(keys
+                    .get(record.ik.as_str())
+                    .map_err(storage)?
+                    .is_some_and(|v| v.value().0 == record.id.0))
+            };
+            // The candidates' ids, newest first, from the narrowest index that serves the scan.
+            let ids: Vec<u64> = if let Some(owner) = &scan.owner {
+                let owners = txn.open_table(schema::OWNER_RUNS).map_err(storage)?;
+                let key = schema::owner_key(owner.as_ref());
+                let mut ids = Vec::new();
+                for entry in owners
+                    .range((key.as_str(), 0)..(key.as_str(), below))
+                    .map_err(storage)?
+                    .rev()
+                {
+                    ids.push(entry.map_err(storage)?.0.value().1);
+                    if scan.limit.is_some_and(|l| ids.len() >= l) && !needs_filter(&scan) {
+                        break;
+                    }
+                }
+                ids
+            } else if !scan.states.is_empty() {
+                let states = txn.open_table(schema::STATE_RUNS).map_err(storage)?;
+                let until = scan.updated_before.map_or(u64::MAX, |t| t.as_millis());
+                let mut ids = Vec::new();
+                for state in &scan.states {
+                    let s = state.as_str();
+                    for entry in states.range((s, 0, 0)..(s, until, 0)).map_err(storage)? {
+                        let id = entry.map_err(storage)?.0.value().2;
+                        if id < below {
+                            ids.push(id);
+                        }
+                    }
+                }
+                ids.sort_unstable_by(|a, b| b.cmp(a));
+                ids
+            } else {
+                let mut ids = Vec::new();
+                for entry in tasks.range(..below).map_err(storage)?.rev() {
+                    ids.push(entry.map_err(storage)?.0.value());
+                }
+                ids
+            };
+            let mut out = Vec::new();
+            for id in ids {
+                let Some(record) = tables::get_task(&tasks, id)? else {
+                    continue;
                 };
-                if tables::matches(&scan, &record) && (!scan.current_only || current()?) {
+                if tables::matches(&scan, &record) && (!scan.current_only || is_current(&record)?) {
                     out.push(record);
                     if scan.limit.is_some_and(|l| out.len() >= l) {
                         break;

@@ -2,8 +2,10 @@
 
 use redb::TableDefinition;
 
-/// Bump when the layout changes; a file with a newer version is refused.
-pub(crate) const SCHEMA_VERSION: u64 = 1;
+/// Bump when the layout changes; a file with a newer version is refused. Version 2 added the
+/// index tables [`OWNER_RUNS`] and [`STATE_RUNS`] (built from the runs when a version-1 file
+/// is opened).
+pub(crate) const SCHEMA_VERSION: u64 = 2;
 
 /// `schema_version`, `next_task_id`.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -17,6 +19,19 @@ pub(crate) const KEYS: TableDefinition<&str, (u64, u64)> = TableDefinition::new(
 pub(crate) const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
 /// (task id, step key) → JSON [`StepRecord`](crate::store::StepRecord).
 pub(crate) const STEPS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("steps");
+
+/// (owner key, task id) → nothing: a listing reads one owner's runs newest first without
+/// decoding anyone else's. The owner key is `u:<user id>`, or `s` for the service identity.
+pub(crate) const OWNER_RUNS: TableDefinition<(&str, u64), ()> = TableDefinition::new("owner_runs");
+/// (state, updated_at, task id) → nothing: recovery and retention read the runs of a state
+/// (updated before a time) without decoding the others.
+pub(crate) const STATE_RUNS: TableDefinition<(&str, u64, u64), ()> =
+    TableDefinition::new("state_runs");
+
+/// The key of `owner` in [`OWNER_RUNS`].
+pub(crate) fn owner_key(owner: Option<&crate::identity::UserId>) -> String {
+    owner.map_or_else(|| "s".to_owned(), |u| format!("u:{}", u.as_str()))
+}
 
 /// The stored value of an event (the key holds ik and seq).
 #[derive(serde::Serialize, serde::Deserialize)]

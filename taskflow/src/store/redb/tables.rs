@@ -4,7 +4,9 @@ use std::borrow::Cow;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::schema::{EPOCHS, EVENTS, KEYS, META, STEPS, StoredEventValue, TASKS};
+use super::schema::{
+    EPOCHS, EVENTS, KEYS, META, OWNER_RUNS, STATE_RUNS, STEPS, StoredEventValue, TASKS, owner_key,
+};
 use crate::error::StoreError;
 use crate::ids::{Epoch, Seq, TaskId};
 use crate::status::{StoredEvent, TaskState};
@@ -55,6 +57,8 @@ pub(super) struct Tables<'txn> {
     keys: Option<Table<'txn, &'static str, (u64, u64)>>,
     events: Option<Table<'txn, (&'static str, u64), &'static [u8]>>,
     steps: Option<Table<'txn, (u64, &'static str), &'static [u8]>>,
+    owner_runs: Option<Table<'txn, (&'static str, u64), ()>>,
+    state_runs: Option<Table<'txn, (&'static str, u64, u64), ()>>,
 }
 
 macro_rules! lazy_table {
@@ -78,6 +82,8 @@ impl<'txn> Tables<'txn> {
             keys: None,
             events: None,
             steps: None,
+            owner_runs: None,
+            state_runs: None,
         }
     }
 
@@ -87,6 +93,34 @@ impl<'txn> Tables<'txn> {
     lazy_table!(keys, KEYS, &'static str, (u64, u64));
     lazy_table!(events, EVENTS, (&'static str, u64), &'static [u8]);
     lazy_table!(steps, STEPS, (u64, &'static str), &'static [u8]);
+    lazy_table!(owner_runs, OWNER_RUNS, (&'static str, u64), ());
+    lazy_table!(state_runs, STATE_RUNS, (&'static str, u64, u64), ());
+
+    /// Moves a run's index entries from what it was (`old`) to what it is (`new`); `None`
+    /// for a run being created or removed.
+    fn reindex(
+        &mut self,
+        old: Option<&TaskRecord>,
+        new: Option<&TaskRecord>,
+    ) -> Result<(), redb::Error> {
+        if let Some(old) = old {
+            let key = (old.status.as_str(), old.updated_at.as_millis(), old.id.0);
+            self.state_runs()?.remove(key)?;
+            if new.is_none() {
+                self.owner_runs()?
+                    .remove((owner_key(old.owner.as_ref()).as_str(), old.id.0))?;
+            }
+        }
+        if let Some(new) = new {
+            let key = (new.status.as_str(), new.updated_at.as_millis(), new.id.0);
+            self.state_runs()?.insert(key, ())?;
+            if old.is_none() {
+                self.owner_runs()?
+                    .insert((owner_key(new.owner.as_ref()).as_str(), new.id.0), ())?;
+            }
+        }
+        Ok(())
+    }
 
     fn epoch(&mut self, task: TaskId) -> Result<Option<u64>, redb::Error> {
         Ok(self.epochs()?.get(task.0)?.map(|v| v.value()))
@@ -129,7 +163,9 @@ impl<'txn> Tables<'txn> {
                     let Some(mut record) = self.task(*task)? else {
                         return Err(corrupt("run vanished inside its transaction"));
                     };
+                    let before = record.clone();
                     record.apply(patch);
+                    self.reindex(Some(&before), Some(&record))?;
                     if patch.bump_epoch {
                         self.epochs()?.insert(task.0, record.epoch.0)?;
                     }
@@ -199,6 +235,7 @@ impl<'txn> Tables<'txn> {
         let first_seq = Seq(last + 1);
         record.id_for_store(TaskId(id), epoch, first_seq);
         self.put_task(&record)?;
+        self.reindex(None, Some(&record))?;
         self.epochs()?.insert(id, epoch.0)?;
         self.keys()?.insert(ik, (id, last))?;
         Ok(Committed::Run {
@@ -222,6 +259,7 @@ impl<'txn> Tables<'txn> {
             return Ok(false);
         }
         self.tasks()?.remove(task.0)?;
+        self.reindex(Some(&record), None)?;
         self.epochs()?.remove(task.0)?;
         self.steps()?
             .retain_in((task.0, "")..(task.0 + 1, ""), |_, _| false)?;
