@@ -9,6 +9,7 @@ mod client;
 mod disconnect;
 mod errors;
 mod frames;
+mod hostile;
 mod identity;
 mod reattach;
 mod shutdown;

@@ -1,12 +1,30 @@
-//! `serve`: axum's server wired to the flow's shutdown and the process's signals.
+//! `serve`: an HTTP/1.1 server for the app (hyper's, configured against hostile clients),
+//! wired to the flow's shutdown and the process's signals.
+//!
+//! It is axum's `serve` with what a public endpoint needs and axum does not expose: a request
+//! head larger than [`MAX_REQUEST_HEAD`] is answered 431; a head that has not arrived within
+//! the flow's header timeout (slowloris, or a connection that never sends) is closed; a
+//! connection whose writes have waited longer than the flow's stall timeout (a client that
+//! stopped reading) is closed; Nagle is off, since SSE frames are small and the bridge
+//! already batches them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower_service::Service;
 
+use super::stall::Watched;
 use crate::engine::TaskFlow;
+
+/// The largest request head (request line and headers) `serve` reads; a larger one is
+/// answered 431. Room for a 16 KiB access token, a 64 KiB `Last-Event-ID` (read as "from the
+/// start") and the usual headers.
+pub const MAX_REQUEST_HEAD: usize = 128 * 1024;
 
 /// How long connections may take to finish after the drain before `serve` returns anyway.
 pub const FORCED_EXIT_AFTER: Duration = Duration::from_secs(15);
@@ -44,23 +62,83 @@ pub async fn serve_until(
         }
         drained_tx.send_replace(true);
     };
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown);
+    let header_timeout = flow.port().header_read_timeout();
+    let stall_after = flow.port().stalled_stream_after();
+    let mut make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors and the like: the listener itself is fine.
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot turn Nagle off for a connection");
+        }
+        // The make service's error type is `Infallible`.
+        let service = match make.call(peer).await {
+            Ok(service) => service,
+            Err(never) => match never {},
+        };
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_header_size(MAX_REQUEST_HEAD);
+        let (stream, write_wait) = Watched::new(stream);
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            let mut check = tokio::time::interval((stall_after / 4).max(Duration::from_millis(50)));
+            loop {
+                tokio::select! {
+                    done = &mut connection => {
+                        if let Err(e) = done {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    _ = check.tick() => {
+                        if write_wait.waited() >= stall_after {
+                            tracing::info!(%peer, ?stall_after, "the client read nothing for the stall timeout; closing its connection");
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
     let mut drained = drained_rx;
-    let forced = async move {
-        let _ = drained.wait_for(|d| *d).await;
-        tokio::time::sleep(FORCED_EXIT_AFTER).await;
-    };
+    let _ = drained.wait_for(|d| *d).await;
     tokio::select! {
-        result = server => result,
-        () = forced => {
+        () = graceful.shutdown() => Ok(()),
+        () = tokio::time::sleep(FORCED_EXIT_AFTER) => {
             tracing::warn!("connections still open {FORCED_EXIT_AFTER:?} after the drain; exiting anyway");
             Ok(())
         }
     }
+}
+
+/// Accept errors that concern one connection or a passing shortage, not the listener.
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset, Interrupted};
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset | Interrupted
+    ) || e
+        .raw_os_error()
+        .is_some_and(|code| code == 24 || code == 23) // EMFILE, ENFILE
 }
 
 /// Resolves on the first SIGINT or SIGTERM (later ones coalesce into it).

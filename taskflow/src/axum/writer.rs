@@ -44,8 +44,17 @@ pub(super) struct Writer {
 }
 
 impl Writer {
+    /// Hands a frame to the connection; `false` when the client is gone, or has read nothing
+    /// for the stall timeout while frames waited (then its stream is dropped).
     async fn send(&self, frame: String) -> bool {
-        self.tx.send(Bytes::from(frame)).await.is_ok()
+        let stalled_after = self.port.stalled_stream_after();
+        match tokio::time::timeout(stalled_after, self.tx.send(Bytes::from(frame))).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                tracing::info!(ik = %self.ik, ?stalled_after, "the client read nothing for the stall timeout; dropping its stream");
+                false
+            }
+        }
     }
 
     pub(super) async fn run(self, mut subscription: crate::EventSubscription) {

@@ -63,6 +63,10 @@ pub(crate) struct Config {
     /// SSE streams the bridge keeps open at once, in all and per user.
     pub(crate) max_streams: usize,
     pub(crate) max_streams_per_user: usize,
+    /// An SSE client that reads nothing for this long loses its stream.
+    pub(crate) stalled_stream_after: Duration,
+    /// A connection whose request head has not arrived within this is closed (`serve`).
+    pub(crate) header_read_timeout: Duration,
 }
 
 impl Default for Config {
@@ -81,6 +85,8 @@ impl Default for Config {
             compact_after: 1000,
             max_streams: 10_000,
             max_streams_per_user: 100,
+            stalled_stream_after: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -317,6 +323,21 @@ impl TaskFlowBuilder {
     /// identity); one more is refused with 429 `rate_limited` and `Retry-After`.
     pub fn max_open_streams_per_user(mut self, n: usize) -> Self {
         self.config.max_streams_per_user = n;
+        self
+    }
+
+    /// How long an SSE client may read nothing while frames wait for it before its stream is
+    /// dropped (default 30 s): a client that never reads holds no memory or stream slot for
+    /// long, and the disconnect rule then applies as for any client that left.
+    pub fn stalled_stream_after(mut self, after: Duration) -> Self {
+        self.config.stalled_stream_after = after;
+        self
+    }
+
+    /// How long [`serve`](crate::axum::serve) waits for a request's head (default 10 s): a
+    /// client that trickles its headers (slowloris) or sends none is disconnected then.
+    pub fn header_read_timeout(mut self, after: Duration) -> Self {
+        self.config.header_read_timeout = after;
         self
     }
 

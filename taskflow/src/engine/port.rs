@@ -99,6 +99,16 @@ impl Port {
         )
     }
 
+    /// How long an SSE client may read nothing before its stream is dropped.
+    pub(crate) fn stalled_stream_after(&self) -> std::time::Duration {
+        self.inner.config.stalled_stream_after
+    }
+
+    /// How long `serve` waits for a request's head.
+    pub(crate) fn header_read_timeout(&self) -> std::time::Duration {
+        self.inner.config.header_read_timeout
+    }
+
     /// The options of the registered task `name`.
     pub(crate) fn task_options(&self, name: &str) -> Option<TaskOptions> {
         self.inner.registry.get(name).map(|r| r.options.clone())
