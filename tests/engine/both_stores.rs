@@ -14,7 +14,18 @@ fn the_suite_passes_on_the_other_store() {
     let other = if this == "redb" { "postgres" } else { "redb" };
     let output = Command::new(std::env::current_exe().unwrap())
         .env(TEST_STORE, other)
-        .args(["--skip", "both_stores::", "--test-threads", "4"])
+        // `storage` and `faults` are about the redb file itself (their own TempDataDir, never
+        // the store TASKFLOW_TEST_STORE names): they ran in this run already.
+        .args([
+            "--skip",
+            "both_stores::",
+            "--skip",
+            "storage::",
+            "--skip",
+            "faults::",
+            "--test-threads",
+            "4",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -35,7 +46,7 @@ fn the_suite_passes_on_the_other_store() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(
-        passed >= 60,
+        passed >= 55,
         "the run on {other} ran only {passed} tests: {summary}"
     );
 }

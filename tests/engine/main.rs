@@ -9,6 +9,7 @@ mod both_stores;
 mod control;
 mod dedup;
 mod emits;
+mod faults;
 mod limits;
 mod postgres;
 mod recovery;

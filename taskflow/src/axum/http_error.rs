@@ -76,13 +76,21 @@ impl HttpError {
         )
     }
 
+    /// A storage failure: 503 `storage_unavailable` when the storage failed (the I/O error of
+    /// the commit that fail-stopped the store included, not only the refusals after it), 500
+    /// for anything else (stored data that does not decode).
     fn storage(e: &StoreError, env: Environment) -> Self {
         match e {
-            StoreError::FailStopped | StoreError::Closed => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                "storage is unavailable; retry on another instance",
-            ),
+            StoreError::FailStopped | StoreError::Closed | StoreError::Io(_) => {
+                if let StoreError::Io(cause) = e {
+                    tracing::error!(error = %cause, "storage failed; answering 503");
+                }
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "storage is unavailable; retry on another instance",
+                )
+            }
             other => Self::internal(&other.to_string(), env),
         }
     }

@@ -91,14 +91,36 @@ struct Gate {
     waiting: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ProbeState {
     syncs: AtomicU64,
     writes: AtomicU64,
+    /// Every `read`, `write`, `set_len` and `sync_data` call so far.
+    operations: AtomicU64,
+    /// The operation index that fails with EIO (`u64::MAX`: none), and whether every later
+    /// one fails too.
+    fail_at: AtomicU64,
+    fail_sticky: AtomicBool,
     failing: AtomicBool,
     fail_next_sync: AtomicBool,
     gate: Mutex<Gate>,
     changed: Condvar,
+}
+
+impl Default for ProbeState {
+    fn default() -> Self {
+        Self {
+            syncs: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            operations: AtomicU64::new(0),
+            fail_at: AtomicU64::new(u64::MAX),
+            fail_sticky: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+            fail_next_sync: AtomicBool::new(false),
+            gate: Mutex::new(Gate::default()),
+            changed: Condvar::new(),
+        }
+    }
 }
 
 /// Observes and steers an [`InstrumentedBackend`] from a test.
@@ -110,6 +132,21 @@ impl BackendProbe {
     #[must_use]
     pub fn syncs(&self) -> u64 {
         self.0.syncs.load(Ordering::SeqCst)
+    }
+
+    /// `read`, `write`, `set_len` and `sync_data` calls so far, failed ones included: the
+    /// operation indexes [`fail_operation`](Self::fail_operation) counts.
+    #[must_use]
+    pub fn operations(&self) -> u64 {
+        self.0.operations.load(Ordering::SeqCst)
+    }
+
+    /// Makes the storage operation with index `index` (0 is the first `read`, `write`,
+    /// `set_len` or `sync_data` of the backend) fail with EIO; with `sticky`, every later one
+    /// fails too, as a disk that died.
+    pub fn fail_operation(&self, index: u64, sticky: bool) {
+        self.0.fail_sticky.store(sticky, Ordering::SeqCst);
+        self.0.fail_at.store(index, Ordering::SeqCst);
     }
 
     /// Completed `write` calls.
@@ -163,6 +200,18 @@ impl BackendProbe {
     fn check(&self) -> std::io::Result<()> {
         if self.0.failing.load(Ordering::SeqCst) {
             return Err(std::io::Error::other("injected I/O error"));
+        }
+        Ok(())
+    }
+
+    /// Counts one storage operation; EIO when it is the one (or after the one) chosen.
+    fn operation(&self) -> std::io::Result<()> {
+        let index = self.0.operations.fetch_add(1, Ordering::SeqCst);
+        let at = self.0.fail_at.load(Ordering::SeqCst);
+        let sticky = self.0.fail_sticky.load(Ordering::SeqCst);
+        if index == at || (sticky && at != u64::MAX && index > at) {
+            const EIO: i32 = 5;
+            return Err(std::io::Error::from_raw_os_error(EIO));
         }
         Ok(())
     }
@@ -221,16 +270,19 @@ impl StorageBackend for InstrumentedBackend {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.probe.operation()?;
         self.file.read(offset, out)
     }
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.probe.operation()?;
         self.probe.check()?;
         self.file.set_len(len)
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
         self.probe.pass_gate();
+        self.probe.operation()?;
         self.probe.check()?;
         if self.probe.0.fail_next_sync.swap(false, Ordering::SeqCst) {
             return Err(std::io::Error::other("injected fsync error (once)"));
@@ -241,6 +293,7 @@ impl StorageBackend for InstrumentedBackend {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.probe.operation()?;
         self.probe.check()?;
         self.file.write(offset, data)?;
         self.probe.0.writes.fetch_add(1, Ordering::SeqCst);
