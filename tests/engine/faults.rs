@@ -177,3 +177,162 @@ async fn after_a_failed_commit_the_routes_answer_503_storage_unavailable() {
     assert_eq!(flow.metrics().store_failed, 1);
     flow.crash();
 }
+
+/// A small ext4 file system on a loop device, mounted for one test and unmounted after.
+struct SmallDisk {
+    _dir: tempfile::TempDir,
+    mount: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// # Panics
+    /// When the machine cannot make one (it needs root, `mkfs.ext4` and loop mounts), saying
+    /// so: a disk-full test never passes without a disk to fill.
+    fn new(mib: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).unwrap();
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(u64::from(mib) * 1024 * 1024).unwrap();
+        drop(file);
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
+            let out = std::process::Command::new(cmd).args(args).output();
+            match out {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => panic!(
+                    "this test mounts a small ext4 file system to fill it and needs root and loop \
+                     devices; `{cmd}` failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+                Err(e) => panic!(
+                    "this test mounts a small ext4 file system to fill it; `{cmd}` is missing \
+                     ({e}): install e2fsprogs and mount (Debian: apt-get install e2fsprogs mount)"
+                ),
+            }
+        };
+        run("mkfs.ext4", &["-q".as_ref(), image.as_os_str()]);
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                image.as_os_str(),
+                mount.as_os_str(),
+            ],
+        );
+        Self { _dir: dir, mount }
+    }
+
+    /// Fills every free block with a file; returns it (remove it to give the space back).
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.mount.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![1u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.mount)
+            .status();
+    }
+}
+
+static DISK_ERRORS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// Step indexes whose body ran, and those whose `step` returned their result, in order.
+static RAN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+static ACKNOWLEDGED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Steps of 256 KiB, each recording the error `step` returned, if any.
+#[taskflow::task(name = "big-steps", max_attempts = 1)]
+async fn big_steps(
+    ctx: taskflow::TaskContext<taskflow::NoEvents>,
+    n: u32,
+) -> Result<u32, taskflow::TaskError> {
+    for i in 0..n {
+        let r = ctx
+            .step("big", || async move {
+                RAN.lock().unwrap().push(i);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Ok::<_, taskflow::TaskError>("b".repeat(256 * 1024))
+            })
+            .await;
+        if let Err(e) = r {
+            DISK_ERRORS.lock().unwrap().push(e.message().to_owned());
+            return Err(e);
+        }
+        ACKNOWLEDGED.lock().unwrap().push(i);
+    }
+    Ok(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fail_stops_saying_so_and_work_resumes_once_there_is_space() {
+    let disk = SmallDisk::new(32);
+    let data = disk.mount.join("data");
+    let flow = taskflow::TaskFlow::builder()
+        .data_dir(&data)
+        .register(big_steps)
+        .build()
+        .await
+        .unwrap();
+    let run = flow.start(big_steps, 40).await.unwrap();
+    // Fill the disk mid-run, once some steps are durable.
+    while ACKNOWLEDGED.lock().unwrap().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let filler = disk.fill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !flow.is_storage_failed() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a commit on a full disk fail-stops the store"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let acknowledged = ACKNOWLEDGED.lock().unwrap().clone();
+    let errors = DISK_ERRORS.lock().unwrap().clone();
+    println!("on a full disk the step saw: {errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("No space left on device")),
+        "the error says the disk is full: {errors:?}"
+    );
+    flow.crash();
+    // Space returns; after a restart the run finishes.
+    std::fs::remove_file(filler).unwrap();
+    let flow = taskflow::TaskFlow::builder()
+        .data_dir(&data)
+        .register(big_steps)
+        .build()
+        .await
+        .unwrap();
+    let again = flow.start(big_steps, 40).await.unwrap();
+    assert_eq!(again.task_id, run.task_id, "the same run, not a new one");
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(30), flow.wait(&again))
+            .await
+            .unwrap()
+            .unwrap(),
+        40
+    );
+    let ran = RAN.lock().unwrap().clone();
+    for i in &acknowledged {
+        assert_eq!(
+            ran.iter().filter(|r| *r == i).count(),
+            1,
+            "step {i} was acknowledged before the disk filled and must not run again"
+        );
+    }
+    println!(
+        "full disk: {} steps acknowledged before it filled, none re-run after the restart",
+        acknowledged.len()
+    );
+    flow.shutdown().await.unwrap();
+}
