@@ -6,6 +6,7 @@
 mod app;
 mod caps;
 mod client;
+mod cut;
 mod disconnect;
 mod errors;
 mod frames;
