@@ -10,6 +10,7 @@ mod cut;
 mod disconnect;
 mod errors;
 mod frames;
+mod fuzz;
 mod hostile;
 mod identity;
 mod reattach;

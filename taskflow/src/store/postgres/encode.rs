@@ -223,7 +223,13 @@ pub(super) fn record(row: &Row) -> Result<TaskRecord, StoreError> {
 
 /// A record whose [`RUN_COLUMNS`] start at column `at`.
 pub(super) fn record_at(row: &Row, at: usize) -> Result<TaskRecord, StoreError> {
-    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("run row: {e}"));
+    let id: Option<i64> = row.try_get(at).ok();
+    let corrupt = |e: &dyn std::fmt::Display| {
+        StoreError::Corrupt(format!(
+            "the record of run t{} does not decode: {e}",
+            id.unwrap_or_default()
+        ))
+    };
     let text = |i: usize| -> Result<Value, StoreError> {
         let t: Option<String> = row.try_get(at + i).map_err(|e| corrupt(&e))?;
         t.map_or(Ok(Value::Null), |t| {

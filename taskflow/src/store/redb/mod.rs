@@ -218,8 +218,8 @@ fn build_indexes(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
     let mut states = txn.open_table(schema::STATE_RUNS)?;
     let mut n = 0usize;
     for entry in tasks.iter()? {
-        let (_, value) = entry?;
-        let record = tables::decode_task(value.value()).map_err(|e| {
+        let (key, value) = entry?;
+        let record = tables::decode_task(key.value(), value.value()).map_err(|e| {
             redb::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 e.to_string(),

@@ -12,8 +12,10 @@ use crate::ids::{Epoch, Seq, TaskId};
 use crate::status::{StoredEvent, TaskState};
 use crate::store::{Committed, Scan, TaskRecord, Write, WriteBatch};
 
-pub(super) fn decode_task(bytes: &[u8]) -> Result<TaskRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("task record: {e}")))
+/// Decodes the record of run `id`; an error names the run.
+pub(super) fn decode_task(id: u64, bytes: &[u8]) -> Result<TaskRecord, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("the record of run t{id} does not decode: {e}")))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -25,7 +27,7 @@ pub(super) fn get_task(
     id: u64,
 ) -> Result<Option<TaskRecord>, StoreError> {
     match tasks.get(id).map_err(super::storage)? {
-        Some(v) => decode_task(v.value()).map(Some),
+        Some(v) => decode_task(id, v.value()).map(Some),
         None => Ok(None),
     }
 }
