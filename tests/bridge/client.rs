@@ -232,3 +232,96 @@ async fn the_client_resumes_after_mid_frame_cuts_without_gaps_or_duplicates() {
     }
     s.shutdown().await;
 }
+
+/// A fake server: answers its first connection with `first` (a whole HTTP response, then
+/// closes it after `hold`), every later one by closing at once; the times it accepted them.
+async fn fake_server(
+    first: String,
+    hold: Duration,
+) -> (String, Arc<Mutex<Vec<std::time::Instant>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let log = accepted.clone();
+    tokio::spawn(async move {
+        let mut first = Some(first);
+        while let Ok((mut conn, _)) = listener.accept().await {
+            log.lock().unwrap().push(std::time::Instant::now());
+            let mut request = vec![0u8; 8192];
+            let _ = conn.read(&mut request).await;
+            if let Some(answer) = first.take() {
+                let _ = conn.write_all(answer.as_bytes()).await;
+                tokio::time::sleep(hold).await;
+            }
+            drop(conn);
+        }
+    });
+    (base, accepted)
+}
+
+fn sse_response(frames: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\nevent: ready\ndata: {{\"idempotency_key\":\"{}\",\"attached\":false}}\n\n{frames}",
+        "A".repeat(43)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_backs_off_with_jitter_and_gives_up_after_three_failed_reconnects() {
+    let (base, accepted) = fake_server(
+        sse_response("id: 1\nevent: tick\ndata: {\"i\":0,\"big\":1}\n\n"),
+        Duration::ZERO,
+    )
+    .await;
+    let client = Client::new(base).backoff_base(Duration::from_millis(100));
+    let mut run = client.start(count, &CountIn::default()).await.unwrap();
+    assert!(matches!(
+        run.next().await,
+        Some(Ok(ClientEvent::Ready { .. }))
+    ));
+    match run.next().await {
+        Some(Ok(ClientEvent::Event(TaskEvent::Progress {
+            event: Count::Tick { i: 0, .. },
+            ..
+        }))) => {}
+        other => panic!("expected the first tick, got {other:?}"),
+    }
+    match run.next().await {
+        Some(Err(taskflow::client::ClientError::GaveUp { attempts: 3, .. })) => {}
+        other => panic!("expected GaveUp after 3 attempts, got {other:?}"),
+    }
+    let times = accepted.lock().unwrap().clone();
+    assert_eq!(times.len(), 4, "the first connection and 3 reconnects");
+    // Each wait is base x 2^n plus 0-20 % jitter (and a little scheduling).
+    for (n, pair) in times.windows(2).enumerate() {
+        let waited = pair[1] - pair[0];
+        let floor = Duration::from_millis(100) * (1 << n);
+        println!("reconnect {}: waited {waited:?} (base {floor:?})", n + 1);
+        assert!(waited >= floor, "reconnect {} after {waited:?}", n + 1);
+        assert!(
+            waited <= floor.mul_f64(1.2) + Duration::from_millis(80),
+            "reconnect {} after {waited:?}",
+            n + 1
+        );
+    }
+    assert!(run.next().await.is_none(), "nothing after giving up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_the_limit_is_frame_too_large() {
+    let huge = format!("id: 1\nevent: tick\ndata: {}\n\n", "x".repeat(80 * 1024));
+    // Held open, so the client meets the frame, not a closed connection.
+    let (base, _) = fake_server(sse_response(&huge), Duration::from_secs(2)).await;
+    let client = Client::new(base).payload_limit(1024);
+    let mut run = client.start(count, &CountIn::default()).await.unwrap();
+    assert!(matches!(
+        run.next().await,
+        Some(Ok(ClientEvent::Ready { .. }))
+    ));
+    match run.next().await {
+        Some(Err(taskflow::client::ClientError::FrameTooLarge { limit })) => {
+            assert_eq!(limit, 1024 + 64 * 1024);
+        }
+        other => panic!("expected FrameTooLarge, got {other:?}"),
+    }
+}

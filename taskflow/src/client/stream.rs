@@ -16,6 +16,9 @@ use crate::sse::parse_last_event_id;
 use crate::status::StoredEvent;
 use crate::task::Task;
 
+/// Marks the byte stream's error for a frame over the limit.
+const FRAME_OVER: &str = "taskflow: frame over";
+
 pub(super) enum Target {
     Start(&'static str, Vec<u8>),
     Attach(IdempotencyKey),
@@ -140,7 +143,7 @@ impl<T: Task> TaskStream<T> {
                         *since_blank = if w == b"\n\n" { 0 } else { *since_blank + 1 };
                     }
                     if *since_blank > limit {
-                        Err(format!("frame over {limit} bytes"))
+                        Err(format!("{FRAME_OVER} {limit} bytes"))
                     } else {
                         Ok(chunk)
                     }
@@ -198,7 +201,9 @@ impl<T: Task> TaskStream<T> {
                         return Some(Err(e));
                     }
                 },
-                Some(Err(e)) if e.starts_with("frame over") => {
+                // The SSE parser wraps the transport's error ("Transport error: ..."), so
+                // look for the marker anywhere in it.
+                Some(Err(e)) if e.contains(FRAME_OVER) => {
                     self.done = true;
                     return Some(Err(ClientError::FrameTooLarge {
                         limit: self.client.frame_limit,
