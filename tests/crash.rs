@@ -25,8 +25,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use taskflow::prelude::*;
 
-const STEPS: u32 = 50;
-const KILLS: u32 = 20;
+/// Kills of the main part: 20 in CI; `TASKFLOW_CRASH_KILLS` sets more for the long run
+/// (`scripts/kill9-cycles.sh`).
+fn kills() -> u32 {
+    std::env::var("TASKFLOW_CRASH_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(20)
+}
+
+/// Steps of the task: enough for every life to commit a new one before its kill.
+fn steps() -> u32 {
+    (kills() + 30).max(50)
+}
 const STEP_MS: u64 = 30;
 
 #[events]
@@ -130,7 +141,7 @@ async fn child(dir: &Path) {
         .build()
         .await
         .unwrap();
-    let run = flow.start(fifty, Input { steps: STEPS }).await.unwrap();
+    let run = flow.start(fifty, Input { steps: steps() }).await.unwrap();
     println!("started attached={}", run.attached);
     let output = flow.wait(&run).await.unwrap();
     let mut events = flow
@@ -350,7 +361,8 @@ fn parent() {
             );
         }
     };
-    for n in 0..KILLS {
+    let (kills, steps) = (kills(), steps());
+    for n in 0..kills {
         let delay = rng.next() % (STEP_MS - 5);
         let lines = life(dir.path(), n, Some(delay));
         let new = lines.iter().filter(|l| l.ends_with(" executed")).count();
@@ -358,8 +370,8 @@ fn parent() {
         assert!(new >= 1);
         record(n, &lines);
     }
-    let lines = life(dir.path(), KILLS, None);
-    record(KILLS, &lines);
+    let lines = life(dir.path(), kills, None);
+    record(kills, &lines);
 
     // The output holds every recorded value.
     let done = lines
@@ -367,7 +379,7 @@ fn parent() {
         .find_map(|l| l.strip_prefix("done "))
         .expect("done line");
     let output: Vec<u64> = serde_json::from_str(done).unwrap();
-    assert_eq!(output.len(), STEPS as usize);
+    assert_eq!(output.len(), steps as usize);
     for (i, v) in output.iter().enumerate() {
         assert_eq!(committed[&(i as u32)].1, *v, "step {i}");
     }
@@ -401,10 +413,10 @@ fn parent() {
             )
         })
         .collect();
-    assert_eq!(events.len(), STEPS as usize + 1);
+    assert_eq!(events.len(), steps as usize + 1);
     for (k, (seq, name, data)) in events.iter().enumerate() {
         assert_eq!(*seq, k as u64 + 1, "gap or duplicate");
-        if k < STEPS as usize {
+        if k < steps as usize {
             assert_eq!(name, "tick");
             assert_eq!(data, &format!("{{\"i\":{k}}}"));
         } else {
@@ -413,7 +425,7 @@ fn parent() {
     }
     let reruns: u32 = executions.values().map(|n| n - 1).sum();
     println!(
-        "crash: {KILLS} kills, {} step executions for {STEPS} steps ({reruns} re-executions of uncommitted steps)",
+        "crash: {kills} kills, {} step executions for {steps} steps ({reruns} re-executions of uncommitted steps)",
         executions.values().sum::<u32>()
     );
     burst_part(&mut rng);

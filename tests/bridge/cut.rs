@@ -12,7 +12,13 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
 
-const SESSIONS: usize = 500;
+/// Sessions in CI; `TASKFLOW_CUT_SESSIONS` sets more (`scripts/long-checks.sh`: 10,000).
+fn sessions() -> usize {
+    std::env::var("TASKFLOW_CUT_SESSIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(500)
+}
 const RUNS: u32 = 10;
 const EVENTS: u32 = 40;
 
@@ -133,7 +139,8 @@ async fn five_hundred_sessions_cut_at_random_bytes_see_the_log_exactly() {
         drop(response);
     }
     let proxy_addr = proxy.addr.clone();
-    let sessions: Vec<_> = (0..SESSIONS)
+    let session_count = sessions();
+    let sessions: Vec<_> = (0..session_count)
         .map(|k| {
             let ik = iks[k % iks.len()].clone();
             let proxy = proxy_addr.clone();
@@ -160,7 +167,7 @@ async fn five_hundred_sessions_cut_at_random_bytes_see_the_log_exactly() {
         assert_eq!(ids, expected, "session {k} (seed {seed})");
     }
     println!(
-        "{SESSIONS} sessions over {RUNS} runs, cut at random bytes through {connections} connections, a server restart in the middle: every client saw ids 1..={} exactly",
+        "{session_count} sessions over {RUNS} runs, cut at random bytes through {connections} connections, a server restart in the middle: every client saw ids 1..={} exactly",
         EVENTS + 1
     );
     again.shutdown().await;
