@@ -8,11 +8,12 @@ use proptest::test_runner::{Config, TestRunner};
 
 use crate::support::*;
 
-fn runner(cases: u32) -> TestRunner {
+/// A runner of `cases` cases, or of `PROPTEST_CASES` (at most `cap`) when that is set.
+fn runner(cases: u32, cap: u32) -> TestRunner {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(cases);
+        .and_then(|c| c.parse::<u32>().ok())
+        .map_or(cases, |c| c.min(cap));
     TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -42,7 +43,7 @@ fn request_bodies_of_any_shape_get_a_documented_answer() {
     let s = runtime.block_on(server());
     let client = client();
     let cases = std::sync::atomic::AtomicU32::new(0);
-    runner(256)
+    runner(256, u32::MAX)
         .run(&(bodies(), any::<bool>()), |(body, json_type)| {
             let status = runtime.block_on(async {
                 let mut request = client
@@ -83,7 +84,7 @@ fn identity_headers_of_any_content_never_break_the_routes() {
                 .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
         ]
     };
-    runner(256)
+    runner(256, u32::MAX)
         .run(&(header(), header(), header()), |(user, email, token)| {
             let status = runtime.block_on(async {
                 let mut request = client.get(format!("{}/api/tasks", s.base));
@@ -114,7 +115,8 @@ fn a_corrupted_stored_record_is_an_error_naming_the_run_never_a_panic() {
         .build()
         .unwrap();
     let cases = std::sync::atomic::AtomicU32::new(0);
-    runner(48)
+    // Each case writes a data file and opens a flow twice (~50 ms): at most 2,000.
+    runner(48, 2000)
         .run(&proptest::collection::vec(any::<u8>(), 0..256), |garbage| {
             let dir = taskflow::testing::TempDataDir::new();
             let ik = runtime.block_on(async {
