@@ -95,3 +95,58 @@ async fn sigterm_mid_stream_then_restart_continues_without_gap() {
         .status();
     wait_exit(&mut child);
 }
+
+fn term(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_signals_coalesce_and_a_stuck_connection_is_cut_15_s_after_the_drain() {
+    use tokio::io::AsyncWriteExt;
+    // Without a stuck connection: three signals, one quick, clean exit.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _) = start_demo(dir.path(), "127.0.0.1:0");
+    let sent = std::time::Instant::now();
+    for _ in 0..3 {
+        term(&child);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(wait_exit(&mut child).success());
+    let quick = sent.elapsed();
+    assert!(quick < Duration::from_secs(5), "exit took {quick:?}");
+    // With a request whose body never completes: the drain is done at once, the connection
+    // is cut when the 15 s are up, and the process exits cleanly.
+    let (mut child, url) = start_demo(dir.path(), "127.0.0.1:0");
+    let addr = url.trim_start_matches("http://").to_owned();
+    let mut stuck = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stuck
+        .write_all(
+            b"POST /api/tasks/count-to-n HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"run_key\"",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = std::time::Instant::now();
+    for _ in 0..3 {
+        term(&child);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(wait_exit(&mut child).success());
+    let forced = sent.elapsed();
+    println!(
+        "repeated SIGTERMs: clean exit after {quick:?}; with a stuck request, after {forced:?}"
+    );
+    assert!(
+        forced >= taskflow::axum::FORCED_EXIT_AFTER - Duration::from_millis(500),
+        "the stuck connection was cut before the 15 s: {forced:?}"
+    );
+    assert!(
+        forced < taskflow::axum::FORCED_EXIT_AFTER + Duration::from_secs(5),
+        "exit took {forced:?}"
+    );
+    drop(stuck);
+}
