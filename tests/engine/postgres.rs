@@ -196,3 +196,47 @@ async fn a_follower_misses_nothing_while_its_listener_is_cut_and_reconnects() {
     follower.shutdown().await.unwrap();
     runner.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_hands_its_runs_over_without_waiting_for_the_stale_threshold() {
+    let schema = TempSchema::new();
+    // A stale threshold far longer than the test may take.
+    let config = || {
+        schema
+            .config()
+            .stale_threshold(std::time::Duration::from_secs(60))
+    };
+    let leaving = fast(taskflow::TaskFlow::builder().postgres(config()))
+        .heartbeat_interval(taskflow::testing::TEST_HEARTBEAT)
+        .build()
+        .await
+        .unwrap();
+    let staying = fast(taskflow::TaskFlow::builder().postgres(config()))
+        .heartbeat_interval(taskflow::testing::TEST_HEARTBEAT)
+        .build()
+        .await
+        .unwrap();
+    let mut s = Script::new("pg-handover");
+    s.steps = 30;
+    s.step_sleep_ms = 30;
+    let run = leaving.start(scripted, s.clone()).await.unwrap();
+    probe("pg-handover").wait_progress(2).await;
+    let stopped = std::time::Instant::now();
+    leaving.shutdown().await.unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), staying.wait(&run))
+        .await
+        .expect("the other process took the run over long before the 60 s threshold")
+        .unwrap();
+    assert_eq!(out.values.len(), 30);
+    println!(
+        "a run handed over on shutdown finished {:?} later",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        probe("pg-handover")
+            .reran_after_commit
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    staying.shutdown().await.unwrap();
+}

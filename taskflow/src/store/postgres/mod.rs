@@ -66,6 +66,7 @@ struct Reads {
     claim_queued: Statement,
     renew: Statement,
     notify_runs: Statement,
+    release: Statement,
     streams_set: Statement,
     streams_drop: Statement,
     streams_elsewhere: Statement,
@@ -179,6 +180,11 @@ impl PgStore {
                 "SELECT pg_notify('{}', json_build_object('o', $1::text, 'r', r)::text) \
                  FROM unnest($2::bigint[]) AS r",
                 config.channel()
+            ))
+            .await?,
+            release: prepare(format!(
+                "UPDATE {schema}.runs SET lease_expires_at = now() \
+                 WHERE lease_owner = $1 AND status IN ('created', 'running')"
             ))
             .await?,
             streams_set: prepare(format!(
@@ -535,6 +541,16 @@ impl Store for PgStore {
             if self.send(Request::Close { reply }).is_ok() {
                 // The committer answers after committing every earlier write.
                 let _ = answer.await;
+            }
+            // A clean stop (a deploy): give this process's runs up now, so another process
+            // claims them at its next heartbeat instead of after the stale threshold.
+            if !self.shared.failed.load(Ordering::Acquire)
+                && let Err(e) = self
+                    .reader
+                    .execute(&self.reads.release, &[&self.shared.owner])
+                    .await
+            {
+                tracing::warn!(error = %reason(&e), "could not give up this process's leases; other processes take its runs after the stale threshold");
             }
             self.stop_tasks();
             tracing::debug!("PostgreSQL store closed");
