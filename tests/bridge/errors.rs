@@ -351,3 +351,74 @@ async fn a_full_queue_is_429_queue_full_with_retry_after() {
     drop((running, queued));
     flow.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_failure_mid_stream_ends_it_with_a_masked_error_frame() {
+    use std::sync::{Arc, Mutex};
+    // PostgreSQL through a proxy of the test's own, so the store can lose its connections.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let pipes: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+    let held = pipes.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let pipe = tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+            held.lock().unwrap().push(pipe.abort_handle());
+        }
+    });
+    let schema = taskflow::testing::TempSchema::new();
+    let config =
+        taskflow::store::PgConfig::new(format!("postgres://postgres@127.0.0.1:{proxy_port}/test"))
+            .schema(schema.name());
+    let flow = taskflow::TaskFlow::builder()
+        .postgres(config)
+        .register(count)
+        .environment(taskflow::Environment::Production)
+        .build()
+        .await
+        .unwrap();
+    let app = axum::Router::new().nest(
+        "/api",
+        taskflow::axum::routes_with(flow.clone(), taskflow::axum::Anonymous::AsService),
+    );
+    let base = serve_app(app).await;
+    let mut response = client()
+        .post(format!("{base}/api/tasks/count"))
+        .json(&serde_json::json!({"tag": "mid-stream-storage", "n": 500, "sleep_ms": 20}))
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    while text.matches("event: tick").count() < 2 {
+        let chunk = response
+            .chunk()
+            .await
+            .unwrap()
+            .expect("ticks before the cut");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    for pipe in pipes.lock().unwrap().drain(..) {
+        pipe.abort();
+    }
+    while let Ok(Some(chunk)) =
+        tokio::time::timeout(std::time::Duration::from_secs(20), response.chunk())
+            .await
+            .expect("the stream ended within 20 s")
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(
+        last.contains("event: error"),
+        "the stream ends with an error frame: {last}"
+    );
+    assert!(
+        last.contains(r#"data: {"code":"storage_unavailable","message":"Server error"}"#),
+        "masked in production: {last}"
+    );
+    drop(flow);
+}

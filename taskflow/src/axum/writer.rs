@@ -1,6 +1,7 @@
 //! The SSE writer of one client: `retry:` and `ready`, then the run's frames (many per write
 //! when the client is behind), keep-alives, and the terminal or error frame.
 
+use crate::error::StoreError;
 use std::task::Poll;
 
 use axum::body::Bytes;
@@ -117,8 +118,16 @@ impl Writer {
                 }
                 Some(End::Failed(e)) => {
                     tracing::error!(error = %e, "reading the event log failed mid-stream");
+                    // The codes of the HTTP errors: the storage failed, or (data that does not
+                    // decode) something else did.
+                    let code = match e {
+                        StoreError::Io(_) | StoreError::FailStopped | StoreError::Closed => {
+                            "storage_unavailable"
+                        }
+                        _ => "internal",
+                    };
                     let message = self.mask(&e.to_string(), false);
-                    self.error_frame(&message, "internal").await;
+                    self.error_frame(&message, code).await;
                     return;
                 }
             }
