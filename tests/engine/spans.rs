@@ -1,4 +1,4 @@
-//! What taskflow tells `tracing`: the submit, run, attempt, step and recovery spans, and the
+//! What taskflow tells `tracing`: the bridge, submit, run, attempt, step and recovery spans, and the
 //! warnings for a non-deterministic handler (another event at a replayed position, a step
 //! replayed from another call site). Captured with a subscriber of the test's own.
 
@@ -128,6 +128,22 @@ async fn check_spans() {
         1,
         "attempt 2 replays attempt 1's step"
     );
+    // The same run through the HTTP bridge, for the bridge span.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = taskflow::axum::routes_with(flow.clone(), taskflow::axum::Anonymous::AsService);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let replay = reqwest::Client::new()
+        .post(format!("http://{addr}/tasks/wobbly"))
+        .json(&())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(replay.contains("event: completed"), "{replay}");
+    server.abort();
     // A crash and a recovery, for the recovery span.
     let mut s = Script::new("spans-recovery");
     s.steps = 1;
@@ -141,7 +157,7 @@ async fn check_spans() {
     flow.shutdown().await.unwrap();
 
     let text = captured.text();
-    for span in ["submit", "run", "attempt", "step", "recovery"] {
+    for span in ["bridge", "submit", "run", "attempt", "step", "recovery"] {
         assert!(
             text.lines()
                 .any(|l| l.contains(&format!("{span}{{")) || l.contains(&format!(" {span}: "))),
