@@ -336,3 +336,24 @@ async fn a_full_disk_fail_stops_saying_so_and_work_resumes_once_there_is_space()
     );
     flow.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_fills_up_fail_stops_saying_so() {
+    let dir = created().await;
+    let (backend, io) = InstrumentedBackend::create(dir.path()).unwrap();
+    let flow = fast(TaskFlow::builder().storage_backend(dir.path(), backend))
+        .build()
+        .await
+        .unwrap();
+    io.fill_disk_at(io.operations());
+    let e = flow.start(scripted, script("enospc", 0)).await.unwrap_err();
+    println!("a start on a full disk: {e}");
+    assert!(e.to_string().contains("No space left on device"), "{e}");
+    assert!(flow.is_storage_failed());
+    flow.crash();
+    // Space again: the restart works and runs it.
+    let flow = fast(dir.builder()).build().await.unwrap();
+    let run = flow.start(scripted, script("enospc", 0)).await.unwrap();
+    flow.wait(&run).await.unwrap();
+    flow.shutdown().await.unwrap();
+}

@@ -91,6 +91,9 @@ struct Gate {
     waiting: usize,
 }
 
+const EIO: i32 = 5;
+const ENOSPC: i32 = 28;
+
 #[derive(Debug)]
 struct ProbeState {
     syncs: AtomicU64,
@@ -101,6 +104,8 @@ struct ProbeState {
     /// one fails too.
     fail_at: AtomicU64,
     fail_sticky: AtomicBool,
+    /// The OS error the chosen operation fails with (EIO unless a test fills the disk).
+    fail_errno: std::sync::atomic::AtomicI32,
     failing: AtomicBool,
     fail_next_sync: AtomicBool,
     gate: Mutex<Gate>,
@@ -115,6 +120,7 @@ impl Default for ProbeState {
             operations: AtomicU64::new(0),
             fail_at: AtomicU64::new(u64::MAX),
             fail_sticky: AtomicBool::new(false),
+            fail_errno: std::sync::atomic::AtomicI32::new(EIO),
             failing: AtomicBool::new(false),
             fail_next_sync: AtomicBool::new(false),
             gate: Mutex::new(Gate::default()),
@@ -145,7 +151,16 @@ impl BackendProbe {
     /// `set_len` or `sync_data` of the backend) fail with EIO; with `sticky`, every later one
     /// fails too, as a disk that died.
     pub fn fail_operation(&self, index: u64, sticky: bool) {
+        self.0.fail_errno.store(EIO, Ordering::SeqCst);
         self.0.fail_sticky.store(sticky, Ordering::SeqCst);
+        self.0.fail_at.store(index, Ordering::SeqCst);
+    }
+
+    /// Makes the storage operation with index `index` and every later one fail with ENOSPC,
+    /// as a disk that filled up.
+    pub fn fill_disk_at(&self, index: u64) {
+        self.0.fail_errno.store(ENOSPC, Ordering::SeqCst);
+        self.0.fail_sticky.store(true, Ordering::SeqCst);
         self.0.fail_at.store(index, Ordering::SeqCst);
     }
 
@@ -210,8 +225,8 @@ impl BackendProbe {
         let at = self.0.fail_at.load(Ordering::SeqCst);
         let sticky = self.0.fail_sticky.load(Ordering::SeqCst);
         if index == at || (sticky && at != u64::MAX && index > at) {
-            const EIO: i32 = 5;
-            return Err(std::io::Error::from_raw_os_error(EIO));
+            let errno = self.0.fail_errno.load(Ordering::SeqCst);
+            return Err(std::io::Error::from_raw_os_error(errno));
         }
         Ok(())
     }
