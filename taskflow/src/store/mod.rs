@@ -28,6 +28,7 @@ mod hooks;
 mod postgres;
 mod record;
 mod redb;
+mod state;
 
 use std::future::Future;
 use std::pin::Pin;

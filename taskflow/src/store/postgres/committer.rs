@@ -5,7 +5,6 @@
 //! writer is committed at once (no linger timer).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -16,6 +15,7 @@ use super::Shared;
 use super::encode::{GroupArgs, outcomes};
 use super::migrate::reason;
 use crate::error::StoreError;
+use crate::store::state::{Pending, StoreState};
 use crate::store::{Committed, WriteBatch};
 
 /// Upper bound on batches per statement, so one huge group cannot starve fan-out.
@@ -34,11 +34,6 @@ pub(super) enum Request {
     Close {
         reply: oneshot::Sender<()>,
     },
-}
-
-struct Pending {
-    batch: WriteBatch,
-    reply: Reply<Vec<Committed>>,
 }
 
 pub(super) struct Committer {
@@ -82,10 +77,9 @@ impl Committer {
     }
 
     async fn commit_group(&self, group: Vec<Pending>) {
-        if self.shared.failed.load(Ordering::Acquire) {
-            for p in group {
-                let _ = p.reply.send(Err(StoreError::FailStopped));
-            }
+        let state = &self.shared.state;
+        if state.is_failed() {
+            StoreState::refuse(group, || StoreError::FailStopped);
             return;
         }
         let batches: Vec<&WriteBatch> = group.iter().map(|p| &p.batch).collect();
@@ -93,9 +87,7 @@ impl Committer {
             Ok(args) => args,
             Err(e) => {
                 let message = e.to_string();
-                for p in group {
-                    let _ = p.reply.send(Err(StoreError::Corrupt(message.clone())));
-                }
+                StoreState::refuse(group, || StoreError::Corrupt(message.clone()));
                 return;
             }
         };
@@ -109,30 +101,15 @@ impl Committer {
                 })
             }),
         };
-        let outcomes = match decoded {
-            Ok(outcomes) => outcomes,
+        match decoded {
+            Ok(outcomes) => state.answer(group, outcomes, started),
             Err(error) => {
-                self.fail_stop(&error);
+                state.fail_stop(&error);
                 let message = error.to_string();
-                for p in group {
-                    let _ = p
-                        .reply
-                        .send(Err(StoreError::io(std::io::Error::other(message.clone()))));
-                }
-                return;
+                StoreState::refuse(group, || {
+                    StoreError::io(std::io::Error::other(message.clone()))
+                });
             }
-        };
-        if self.shared.crashed.load(Ordering::Acquire) {
-            // Durable but never acknowledged: what a kill right after the commit looks like.
-            return;
-        }
-        let hooks = self.shared.hooks();
-        hooks.record_commit(started.elapsed(), group.len());
-        for (pending, outcome) in group.into_iter().zip(outcomes) {
-            if let Ok(committed) = &outcome {
-                hooks.committed_batch(&pending.batch, committed);
-            }
-            let _ = pending.reply.send(outcome);
         }
     }
 
@@ -180,15 +157,6 @@ impl Committer {
                 Err(e) => return Err(StoreError::io(std::io::Error::other(reason(&e)))),
             }
         }
-    }
-
-    fn fail_stop(&self, error: &StoreError) {
-        self.shared.failed.store(true, Ordering::Release);
-        self.shared.hooks().record_fail_stop();
-        tracing::error!(
-            %error,
-            "taskflow's PostgreSQL commit failed; the store is now fail-stopped (no writes are admitted) and the process must be restarted; every acknowledged write is durable"
-        );
     }
 }
 

@@ -4,7 +4,6 @@
 //! is back (then read it back once), and it reconnects with backoff.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -47,7 +46,7 @@ impl Listener {
         loop {
             let heard = self.listen_once().await;
             self.shared.hooks().listening(false);
-            if self.shared.crashed.load(Ordering::Acquire) {
+            if self.shared.state.is_crashed() {
                 return;
             }
             match heard {

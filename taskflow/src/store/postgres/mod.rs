@@ -13,8 +13,7 @@ mod encode;
 mod listener;
 mod migrate;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -27,6 +26,7 @@ pub(crate) use self::config::describe;
 pub use self::config::{DEFAULT_SCHEMA, DEFAULT_STALE_THRESHOLD, PgConfig};
 use self::encode::RUN_COLUMNS;
 pub(crate) use self::migrate::reason;
+use super::state::StoreState;
 use super::{
     PendingCommit, Scan, StepRecord, Store, StoreFuture, StoreHooks, TaskRecord, WriteBatch,
 };
@@ -35,23 +35,20 @@ use crate::ids::{IdempotencyKey, Seq, StepKey, TaskId};
 use crate::status::StoredEvent;
 use crate::sync::lock;
 
-/// State shared by the store handle and its committer task.
+/// State shared by the store handle, its committer and its listener.
 #[derive(Debug)]
 pub(crate) struct Shared {
     /// This process's owner id in leases (unique per opened store).
     pub(crate) owner: String,
     /// How long a lease holds, in milliseconds: the stale threshold.
     pub(crate) lease_ms: i64,
-    pub(crate) failed: AtomicBool,
-    pub(crate) crashed: AtomicBool,
-    /// Set once by [`Store::attach`].
-    pub(crate) hooks: OnceLock<StoreHooks>,
+    pub(crate) state: StoreState,
 }
 
 impl Shared {
     /// The engine's hooks, or hooks that report to nobody before `attach`.
     pub(crate) fn hooks(&self) -> StoreHooks {
-        self.hooks.get().cloned().unwrap_or_default()
+        self.state.hooks()
     }
 }
 
@@ -91,7 +88,7 @@ impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
             .field("config", &self.config)
-            .field("failed", &self.shared.failed.load(Ordering::Relaxed))
+            .field("failed", &self.shared.state.is_failed())
             .finish_non_exhaustive()
     }
 }
@@ -231,9 +228,7 @@ impl PgStore {
         let shared = Arc::new(Shared {
             owner: owner.clone(),
             lease_ms: i64::try_from(config.stale_threshold.as_millis()).unwrap_or(i64::MAX),
-            failed: AtomicBool::new(false),
-            crashed: AtomicBool::new(false),
-            hooks: OnceLock::new(),
+            state: StoreState::default(),
         });
         let (sender, receiver) = mpsc::unbounded_channel();
         let committer = Committer {
@@ -291,7 +286,7 @@ impl PgStore {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<TaskRecord>, StoreError> {
         self.check_open()?;
-        if self.shared.failed.load(Ordering::Acquire) {
+        if self.shared.state.is_failed() {
             return Err(StoreError::FailStopped);
         }
         let rows = self
@@ -320,7 +315,7 @@ impl PgStore {
     }
 
     fn check_open(&self) -> Result<(), StoreError> {
-        if self.shared.crashed.load(Ordering::Acquire) {
+        if self.shared.state.is_crashed() {
             Err(StoreError::Closed)
         } else {
             Ok(())
@@ -372,20 +367,15 @@ fn to_i64(n: u64) -> i64 {
 
 impl Store for PgStore {
     fn attach(&self, hooks: StoreHooks) {
-        if self.shared.hooks.set(hooks).is_err() {
-            tracing::warn!("a store was attached to a second engine; keeping the first");
-        }
+        self.shared.state.attach(hooks);
     }
 
     fn enqueue(&self, batch: WriteBatch) -> PendingCommit {
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Box::pin(async { Err(StoreError::FailStopped) });
-        }
-        let (reply, answer) = oneshot::channel();
-        let sent = self.send(Request::Write { batch, reply });
-        Box::pin(async move {
-            sent?;
-            answer.await.map_err(|_| StoreError::Closed)?
+        self.shared.state.enqueue(batch, |pending| {
+            self.send(Request::Write {
+                batch: pending.batch,
+                reply: pending.reply,
+            })
         })
     }
 
@@ -532,7 +522,7 @@ impl Store for PgStore {
     }
 
     fn is_failed(&self) -> bool {
-        self.shared.failed.load(Ordering::Acquire)
+        self.shared.state.is_failed()
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
@@ -544,7 +534,7 @@ impl Store for PgStore {
             }
             // A clean stop (a deploy): give this process's runs up now, so another process
             // claims them at its next heartbeat instead of after the stale threshold.
-            if !self.shared.failed.load(Ordering::Acquire)
+            if !self.shared.state.is_failed()
                 && let Err(e) = self
                     .reader
                     .execute(&self.reads.release, &[&self.shared.owner])
@@ -559,7 +549,7 @@ impl Store for PgStore {
     }
 
     fn crash(&self) {
-        self.shared.crashed.store(true, Ordering::Release);
+        self.shared.state.crash();
         self.stop_tasks();
     }
 

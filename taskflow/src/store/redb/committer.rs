@@ -5,7 +5,6 @@
 //! from writers that arrived while the disk was busy, so it costs nobody latency.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, mpsc};
 use std::time::Instant;
 
@@ -15,6 +14,7 @@ use tokio::sync::oneshot;
 use super::Shared;
 use super::tables::Tables;
 use crate::error::StoreError;
+use crate::store::state::{Pending, StoreState};
 use crate::store::{Committed, WriteBatch};
 
 /// Upper bound on batches per transaction, so one huge group cannot starve fan-out.
@@ -34,11 +34,6 @@ pub(super) enum Request {
         reply: oneshot::Sender<()>,
     },
     Crash,
-}
-
-struct Pending {
-    batch: WriteBatch,
-    reply: Reply<Vec<Committed>>,
 }
 
 pub(super) struct Committer {
@@ -64,7 +59,7 @@ impl Committer {
 
     pub(super) fn run(mut self) {
         while let Some(request) = self.next() {
-            if self.shared.crashed.load(Ordering::Acquire) {
+            if self.shared.state.is_crashed() {
                 return;
             }
             match request {
@@ -97,7 +92,7 @@ impl Committer {
     }
 
     fn compact(&self) -> Result<(), StoreError> {
-        if self.shared.failed.load(Ordering::Acquire) {
+        if self.shared.state.is_failed() {
             return Err(StoreError::FailStopped);
         }
         let mut guard = self
@@ -111,10 +106,9 @@ impl Committer {
     }
 
     fn commit_group(&mut self, mut group: Vec<Pending>) {
-        if self.shared.failed.load(Ordering::Acquire) {
-            for p in group {
-                let _ = p.reply.send(Err(StoreError::FailStopped));
-            }
+        let state = &self.shared.state;
+        if state.is_failed() {
+            StoreState::refuse(group, || StoreError::FailStopped);
             return;
         }
         let started = Instant::now();
@@ -131,46 +125,17 @@ impl Committer {
                 }
             }
         };
-        let outcomes = match result {
-            Ok(outcomes) => outcomes,
-            Err(None) => {
-                for p in group {
-                    let _ = p.reply.send(Err(StoreError::Closed));
-                }
-                return;
-            }
+        match result {
+            Ok(outcomes) => state.answer(group, outcomes, started),
+            Err(None) => StoreState::refuse(group, || StoreError::Closed),
             Err(Some(error)) => {
-                self.fail_stop(&error);
+                state.fail_stop(&error);
                 let message = error.to_string();
-                for p in group {
-                    let _ = p
-                        .reply
-                        .send(Err(StoreError::io(std::io::Error::other(message.clone()))));
-                }
-                return;
+                StoreState::refuse(group, || {
+                    StoreError::io(std::io::Error::other(message.clone()))
+                });
             }
-        };
-        if self.shared.crashed.load(Ordering::Acquire) {
-            // Durable but never acknowledged: exactly what a kill right after fsync looks like.
-            return;
         }
-        let hooks = self.shared.hooks();
-        hooks.record_commit(started.elapsed(), group.len());
-        for (pending, outcome) in group.into_iter().zip(outcomes) {
-            if let Ok(committed) = &outcome {
-                hooks.committed_batch(&pending.batch, committed);
-            }
-            let _ = pending.reply.send(outcome);
-        }
-    }
-
-    fn fail_stop(&self, error: &redb::Error) {
-        self.shared.failed.store(true, Ordering::Release);
-        self.shared.hooks().record_fail_stop();
-        tracing::error!(
-            %error,
-            "taskflow storage commit failed; the store is now fail-stopped (no writes are admitted) and the process must be restarted; every acknowledged write is durable"
-        );
     }
 }
 

@@ -6,8 +6,8 @@ mod schema;
 mod tables;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, mpsc};
+
+use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
 use std::thread::JoinHandle;
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable};
@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use self::committer::{Committer, Request};
 use self::file::{create_atomically, database_path};
 use self::schema::{EVENTS, KEYS, META, SCHEMA_VERSION, STEPS, TASKS};
+use super::state::StoreState;
 use super::{
     PendingCommit, Scan, StepRecord, Store, StoreFuture, StoreHooks, TaskRecord, WriteBatch,
 };
@@ -27,17 +28,7 @@ use crate::status::StoredEvent;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) db: RwLock<Option<Database>>,
-    pub(crate) failed: AtomicBool,
-    pub(crate) crashed: AtomicBool,
-    /// Set once by [`Store::attach`].
-    pub(crate) hooks: OnceLock<StoreHooks>,
-}
-
-impl Shared {
-    /// The engine's hooks, or hooks that report to nobody before `attach`.
-    pub(crate) fn hooks(&self) -> StoreHooks {
-        self.hooks.get().cloned().unwrap_or_default()
-    }
+    pub(crate) state: StoreState,
 }
 
 /// The embedded store: one redb file (`taskflow.redb` in a data dir), written by one
@@ -87,9 +78,7 @@ impl RedbStore {
         init_schema(&db)?;
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(db)),
-            failed: AtomicBool::new(false),
-            crashed: AtomicBool::new(false),
-            hooks: OnceLock::new(),
+            state: StoreState::default(),
         });
         let (sender, receiver) = mpsc::channel();
         let committer = Committer::new(shared.clone(), receiver);
@@ -261,20 +250,15 @@ fn storage(e: impl Into<redb::Error>) -> StoreError {
 
 impl Store for RedbStore {
     fn attach(&self, hooks: StoreHooks) {
-        if self.shared.hooks.set(hooks).is_err() {
-            tracing::warn!("a store was attached to a second engine; keeping the first");
-        }
+        self.shared.state.attach(hooks);
     }
 
     fn enqueue(&self, batch: WriteBatch) -> PendingCommit {
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Box::pin(async { Err(StoreError::FailStopped) });
-        }
-        let (reply, answer) = oneshot::channel();
-        let sent = self.send(Request::Write { batch, reply });
-        Box::pin(async move {
-            sent?;
-            answer.await.map_err(|_| StoreError::Closed)?
+        self.shared.state.enqueue(batch, |pending| {
+            self.send(Request::Write {
+                batch: pending.batch,
+                reply: pending.reply,
+            })
         })
     }
 
@@ -419,7 +403,7 @@ impl Store for RedbStore {
     }
 
     fn is_failed(&self) -> bool {
-        self.shared.failed.load(Ordering::Acquire)
+        self.shared.state.is_failed()
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
@@ -440,7 +424,7 @@ impl Store for RedbStore {
     }
 
     fn crash(&self) {
-        self.shared.crashed.store(true, Ordering::Release);
+        self.shared.state.crash();
         self.stop_committer(Some(Request::Crash));
         self.release_database();
     }
