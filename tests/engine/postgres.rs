@@ -240,3 +240,38 @@ async fn a_clean_shutdown_hands_its_runs_over_without_waiting_for_the_stale_thre
     );
     staying.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_run_that_does_not_decode_is_named_and_not_kept() {
+    let schema = TempSchema::new();
+    let flow = fast(schema.builder()).build().await.unwrap();
+    let mut s = Script::new("pg-undecodable");
+    s.steps = 1;
+    s.hold = true;
+    let run = flow.start(scripted, s).await.unwrap();
+    probe("pg-undecodable").wait_progress(1).await;
+    taskflow::testing::SimulateCrash::crash(&flow);
+    // A value this taskflow cannot read, as a newer or damaged writer could leave.
+    run_sql(&format!(
+        "UPDATE \"{}\".runs SET execute_mode = 'bogus', lease_expires_at = now()",
+        schema.name()
+    ))
+    .await;
+    let e = fast(schema.builder())
+        .build()
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains(&format!("run {}", run.task_id)),
+        "{message}"
+    );
+    let kept = query_one(&format!(
+        "SELECT count(*) FROM \"{}\".runs WHERE lease_expires_at > now()",
+        schema.name()
+    ))
+    .await;
+    assert_eq!(kept, "0", "the failed claim gave the run back");
+    probe("pg-undecodable").release();
+}

@@ -64,6 +64,7 @@ struct Reads {
     renew: Statement,
     notify_runs: Statement,
     release: Statement,
+    release_runs: Statement,
     streams_set: Statement,
     streams_drop: Statement,
     streams_elsewhere: Statement,
@@ -184,6 +185,10 @@ impl PgStore {
                  WHERE lease_owner = $1 AND status IN ('created', 'running')"
             ))
             .await?,
+            release_runs: prepare(format!(
+                "UPDATE {schema}.runs SET lease_expires_at = now() WHERE id = ANY($1::bigint[])"
+            ))
+            .await?,
             streams_set: prepare(format!(
                 "INSERT INTO {schema}.streams (task, process, open, seen_at) \
                  VALUES ($1, $2, $3, now()) ON CONFLICT (task, process) \
@@ -294,10 +299,22 @@ impl PgStore {
             .query(statement, params)
             .await
             .map_err(|e| db(&e))?;
-        let mut runs = rows
+        let mut runs = match rows
             .iter()
             .map(encode::record)
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(runs) => runs,
+            Err(e) => {
+                // Give back what was just claimed: a run this process cannot read must not
+                // stay leased to it (renewed, never admitted) until it restarts.
+                let ids: Vec<i64> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+                if let Err(release) = self.reader.execute(&self.reads.release_runs, &[&ids]).await {
+                    tracing::warn!(error = %reason(&release), "could not give up runs that do not decode");
+                }
+                return Err(e);
+            }
+        };
         runs.sort_by_key(|r| r.id);
         if !runs.is_empty() {
             let ids: Vec<i64> = runs.iter().map(|r| to_i64(r.id.0)).collect();
