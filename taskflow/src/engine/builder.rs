@@ -334,7 +334,7 @@ impl TaskFlowBuilder {
         self
     }
 
-    /// How long [`serve`](crate::axum::serve) waits for a request's head (default 10 s): a
+    /// How long the HTTP bridge's `serve` (feature `axum`) waits for a request's head (default 10 s): a
     /// client that trickles its headers (slowloris) or sends none is disconnected then.
     pub fn header_read_timeout(mut self, after: Duration) -> Self {
         self.config.header_read_timeout = after;

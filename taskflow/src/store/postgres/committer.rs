@@ -24,13 +24,9 @@ const MAX_GROUP: usize = 1024;
 /// statement rolled back whole, so trying again is safe).
 const RACE_RETRIES: u32 = 8;
 
-pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
 pub(super) enum Request {
-    Write {
-        batch: WriteBatch,
-        reply: Reply<Vec<Committed>>,
-    },
+    /// A batch and where its outcome goes.
+    Write(Pending),
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -49,18 +45,18 @@ pub(super) struct Committer {
 impl Committer {
     pub(super) async fn run(mut self) {
         while let Some(request) = self.receiver.recv().await {
-            let (batch, reply) = match request {
-                Request::Write { batch, reply } => (batch, reply),
+            let first = match request {
+                Request::Write(first) => first,
                 Request::Close { reply } => {
                     let _ = reply.send(());
                     return;
                 }
             };
-            let mut group = vec![Pending { batch, reply }];
+            let mut group = vec![first];
             let mut close = None;
             while group.len() < MAX_GROUP {
                 match self.receiver.try_recv() {
-                    Ok(Request::Write { batch, reply }) => group.push(Pending { batch, reply }),
+                    Ok(Request::Write(next)) => group.push(next),
                     Ok(Request::Close { reply }) => {
                         close = Some(reply);
                         break;

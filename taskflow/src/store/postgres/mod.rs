@@ -388,12 +388,9 @@ impl Store for PgStore {
     }
 
     fn enqueue(&self, batch: WriteBatch) -> PendingCommit {
-        self.shared.state.enqueue(batch, |pending| {
-            self.send(Request::Write {
-                batch: pending.batch,
-                reply: pending.reply,
-            })
-        })
+        self.shared
+            .state
+            .enqueue(batch, |pending| self.send(Request::Write(pending)))
     }
 
     fn task(&self, id: TaskId) -> StoreFuture<'_, Option<TaskRecord>> {

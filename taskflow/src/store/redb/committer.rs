@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use super::Shared;
 use super::tables::Tables;
 use crate::error::StoreError;
+use crate::store::Committed;
 use crate::store::state::{Pending, StoreState};
-use crate::store::{Committed, WriteBatch};
 
 /// Upper bound on batches per transaction, so one huge group cannot starve fan-out.
 const MAX_GROUP: usize = 1024;
@@ -23,10 +23,8 @@ const MAX_GROUP: usize = 1024;
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 pub(super) enum Request {
-    Write {
-        batch: WriteBatch,
-        reply: Reply<Vec<Committed>>,
-    },
+    /// A batch and where its outcome goes.
+    Write(Pending),
     Compact {
         reply: Reply<()>,
     },
@@ -63,13 +61,11 @@ impl Committer {
                 return;
             }
             match request {
-                Request::Write { batch, reply } => {
-                    let mut group = vec![Pending { batch, reply }];
+                Request::Write(first) => {
+                    let mut group = vec![first];
                     while group.len() < MAX_GROUP {
                         match self.receiver.try_recv() {
-                            Ok(Request::Write { batch, reply }) => {
-                                group.push(Pending { batch, reply });
-                            }
+                            Ok(Request::Write(next)) => group.push(next),
                             Ok(other) => {
                                 self.held_back.push_back(other);
                                 break;
@@ -162,7 +158,7 @@ fn write_group(
                 break;
             }
             match receiver.try_recv() {
-                Ok(Request::Write { batch, reply }) => group.push(Pending { batch, reply }),
+                Ok(Request::Write(next)) => group.push(next),
                 Ok(other) => held_back.push_back(other),
                 Err(_) => break,
             }
