@@ -2,9 +2,12 @@
 # The long versions of the reliability checks (issue 11), each printing its count:
 #   - fuzzing: 100,000 cases per property (request bodies, identity headers, stored records);
 #   - streams cut anywhere: 10,000 SSE sessions through a cutting proxy, a restart mid-way;
+#   - power loss: 400 random cuts of each kind per crash point (CI: 75), 4 of each kind
+#     recovered by a flow (CI: two per point, their kinds rotating);
 #   - the EIO matrix runs every operation index in CI already (no longer version).
 # Usage: scripts/long-checks.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROPTEST_CASES="${PROPTEST_CASES:-100000}" cargo test -p taskflow-tests --all-features --release --test bridge -- fuzz:: --nocapture
 TASKFLOW_CUT_SESSIONS="${TASKFLOW_CUT_SESSIONS:-10000}" cargo test -p taskflow-tests --all-features --release --test bridge -- cut:: --nocapture
+TASKFLOW_POWER_CUTS_PER_KIND="${TASKFLOW_POWER_CUTS_PER_KIND:-400}" TASKFLOW_POWER_RECOVERIES_PER_KIND="${TASKFLOW_POWER_RECOVERIES_PER_KIND:-4}" cargo test -p taskflow-tests --all-features --release --test engine -- power_loss:: --nocapture

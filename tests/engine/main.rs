@@ -12,6 +12,7 @@ mod emits;
 mod faults;
 mod limits;
 mod postgres;
+mod power_loss;
 mod recovery;
 mod retries;
 mod secrets;

@@ -102,7 +102,7 @@ pub(crate) enum StoreChoice {
     Custom(crate::store::DynStore),
     /// A redb file through an instrumented backend (tests).
     #[cfg(feature = "test-util")]
-    Backend(PathBuf, crate::testing::InstrumentedBackend),
+    Backend(PathBuf, crate::testing::BoxedBackend),
 }
 
 /// Configures and opens a [`TaskFlow`].
@@ -191,14 +191,20 @@ impl TaskFlowBuilder {
         self
     }
 
-    /// Test hook (feature `test-util`): open the redb file through an instrumented backend.
+    /// Test hook (feature `test-util`): open the redb file through a test backend (an
+    /// [`InstrumentedBackend`](crate::testing::InstrumentedBackend) on `dir`'s file, or a
+    /// [`PowerCutBackend`](crate::testing::PowerCutBackend) in memory); `dir` names the store
+    /// in messages.
     #[cfg(feature = "test-util")]
     pub fn storage_backend(
         mut self,
         dir: impl AsRef<Path>,
-        backend: crate::testing::InstrumentedBackend,
+        backend: impl crate::testing::TestBackend,
     ) -> Self {
-        self.store = StoreChoice::Backend(dir.as_ref().to_owned(), backend);
+        self.store = StoreChoice::Backend(
+            dir.as_ref().to_owned(),
+            crate::testing::BoxedBackend::new(backend),
+        );
         self
     }
 

@@ -42,6 +42,8 @@ pub use self::postgres::{DEFAULT_SCHEMA, DEFAULT_STALE_THRESHOLD, PgConfig, PgSt
 pub(crate) use self::postgres::{describe as postgres_describe, reason as postgres_reason};
 pub use self::record::{Claim, StepRecord, TaskPatch, TaskRecord};
 pub use self::redb::RedbStore;
+#[cfg(feature = "test-util")]
+pub use self::redb::StoreContents;
 use crate::error::StoreError;
 use crate::identity::UserId;
 use crate::ids::{Epoch, IdempotencyKey, Seq, StepKey, TaskId};

@@ -1,11 +1,17 @@
 //! Test helpers (feature `test-util`): temp data dirs, temp PostgreSQL schemas (with feature
-//! `postgres`), a store chosen by the environment so one suite runs on both, and an
-//! instrumented redb backend that counts fsyncs, can hold them at a gate, and can fail every
-//! write from a chosen moment.
+//! `postgres`), a store chosen by the environment so one suite runs on both, an instrumented
+//! redb backend that counts fsyncs, can hold them at a gate and fails chosen operations, and
+//! an in-memory one that records a workload and builds the files a power cut could leave.
 
+mod backend;
+mod power_cut;
 #[cfg(feature = "postgres")]
 mod temp_schema;
 mod temp_store;
+
+pub(crate) use self::backend::BoxedBackend;
+pub use self::backend::TestBackend;
+pub use self::power_cut::{CrashPoint, CrashPoints, Cut, PAGE, PowerCutBackend, Recording};
 
 #[cfg(feature = "postgres")]
 pub use self::temp_schema::{TEST_DATABASE_URL, TEST_HEARTBEAT, TEST_STALE_THRESHOLD, TempSchema};

@@ -1,6 +1,8 @@
 //! The embedded store: one redb file, one committer thread with group commit.
 
 mod committer;
+#[cfg(feature = "test-util")]
+mod contents;
 mod file;
 mod schema;
 mod tables;
@@ -14,6 +16,8 @@ use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 use self::committer::{Committer, Request};
+#[cfg(feature = "test-util")]
+pub use self::contents::StoreContents;
 use self::file::{create_atomically, database_path};
 use self::schema::{EVENTS, KEYS, META, SCHEMA_VERSION, STEPS, TASKS};
 use super::state::StoreState;
@@ -59,6 +63,20 @@ impl RedbStore {
             .create(&path)
             .map_err(|e| open_error(&path, e))?;
         Self::start(&path, db)
+    }
+
+    /// Opens the database on a test backend (feature `test-util`): a file a power cut could
+    /// leave, read back without an engine. `dir` names the store in messages. Blocking, as
+    /// [`open`](Self::open).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open): the image is not a database, or its schema is newer.
+    #[cfg(feature = "test-util")]
+    pub fn open_on(
+        dir: impl AsRef<Path>,
+        backend: impl crate::testing::TestBackend,
+    ) -> Result<Self, BuildError> {
+        Self::open_with_backend(dir.as_ref(), crate::testing::BoxedBackend::new(backend))
     }
 
     /// Opens a database on a custom backend (tests: fault injection, fsync counting).
