@@ -1,12 +1,15 @@
 //! The EIO matrix: a workload of concurrent tasks with steps and events, run once per storage
 //! operation index with that operation failing (once, and sticky: every later one too). No
-//! panic; a failed write or fsync fail-stops the store (metric, one log line); the file opens
-//! again; recovery finishes every run with no acknowledged step re-run and gapless events.
+//! panic; a failed write or fsync fail-stops the store (the metric, exactly one error line in
+//! the log), and then the HTTP routes answer a new submission with 503 `storage_unavailable`
+//! over a real socket; the file opens again; recovery finishes every run with no acknowledged
+//! step re-run and gapless events.
 //!
 //! The file is created first by a clean start (as `data_dir` creates it: atomically, which
 //! the storage tests cover), then opened through the faulty backend: the matrix is every
 //! operation of opening it and running the workload, every index, once and sticky.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use taskflow::testing::{InstrumentedBackend, SimulateCrash, TempDataDir};
@@ -44,6 +47,46 @@ async fn workload(flow: &TaskFlow, tag: &str) {
     }
 }
 
+/// The log of the matrix's child process (a global subscriber: the fail-stop line is written
+/// on the committer's thread).
+static LOG: LazyLock<Captured> = LazyLock::new(Captured::default);
+
+const FAIL_STOP_LINE: &str = "the store is now fail-stopped";
+
+/// A new submission over HTTP, on a real socket: 503 `storage_unavailable` once the store
+/// fail-stopped; otherwise accepted (its own commit may be the one that fails: then the
+/// stream says so), or the same 503. Never another error, never a hang.
+async fn submit_over_http(flow: &TaskFlow, tag: &str, index: u64) {
+    let failed_before = flow.is_storage_failed();
+    let app = taskflow::axum::routes_with(flow.clone(), taskflow::axum::Anonymous::AsService);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        reqwest::Client::new()
+            .post(format!("{base}/tasks/scripted"))
+            .json(&script(&format!("{tag}-http"), 0))
+            .send(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("index {index}: the POST hung"))
+    .unwrap();
+    let status = response.status();
+    if failed_before || status != 200 {
+        assert_eq!(
+            status, 503,
+            "index {index}: fail-stopped or failing, the POST is 503"
+        );
+        let body = response.text().await.unwrap();
+        assert!(
+            body.contains(r#""code":"storage_unavailable""#),
+            "index {index}: {body}"
+        );
+    }
+    server.abort();
+}
+
 /// What one faulty life did.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -66,6 +109,7 @@ async fn created() -> TempDataDir {
 
 async fn one_index(index: u64, sticky: bool) -> Outcome {
     let tag = format!("eio-{}-{index}", if sticky { "sticky" } else { "once" });
+    LOG.clear();
     let dir = created().await;
     let (backend, io) = InstrumentedBackend::create(dir.path()).unwrap();
     io.fail_operation(index, sticky);
@@ -80,13 +124,18 @@ async fn one_index(index: u64, sticky: bool) -> Outcome {
         }
         Ok(flow) => {
             workload(&flow, &tag).await;
+            submit_over_http(&flow, &tag, index).await;
             outcome.fail_stopped = flow.is_storage_failed();
+            let lines = LOG.text().matches(FAIL_STOP_LINE).count();
             if outcome.fail_stopped {
                 assert_eq!(
                     flow.metrics().store_failed,
                     1,
                     "index {index}: the metric says so"
                 );
+                assert_eq!(lines, 1, "index {index}: one log line says so");
+            } else {
+                assert_eq!(lines, 0, "index {index}: no fail-stop, no line");
             }
             flow.crash();
         }
@@ -118,8 +167,56 @@ async fn one_index(index: u64, sticky: bool) -> Outcome {
     outcome
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_io_error_at_any_storage_operation_loses_nothing_acknowledged() {
+/// The matrix runs in a child process of this binary with a global subscriber of its own (the
+/// fail-stop line is logged on the committer's thread, where a test's thread-local subscriber
+/// does not reach, and other tests of this binary log too).
+#[test]
+fn an_io_error_at_any_storage_operation_loses_nothing_acknowledged() {
+    const CHILD: &str = "TASKFLOW_EIO_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(LOG.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(eio_matrix());
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "faults::an_io_error_at_any_storage_operation_loses_nothing_acknowledged",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the EIO matrix failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test:\n{stdout}"
+    );
+    for line in stdout
+        .lines()
+        .filter_map(|l| l.find("EIO matrix").map(|at| &l[at..]))
+    {
+        println!("{line}");
+    }
+}
+
+async fn eio_matrix() {
     // How many operations the workload makes when nothing fails.
     let dir = created().await;
     let (backend, io) = InstrumentedBackend::create(dir.path()).unwrap();
@@ -142,7 +239,7 @@ async fn an_io_error_at_any_storage_operation_loses_nothing_acknowledged() {
         }
     }
     println!(
-        "EIO matrix: the workload makes {total} storage operations; tried {tried} faults (every index, once and sticky): {refused} refused at open, {stopped} fail-stopped, 0 acknowledged writes lost"
+        "EIO matrix: the workload makes {total} storage operations; tried {tried} faults (every index, once and sticky): {refused} refused at open, {stopped} fail-stopped (each: one log line, the metric, 503 over HTTP), 0 acknowledged writes lost"
     );
     assert!(stopped > 0, "some faults must hit commits");
 }

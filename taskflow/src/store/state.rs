@@ -57,7 +57,9 @@ impl StoreState {
     /// A commit failed: the store admits no more writes (after a failed fsync the page cache
     /// may hold what the disk lost), the metric says so, and one log line says what to do.
     pub(crate) fn fail_stop(&self, error: &dyn std::fmt::Display) {
-        self.failed.store(true, Ordering::Release);
+        if self.failed.swap(true, Ordering::AcqRel) {
+            return;
+        }
         self.hooks().record_fail_stop();
         tracing::error!(
             %error,
