@@ -1,11 +1,13 @@
 //! Property-based fuzzing of what reads untrusted bytes, through the real routes and the real
-//! data file: request bodies, identity headers, and stored records. Whatever comes in, the
+//! data file: request bodies, identity headers, `Last-Event-ID`, the SSE client's parser, and
+//! stored records (the last three through `oracles.rs`, which the `cargo fuzz` targets share). Whatever comes in, the
 //! answer is one of the documented ones, never a 500 or a panic. Seeds are printed by
 //! proptest on failure (`PROPTEST_CASES` raises the case count for the long run).
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
+use crate::oracles;
 use crate::support::*;
 
 /// A runner of `cases` cases, or of `PROPTEST_CASES` (at most `cap`) when that is set.
@@ -157,4 +159,84 @@ fn a_corrupted_stored_record_is_an_error_naming_the_run_never_a_panic() {
         .unwrap();
     let cases = cases.into_inner();
     println!("{cases} corrupted records: each read answered an error naming run t1");
+}
+
+#[test]
+fn last_event_id_accepts_exactly_safe_decimal_integers() {
+    let input = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..40),
+        "[0-9]{0,20}".prop_map(String::into_bytes),
+        any::<u64>().prop_map(|n| n.to_string().into_bytes()),
+    ];
+    let mut runner = runner(4096, u32::MAX);
+    let cases = runner.config().cases;
+    runner
+        .run(&input, |bytes| {
+            oracles::last_event_id(&bytes).map_err(TestCaseError::fail)
+        })
+        .unwrap();
+    println!("{cases} Last-Event-ID values: each parsed exactly as the grammar says");
+}
+
+#[test]
+fn every_stored_record_that_does_not_decode_is_an_error_naming_it() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = runtime.block_on(oracles::image_with_one_run());
+    let record = prop_oneof![
+        Just(oracles::Record::Run),
+        Just(oracles::Record::Step),
+        Just(oracles::Record::Event),
+    ];
+    let garbage = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..256),
+        "\\{[ -~]{0,80}\\}".prop_map(String::into_bytes),
+    ];
+    let mut runner = runner(512, u32::MAX);
+    let cases = runner.config().cases;
+    runner
+        .run(&(record, garbage), |(record, garbage)| {
+            oracles::stored_record(&base, record, &garbage).map_err(TestCaseError::fail)
+        })
+        .unwrap();
+    println!("{cases} corrupted run, step and event records: each an error naming it, or decoded");
+}
+
+#[test]
+fn the_sse_client_reads_any_bytes_into_events_or_typed_errors() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let frames = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..512),
+        proptest::collection::vec(
+            prop_oneof![
+                "id: [0-9a-z]{0,20}\n".prop_map(String::from),
+                "event: [a-z_:.]{0,12}\n".prop_map(String::from),
+                "data: [ -~]{0,60}\n".prop_map(String::from),
+                Just("data: {\"i\": 1}\n".to_owned()),
+                Just(": hb\n".to_owned()),
+                Just("\n".to_owned()),
+                Just("retry: 5\n".to_owned()),
+            ],
+            0..24,
+        )
+        .prop_map(|lines| lines.concat().into_bytes()),
+    ];
+    // Each case is a real socket and up to three reconnects (1, 2, 4 ms).
+    let mut runner = runner(128, 20_000);
+    let cases = runner.config().cases;
+    runner
+        .run(&frames, |bytes| {
+            runtime
+                .block_on(oracles::client_reads(bytes))
+                .map_err(TestCaseError::fail)
+        })
+        .unwrap();
+    println!("{cases} SSE bodies: the client yielded events or typed errors and ended each");
 }

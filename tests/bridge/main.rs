@@ -13,6 +13,7 @@ mod frames;
 mod fuzz;
 mod hostile;
 mod identity;
+mod oracles;
 mod reattach;
 mod shutdown;
 mod signal;
