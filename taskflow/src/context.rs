@@ -280,6 +280,7 @@ impl<E: Events> TaskContext<E> {
             }
             let span = tracing::debug_span!("step", task = self.state.task_name(), key = %key);
             let value = body().instrument(span).await.map_err(Into::into)?;
+            self.state.log_step(&key, StepOrigin::Executed);
             // Serialised once: the size check and the stored record use the same bytes.
             let json = serde_json::to_vec(&value)
                 .map_err(|e| TaskError::internal("invalid_step_result", e.to_string()))?;
@@ -312,6 +313,7 @@ impl<E: Events> TaskContext<E> {
                 "step replayed from a different call site; step names must be unique per call site and the handler deterministic"
             );
         }
+        self.state.log_step(key, StepOrigin::Replayed);
         self.state.count_step(StepOrigin::Replayed);
         serde_json::from_value(record.value).map_err(|e| {
             TaskError::internal(

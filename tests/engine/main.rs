@@ -11,6 +11,7 @@ mod dedup;
 mod emits;
 mod faults;
 mod limits;
+mod matrix;
 mod postgres;
 mod power_loss;
 mod recovery;

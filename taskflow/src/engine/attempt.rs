@@ -236,6 +236,17 @@ impl AttemptState {
         limits::check_payload_len(self.inner.config.payload_limit, kind, size)
     }
 
+    /// Tells the test step log (when one is given) that a step's body ran or its result was
+    /// replayed.
+    pub(crate) fn log_step(&self, key: &crate::ids::StepKey, origin: StepOrigin) {
+        #[cfg(feature = "test-util")]
+        if let Some(log) = &self.inner.config.step_log {
+            log.record(self.task_id, key, origin);
+        }
+        #[cfg(not(feature = "test-util"))]
+        let _ = (key, origin);
+    }
+
     /// Counts a step for the metrics.
     pub(crate) fn count_step(&self, origin: StepOrigin) {
         let m = &self.inner.metrics;

@@ -67,6 +67,12 @@ pub(crate) struct Config {
     pub(crate) stalled_stream_after: Duration,
     /// A connection whose request head has not arrived within this is closed (`serve`).
     pub(crate) header_read_timeout: Duration,
+    /// Every step's origin, for tests.
+    #[cfg(feature = "test-util")]
+    pub(crate) step_log: Option<crate::testing::StepLog>,
+    /// A crash armed at an exact commit of a redb store (the crash matrix).
+    #[cfg(feature = "test-util")]
+    pub(crate) crash_at: Option<Arc<crate::testing::CrashAtCommit>>,
 }
 
 impl Default for Config {
@@ -87,6 +93,10 @@ impl Default for Config {
             max_streams_per_user: 100,
             stalled_stream_after: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            #[cfg(feature = "test-util")]
+            step_log: None,
+            #[cfg(feature = "test-util")]
+            crash_at: None,
         }
     }
 }
@@ -205,6 +215,21 @@ impl TaskFlowBuilder {
             dir.as_ref().to_owned(),
             crate::testing::BoxedBackend::new(backend),
         );
+        self
+    }
+
+    /// Test hook (feature `test-util`): records every step's origin (executed or replayed)
+    /// in `log`.
+    #[cfg(feature = "test-util")]
+    pub fn step_log(mut self, log: crate::testing::StepLog) -> Self {
+        self.config.step_log = Some(log);
+        self
+    }
+
+    /// Crashes a redb store at an exact commit (the crash matrix).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn crash_at_commit(mut self, trigger: Arc<crate::testing::CrashAtCommit>) -> Self {
+        self.config.crash_at = Some(trigger);
         self
     }
 

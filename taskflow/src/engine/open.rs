@@ -28,10 +28,16 @@ impl TaskFlow {
         let (hub, changed_elsewhere) = Hub::new();
         let hub = Arc::new(hub);
         let store: DynStore = match choice {
-            StoreChoice::DataDir(dir) => tokio::task::spawn_blocking(move || RedbStore::open(dir))
-                .await
-                .map_err(|e| BuildError::Storage(StoreError::io(e)))?
-                .map(Arc::new)?,
+            StoreChoice::DataDir(dir) => {
+                let store = tokio::task::spawn_blocking(move || RedbStore::open(dir))
+                    .await
+                    .map_err(|e| BuildError::Storage(StoreError::io(e)))??;
+                #[cfg(feature = "test-util")]
+                if let Some(trigger) = &config.crash_at {
+                    store.arm_crash_at(trigger.clone());
+                }
+                Arc::new(store)
+            }
             #[cfg(feature = "postgres")]
             StoreChoice::Postgres(pg) => Arc::new(crate::store::PgStore::connect(pg).await?),
             StoreChoice::Custom(store) => store,

@@ -26,6 +26,9 @@ pub(crate) struct StoreState {
     crashed: AtomicBool,
     /// Set once by `Store::attach`.
     hooks: OnceLock<StoreHooks>,
+    /// A crash armed at an exact commit (the crash matrix).
+    #[cfg(feature = "test-util")]
+    crash_at: OnceLock<std::sync::Arc<crate::testing::CrashAtCommit>>,
 }
 
 impl StoreState {
@@ -47,6 +50,33 @@ impl StoreState {
 
     pub(crate) fn is_crashed(&self) -> bool {
         self.crashed.load(Ordering::Acquire)
+    }
+
+    /// Arms a crash at an exact commit (once per store).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn arm_crash_at(&self, trigger: std::sync::Arc<crate::testing::CrashAtCommit>) {
+        let _ = self.crash_at.set(trigger);
+    }
+
+    /// Before a group is written: crashes instead when the armed crash says so.
+    pub(crate) fn crash_before_write(&self) -> bool {
+        #[cfg(feature = "test-util")]
+        if self.crash_at.get().is_some_and(|t| t.before_write()) {
+            self.crash();
+            return true;
+        }
+        false
+    }
+
+    /// Once a group is durable, before its writers hear of it: crashes instead when the armed
+    /// crash says so.
+    fn crash_after_write(&self) -> bool {
+        #[cfg(feature = "test-util")]
+        if self.crash_at.get().is_some_and(|t| t.after_write()) {
+            self.crash();
+            return true;
+        }
+        false
     }
 
     /// A simulated kill: nothing more is acknowledged.
@@ -103,7 +133,7 @@ impl StoreState {
         outcomes: Vec<Result<Vec<Committed>, StoreError>>,
         started: Instant,
     ) {
-        if self.is_crashed() {
+        if self.crash_after_write() || self.is_crashed() {
             return;
         }
         let hooks = self.hooks();

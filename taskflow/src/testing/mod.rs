@@ -4,14 +4,22 @@
 //! an in-memory one that records a workload and builds the files a power cut could leave.
 
 mod backend;
+mod commit_crash;
+mod crash_matrix;
 mod power_cut;
+mod step_log;
 #[cfg(feature = "postgres")]
 mod temp_schema;
 mod temp_store;
 
 pub(crate) use self::backend::BoxedBackend;
 pub use self::backend::TestBackend;
+pub(crate) use self::commit_crash::CrashAtCommit;
+pub use self::crash_matrix::{
+    CommitPoint, CrashMatrix, CrashSide, MatrixError, MatrixReport, RunReport, run,
+};
 pub use self::power_cut::{CrashPoint, CrashPoints, Cut, PAGE, PowerCutBackend, Recording};
+pub use self::step_log::{StepCall, StepLog};
 
 #[cfg(feature = "postgres")]
 pub use self::temp_schema::{TEST_DATABASE_URL, TEST_HEARTBEAT, TEST_STALE_THRESHOLD, TempSchema};

@@ -103,6 +103,9 @@ impl Committer {
 
     fn commit_group(&mut self, mut group: Vec<Pending>) {
         let state = &self.shared.state;
+        if state.crash_before_write() {
+            return;
+        }
         if state.is_failed() {
             StoreState::refuse(group, || StoreError::FailStopped);
             return;

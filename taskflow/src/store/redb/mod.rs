@@ -79,6 +79,12 @@ impl RedbStore {
         Self::open_with_backend(dir.as_ref(), crate::testing::BoxedBackend::new(backend))
     }
 
+    /// Arms a crash at an exact commit (the crash matrix).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn arm_crash_at(&self, trigger: Arc<crate::testing::CrashAtCommit>) {
+        self.shared.state.arm_crash_at(trigger);
+    }
+
     /// Opens a database on a custom backend (tests: fault injection, fsync counting).
     #[cfg(feature = "test-util")]
     pub(crate) fn open_with_backend(

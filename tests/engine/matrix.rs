@@ -1,0 +1,130 @@
+//! `taskflow::testing` as a user's test would use it: `run` a task once, and the
+//! `CrashMatrix` crashing it at both sides of every commit. A task that branches on something
+//! outside its steps is caught, and the failure names the point and what differed.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use taskflow::prelude::*;
+use taskflow::testing::{CrashMatrix, CrashSide, MatrixError};
+
+#[events]
+#[derive(Debug, Clone)]
+pub enum Checkout {
+    Reserved { items: u32 },
+    Charged { cents: u64 },
+}
+
+/// Reserves, charges and ships: three steps, two progress events.
+#[task(name = "matrix_checkout")]
+pub async fn checkout(ctx: TaskContext<Checkout>, cents: u64) -> Result<String, TaskError> {
+    let items = ctx
+        .step("reserve", || async { Ok::<_, TaskError>(3u32) })
+        .await?;
+    ctx.emit(Checkout::Reserved { items }).await?;
+    let charged = ctx
+        .step("charge", || async move { Ok::<_, TaskError>(cents) })
+        .await?;
+    ctx.emit(Checkout::Charged { cents: charged }).await?;
+    let label = ctx
+        .step("ship", || async move {
+            Ok::<_, TaskError>(format!("{items} items, {charged} cents"))
+        })
+        .await?;
+    Ok(label)
+}
+
+static FLIPS: AtomicU32 = AtomicU32::new(0);
+
+/// Broken on purpose: what it emits depends on a counter outside any step, so a replay after a
+/// crash emits something else than the first run did.
+#[task(name = "matrix_flaky")]
+pub async fn flaky(ctx: TaskContext<Checkout>, _input: ()) -> Result<u32, TaskError> {
+    let n = ctx
+        .step("first", || async { Ok::<_, TaskError>(1u32) })
+        .await?;
+    let items = FLIPS.fetch_add(1, Ordering::SeqCst);
+    ctx.emit(Checkout::Reserved { items }).await?;
+    ctx.step("second", || async { Ok::<_, TaskError>(2u32) })
+        .await?;
+    Ok(n)
+}
+
+static PATHS: AtomicU32 = AtomicU32::new(0);
+
+/// Broken on purpose: which step it takes depends on a counter outside any step; the output is
+/// the same either way.
+#[task(name = "matrix_forked")]
+pub async fn forked(ctx: TaskContext<NoEvents>, _input: ()) -> Result<u32, TaskError> {
+    if PATHS.fetch_add(1, Ordering::SeqCst) == 0 {
+        ctx.step("left", || async { Ok::<_, TaskError>(7u32) })
+            .await
+    } else {
+        ctx.step("right", || async { Ok::<_, TaskError>(7u32) })
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_matrix_names_the_step_a_branching_task_no_longer_reaches() {
+    let error = CrashMatrix::new(forked, ()).run().await.unwrap_err();
+    println!("{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("step `left#0` was never reached after the crash"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reports_the_output_the_events_and_each_steps_origin() {
+    let report = taskflow::testing::run(checkout, 1250).await.unwrap();
+    assert_eq!(report.output, "3 items, 1250 cents");
+    let names: Vec<&str> = report.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["reserved", "charged", "completed"]);
+    let steps: Vec<String> = report.steps.iter().map(|s| s.key.to_string()).collect();
+    assert_eq!(steps, ["reserve#0", "charge#0", "ship#0"]);
+    assert!(
+        report
+            .steps
+            .iter()
+            .all(|s| s.origin == StepOrigin::Executed)
+    );
+    assert!(report.commits >= 4, "{} commits", report.commits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_matrix_crashes_a_sound_task_at_every_commit_and_recovers_it() {
+    let report = CrashMatrix::new(checkout, 1250).run().await.unwrap();
+    println!("{report}");
+    assert!(report.commits >= 4, "{report}");
+    assert_eq!(report.points.len() as u64, 2 * report.commits);
+    assert!(
+        report.points.len() - report.not_reached >= 6,
+        "most points were reached: {report}"
+    );
+    // A crash before a step's commit runs its body again: the report says which.
+    assert!(
+        report.re_executed.keys().any(|k| k == "charge#0"),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_matrix_catches_a_task_that_branches_outside_its_steps() {
+    let error = CrashMatrix::new(flaky, ()).run().await.unwrap_err();
+    println!("{error}");
+    match &error {
+        MatrixError::Broken { point, problem } => {
+            assert!(point.commit >= 1);
+            assert!(matches!(point.side, CrashSide::Before | CrashSide::After));
+            assert!(problem.contains("`reserved`"), "{problem}");
+            assert!(
+                problem.contains("emits differently when it runs again"),
+                "{problem}"
+            );
+        }
+        other => panic!("expected a broken point, got {other}"),
+    }
+    assert!(error.to_string().starts_with("after a crash "), "{error}");
+}
