@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use taskflow::prelude::*;
 use taskflow::testing::{CrashMatrix, CrashSide, MatrixError};
 
+#[path = "../../examples/demo/tasks.rs"]
+#[allow(dead_code)]
+mod demo_tasks;
+
 #[events]
 #[derive(Debug, Clone)]
 pub enum Checkout {
@@ -127,4 +131,34 @@ async fn the_matrix_catches_a_task_that_branches_outside_its_steps() {
         other => panic!("expected a broken point, got {other}"),
     }
     assert!(error.to_string().starts_with("after a crash "), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_two_tasks_pass_the_matrix() {
+    let count = demo_tasks::CountInput {
+        run_key: "matrix".into(),
+        n: 3,
+        sleep_ms: 10,
+    };
+    let report = CrashMatrix::new(demo_tasks::count_to_n, count)
+        .run()
+        .await
+        .unwrap();
+    println!("count-to-n: {report}");
+    let pipeline = demo_tasks::PipelineInput {
+        run_key: "matrix".into(),
+        stage_ms: 10,
+    };
+    // `from_cache` says whether a stage was replayed from the log, which a crash changes on
+    // purpose: it is left out of the comparison.
+    let report = CrashMatrix::new(demo_tasks::pipeline_with_steps, pipeline)
+        .normalize_events(|e| {
+            if let Some(data) = e.data.as_object_mut() {
+                data.remove("from_cache");
+            }
+        })
+        .run()
+        .await
+        .unwrap();
+    println!("pipeline-with-steps: {report}");
 }

@@ -137,6 +137,7 @@ impl fmt::Display for MatrixReport {
 }
 
 type Configure = Arc<dyn Fn(TaskFlowBuilder) -> TaskFlowBuilder + Send + Sync>;
+type Normalize = Arc<dyn Fn(&mut StoredEvent) + Send + Sync>;
 
 /// Runs `task` once on a flow over a temporary data dir and reports what it did.
 ///
@@ -161,6 +162,7 @@ pub struct CrashMatrix<T: Task> {
     task: T,
     input: serde_json::Value,
     configure: Configure,
+    normalize: Normalize,
     input_error: Option<String>,
 }
 
@@ -196,6 +198,7 @@ impl<T: Task> CrashMatrix<T> {
             task,
             input,
             configure: Arc::new(|b| b),
+            normalize: Arc::new(|_| {}),
             input_error,
         }
     }
@@ -208,6 +211,18 @@ impl<T: Task> CrashMatrix<T> {
         f: impl Fn(TaskFlowBuilder) -> TaskFlowBuilder + Send + Sync + 'static,
     ) -> Self {
         self.configure = Arc::new(f);
+        self
+    }
+
+    /// Applies `f` to every event before the crashed and the uncrashed events are compared:
+    /// for a field that says whether a step was replayed (`StepOrigin`), which a crash changes
+    /// by design. Remove or overwrite it there.
+    #[must_use]
+    pub fn normalize_events(
+        mut self,
+        f: impl Fn(&mut StoredEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.normalize = Arc::new(f);
         self
     }
 
@@ -281,7 +296,7 @@ impl<T: Task> CrashMatrix<T> {
             )));
         }
         let seen: Vec<&StoredEvent> = first.events.iter().chain(&second.events).collect();
-        check_events(&seen, &reference.events).map_err(broken)?;
+        check_events(&seen, &reference.events, &*self.normalize).map_err(broken)?;
         for call in &second.steps {
             if call.origin == StepOrigin::Executed && durable.contains(&call.key) {
                 return Err(broken(format!(
@@ -290,7 +305,15 @@ impl<T: Task> CrashMatrix<T> {
                 )));
             }
         }
-        let ran: BTreeSet<&StepKey> = second.steps.iter().map(|c| &c.key).collect();
+        // Every step ran (or was replayed) in one of the lives, or was durable already (a run
+        // that finished before the crash replays nothing after it).
+        let ran: BTreeSet<&StepKey> = first
+            .steps
+            .iter()
+            .chain(&second.steps)
+            .map(|c| &c.key)
+            .chain(&durable)
+            .collect();
         if let Some(missing) = reference.steps.iter().find(|c| !ran.contains(&c.key)) {
             return Err(broken(format!(
                 "step `{}` was never reached after the crash: the handler took another path (its control flow must depend only on the input and step results)",
@@ -413,7 +436,11 @@ async fn durable_steps(
 
 /// What subscribers of both lives saw, against the uncrashed run's events: gapless ids, each
 /// once, and the same progress events in the same order.
-fn check_events(seen: &[&StoredEvent], reference: &[StoredEvent]) -> Result<(), String> {
+fn check_events(
+    seen: &[&StoredEvent],
+    reference: &[StoredEvent],
+    normalize: &(dyn Fn(&mut StoredEvent) + Send + Sync),
+) -> Result<(), String> {
     for pair in seen.windows(2) {
         if pair[1].seq.get() != pair[0].seq.get() + 1 {
             return Err(format!(
@@ -426,7 +453,11 @@ fn check_events(seen: &[&StoredEvent], reference: &[StoredEvent]) -> Result<(), 
         events
             .into_iter()
             .filter(|e| !e.is_lifecycle())
-            .map(|e| (e.name.clone(), e.data.clone()))
+            .map(|e| {
+                let mut e = e.clone();
+                normalize(&mut e);
+                (e.name, e.data)
+            })
             .collect()
     };
     let got = progress(seen.to_vec());
