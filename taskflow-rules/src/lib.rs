@@ -131,7 +131,7 @@ pub fn check_event_name(name: &str) -> Result<(), EventNameProblem> {
 }
 
 /// The keys `#[task(...)]` accepts.
-pub const TASK_KEYS: [&str; 9] = [
+pub const TASK_KEYS: [&str; 10] = [
     "name",
     "events",
     "max_attempts",
@@ -140,6 +140,7 @@ pub const TASK_KEYS: [&str; 9] = [
     "execute_mode",
     "on_behalf_of",
     "on_disconnect",
+    "version",
     "crate",
 ];
 

@@ -191,8 +191,9 @@ pub use crate::settings::{ExecuteTaskSettings, not_a_setting};
 pub use crate::clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use crate::context::{StepOrigin, TaskContext};
 pub use crate::engine::{
-    AnyTask, Environment, EventSubscription, MAX_REASON_CHARS, StartOptions, TaskEvent, TaskFlow,
-    TaskFlowBuilder, TaskHandle, TypedEventError, TypedSubscription, UserScope,
+    AnyTask, Environment, EventSubscription, INCOMPATIBLE_VERSION, InFlightProblem,
+    IncompatibleRuns, MAX_REASON_CHARS, StartOptions, TaskEvent, TaskFlow, TaskFlowBuilder,
+    TaskHandle, TypedEventError, TypedSubscription, UserScope,
 };
 pub use crate::error::{
     BuildError, ControlError, Error, ErrorRecord, IntoTaskError, PayloadKind, PayloadTooLarge,

@@ -21,6 +21,15 @@ pub const fn attempts(n: u32) -> core::num::NonZeroU32 {
     }
 }
 
+/// `version = n` of `#[task]` (the macro has checked `n ≥ 1`).
+#[must_use]
+pub const fn version(n: u32) -> core::num::NonZeroU32 {
+    match core::num::NonZeroU32::new(n) {
+        Some(n) => n,
+        None => panic!("version must be at least 1"),
+    }
+}
+
 /// A payload that does not decode.
 #[must_use]
 pub fn payload_error(name: &str, source: serde_json::Error) -> EventDecodeError {

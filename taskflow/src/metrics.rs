@@ -81,6 +81,8 @@ metrics! {
     tasks_recovered: Counter "tasks_recovered_total",
     /// In-flight runs left alone because their task is no longer registered.
     tasks_unregistered: Counter "tasks_unregistered_total",
+    /// In-flight runs set aside because another version of their task created them.
+    runs_incompatible: Counter "runs_incompatible_total",
     /// Step bodies that ran.
     steps_executed: Counter "steps_executed_total",
     /// Steps answered from the log.

@@ -131,6 +131,9 @@ pub struct TaskOptions {
     pub on_behalf_of: bool,
     /// What happens to a bridge-started run when its last SSE client leaves.
     pub on_disconnect: OnDisconnect,
+    /// The version of the handler's code (default 1), recorded with each run: a process
+    /// resumes only runs of the versions it has (see `TaskFlowBuilder::incompatible_runs`).
+    pub version: NonZeroU32,
 }
 
 impl Default for TaskOptions {
@@ -143,6 +146,7 @@ impl Default for TaskOptions {
             execute_mode: ExecuteMode::AtLeastOnce,
             on_behalf_of: false,
             on_disconnect: OnDisconnect::Suspend,
+            version: NonZeroU32::MIN,
         }
     }
 }
@@ -187,6 +191,13 @@ impl TaskOptions {
     #[must_use]
     pub fn on_disconnect(mut self, rule: OnDisconnect) -> Self {
         self.on_disconnect = rule;
+        self
+    }
+
+    /// Sets `version`.
+    #[must_use]
+    pub fn version(mut self, version: NonZeroU32) -> Self {
+        self.version = version;
         self
     }
 }

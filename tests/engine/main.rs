@@ -22,3 +22,4 @@ mod state;
 mod storage;
 mod subscribe;
 mod support;
+mod versions;

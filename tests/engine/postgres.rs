@@ -62,7 +62,7 @@ async fn processes_starting_at_once_migrate_one_at_a_time() {
         schema.name()
     ))
     .await;
-    assert_eq!(version, "1");
+    assert_eq!(version, "2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,10 +88,47 @@ async fn a_newer_schema_is_refused() {
     match e {
         BuildError::SchemaTooNew {
             found: 99,
-            supported: 1,
+            supported: 2,
         } => {}
         other => panic!("expected SchemaTooNew, got {other}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_is_migrated_and_its_runs_are_version_1() {
+    let schema = TempSchema::new();
+    let flow = fast(schema.builder()).build().await.unwrap();
+    let mut before = Script::new("pg-migrate-v1");
+    before.steps = 1;
+    let old = flow.start(scripted, before).await.unwrap();
+    flow.wait(&old).await.unwrap();
+    flow.shutdown().await.unwrap();
+    // What a database of schema version 1 looks like: no version column.
+    run_sql(&format!(
+        "ALTER TABLE \"{0}\".runs DROP COLUMN version; \
+         UPDATE \"{0}\".meta SET value = 1 WHERE key = 'schema_version'",
+        schema.name()
+    ))
+    .await;
+    let flow = fast(schema.builder()).build().await.unwrap();
+    let mut after = Script::new("pg-migrate-v2");
+    after.steps = 1;
+    let new = flow.start(scripted, after).await.unwrap();
+    flow.wait(&new).await.unwrap();
+    assert!(flow.status(&old.idempotency_key).await.is_ok());
+    flow.shutdown().await.unwrap();
+    let versions = query_one(&format!(
+        "SELECT string_agg(version::text, ',' ORDER BY id) FROM \"{}\".runs",
+        schema.name()
+    ))
+    .await;
+    assert_eq!(versions, "1,1");
+    let version = query_one(&format!(
+        "SELECT value FROM \"{}\".meta WHERE key = 'schema_version'",
+        schema.name()
+    ))
+    .await;
+    assert_eq!(version, "2");
 }
 
 #[events]

@@ -35,6 +35,9 @@ pub(super) fn generate(func: &ItemFn, o: &Options, sig: &Signature) -> TokenStre
     if let Some(n) = o.max_attempts {
         options = quote!(#options.max_attempts(const { #private::attempts(#n) }));
     }
+    if let Some(n) = o.version {
+        options = quote!(#options.version(const { #private::version(#n) }));
+    }
     if let Some(on) = o.auto_recover {
         options = quote!(#options.auto_recover(#on));
     }

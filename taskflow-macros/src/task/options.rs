@@ -17,6 +17,8 @@ pub(super) struct Options {
     pub(super) on_behalf_of: Option<bool>,
     /// `true` = suspend when the last SSE client leaves (the default), `false` = continue.
     pub(super) suspend_on_disconnect: Option<bool>,
+    /// The code version recorded with each run (default 1).
+    pub(super) version: Option<u32>,
     pub(super) krate: syn::Path,
 }
 
@@ -30,6 +32,7 @@ pub(super) fn parse_options(attr: TokenStream, errors: &mut Errors) -> Options {
         at_most_once: None,
         on_behalf_of: None,
         suspend_on_disconnect: None,
+        version: None,
         krate: syn::parse_quote!(::taskflow),
     };
     let args = match attr::parse_args(attr) {
@@ -84,6 +87,19 @@ pub(super) fn parse_options(attr: TokenStream, errors: &mut Errors) -> Options {
                 _ => errors.at(
                     value_span(arg),
                     "`max_attempts` takes a whole number ≥ 1: `max_attempts = 3`",
+                ),
+            },
+            "version" => match &arg.value {
+                Some(Value::Lit(Lit::Int(i))) => match i.base10_parse::<u32>() {
+                    Ok(0) | Err(_) => errors.at(
+                        i.span(),
+                        "`version` is a whole number from 1 (the default) to 4294967295; raise it when a change of the handler must not resume runs the old code started",
+                    ),
+                    Ok(n) => o.version = Some(n),
+                },
+                _ => errors.at(
+                    value_span(arg),
+                    "`version` takes a whole number ≥ 1: `version = 2`",
                 ),
             },
             "auto_recover" => o.auto_recover = flag(arg, errors),

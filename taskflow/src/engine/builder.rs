@@ -67,6 +67,8 @@ pub(crate) struct Config {
     pub(crate) stalled_stream_after: Duration,
     /// A connection whose request head has not arrived within this is closed (`serve`).
     pub(crate) header_read_timeout: Duration,
+    /// What happens to an in-flight run of another version of its task.
+    pub(crate) incompatible_runs: super::IncompatibleRuns,
     /// Every step's origin, for tests.
     #[cfg(feature = "test-util")]
     pub(crate) step_log: Option<crate::testing::StepLog>,
@@ -93,6 +95,7 @@ impl Default for Config {
             max_streams_per_user: 100,
             stalled_stream_after: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            incompatible_runs: super::IncompatibleRuns::Suspend,
             #[cfg(feature = "test-util")]
             step_log: None,
             #[cfg(feature = "test-util")]
@@ -215,6 +218,15 @@ impl TaskFlowBuilder {
             dir.as_ref().to_owned(),
             crate::testing::BoxedBackend::new(backend),
         );
+        self
+    }
+
+    /// What happens to a run in flight that another version of its task created
+    /// (`#[task(version = N)]`): [`IncompatibleRuns::Suspend`](crate::IncompatibleRuns::Suspend)
+    /// (the default: deploy that version and resume it there) or `Fail` (code
+    /// `incompatible_version`). Either way it is never replayed into this code.
+    pub fn incompatible_runs(mut self, policy: crate::IncompatibleRuns) -> Self {
+        self.config.incompatible_runs = policy;
         self
     }
 

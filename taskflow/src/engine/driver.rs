@@ -52,6 +52,13 @@ async fn drive(
         let Some(registered) = inner.registry.get(&record.name) else {
             break;
         };
+        // A run another version of the task created (a resume, a retry) never runs here.
+        if let Some(problem) = inner.incompatibility(&record) {
+            if let Err(e) = inner.set_aside(&record, problem).await {
+                tracing::warn!(error = %e, "could not set aside a run of another task version");
+            }
+            break;
+        }
         let is_recovery = first && record.status == TaskState::Running;
         first = false;
         if let Some(at) = record.next_attempt_at {

@@ -66,6 +66,17 @@ impl TaskFlow {
             recovered_watched: Mutex::new(Vec::new()),
         });
         spawn_remote_stops(&inner, changed_elsewhere);
+        let flow = Self { inner };
+        for found in flow.check_in_flight().await? {
+            tracing::warn!(
+                task_id = %found.task_id,
+                task = %found.task,
+                status = ?found.status,
+                "in flight and not resumable by this code: {}",
+                found.problem
+            );
+        }
+        let inner = flow.inner;
         recovery::recover(&inner).await?;
         recovery::spawn_claimer(&inner);
         retention::spawn_collector(&inner);

@@ -16,7 +16,8 @@ pub const RECOVERY_MAX_AGE_EXCEEDED: &str = "recovery_max_age_exceeded";
 
 /// Start-up recovery: every interrupted run this process may take over.
 pub(super) async fn recover(inner: &Arc<Inner>) -> Result<(), StoreError> {
-    let tasks = inner.registry.names();
+    let claimable = inner.registry.claimable();
+    let tasks: Vec<&str> = claimable.iter().map(String::as_str).collect();
     let in_flight = inner.store.claim_interrupted(usize::MAX, &tasks).await?;
     take_over(inner, in_flight).await
 }
@@ -46,7 +47,8 @@ pub(super) fn spawn_claimer(inner: &Arc<Inner>) {
                 continue;
             }
             // Work another process queued but cannot start yet: a free slot here takes it.
-            let tasks = inner.registry.names();
+            let claimable = inner.registry.claimable();
+            let tasks: Vec<&str> = claimable.iter().map(String::as_str).collect();
             match inner.store.claim_queued(idle, &tasks, every).await {
                 Ok(runs) => {
                     for run in runs {
@@ -63,7 +65,8 @@ pub(super) fn spawn_claimer(inner: &Arc<Inner>) {
             if idle == 0 {
                 continue;
             }
-            let tasks = inner.registry.names();
+            let claimable = inner.registry.claimable();
+            let tasks: Vec<&str> = claimable.iter().map(String::as_str).collect();
             match inner.store.claim_interrupted(idle, &tasks).await {
                 Ok(runs) if runs.is_empty() => {}
                 Ok(runs) => {
@@ -94,6 +97,10 @@ async fn take_over(inner: &Arc<Inner>, in_flight: Vec<TaskRecord>) -> Result<(),
             Metrics::inc(&inner.metrics.tasks_unregistered);
             continue;
         };
+        if let Some(problem) = inner.incompatibility(&record) {
+            inner.set_aside(&record, problem).await?;
+            continue;
+        }
         let options = &registered.options;
         let age = now.since(record.last_alive());
         if options.recovery_max_age.is_zero() || age > options.recovery_max_age {

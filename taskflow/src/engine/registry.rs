@@ -97,8 +97,12 @@ impl Registry {
         self.tasks.get(name)
     }
 
-    /// Every registered task name.
-    pub(crate) fn names(&self) -> Vec<&'static str> {
-        self.tasks.keys().copied().collect()
+    /// What this process can run, as the claims of a shared store take it: `name@version`
+    /// of every registered task.
+    pub(crate) fn claimable(&self) -> Vec<String> {
+        self.tasks
+            .values()
+            .map(|t| format!("{}@{}", t.name, t.options.version))
+            .collect()
     }
 }

@@ -99,6 +99,7 @@ impl Inner {
                 registered.options.on_behalf_of,
                 now,
             );
+            record.version = registered.options.version.get();
             record.disconnect_grace_ms = options
                 .disconnect_grace
                 .map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX));

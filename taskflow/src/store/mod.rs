@@ -247,8 +247,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// they are now (their epoch moved on, fencing off a former owner). The default, for a
     /// store only this process writes, is every `created` or `running` run: the previous
     /// process is gone (the engine reports those of tasks it does not know). A shared store
-    /// returns only runs of the `tasks` this process registered whose lease expired, never
-    /// another live process's work, nor a run this process could not execute.
+    /// returns only runs of the `tasks` this process registered (each `name@version`: a run
+    /// of another version of its task is left to a process that has it) whose lease expired,
+    /// never another live process's work, nor a run this process could not execute.
     fn claim_interrupted<'a>(
         &'a self,
         limit: usize,
@@ -268,7 +269,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         })
     }
 
-    /// Takes up to `limit` runs of the `tasks` this process registered that wait in another
+    /// Takes up to `limit` runs of the `tasks` this process registered (`name@version`) that
+    /// wait in another
     /// live process's queue (`created`, needing no live user context) for longer than
     /// `waited`, so a process with idle slots shares the work of a busy one. The runs are
     /// returned as they are now (their epoch moved on: the busy process drops them). The

@@ -58,6 +58,14 @@ pub struct TaskRecord {
     /// a run recovered after a restart is watched the same way.
     #[serde(default)]
     pub disconnect_grace_ms: Option<u64>,
+    /// The task's code version that created the run (`#[task(version = N)]`; records from
+    /// before versions existed are version 1).
+    #[serde(default = "first_version")]
+    pub version: u32,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 impl TaskRecord {
@@ -96,6 +104,7 @@ impl TaskRecord {
             first_seq: Seq(1),
             epoch: Epoch(0),
             disconnect_grace_ms: None,
+            version: 1,
         }
     }
 

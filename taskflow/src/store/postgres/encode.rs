@@ -14,7 +14,7 @@ use crate::store::{Committed, TaskPatch, TaskRecord, Write, WriteBatch};
 pub(super) const RUN_COLUMNS: &str = "id, name, ik, owner, status, input::text, output::text, \
      error::text, attempt, failed_attempts, max_attempts, execute_mode, on_behalf_of, \
      created_at, updated_at, heartbeat_at, next_attempt_at, suspended_reason::text, first_seq, \
-     epoch, disconnect_grace_ms";
+     epoch, disconnect_grace_ms, version";
 
 /// The two arguments of `apply_group`: the batches (`g`, taskflow's own values) and the JSON
 /// texts of user data they point at by 1-based index (`d`).
@@ -112,6 +112,7 @@ impl GroupArgs {
             "next_attempt_at": r.next_attempt_at,
             "suspended_reason": self.optional(r.suspended_reason.as_ref())?,
             "disconnect_grace_ms": r.disconnect_grace_ms,
+            "version": r.version,
         }))
     }
 
@@ -280,6 +281,7 @@ pub(super) fn record_at(row: &Row, at: usize) -> Result<TaskRecord, StoreError> 
         "first_seq": get(18)?,
         "epoch": get(19)?,
         "disconnect_grace_ms": get(20)?,
+        "version": get(21)?,
     });
     serde_json::from_value(value).map_err(|e| corrupt(&e))
 }

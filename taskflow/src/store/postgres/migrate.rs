@@ -6,10 +6,14 @@ use super::config::PgConfig;
 use crate::error::BuildError;
 
 /// Bump with every new entry of [`MIGRATIONS`]; a database with a newer version is refused.
-pub(super) const SCHEMA_VERSION: u64 = 1;
+pub(super) const SCHEMA_VERSION: u64 = 2;
 
-/// The SQL of each version, applied in order from the database's version + 1.
-const MIGRATIONS: [&str; 1] = [include_str!("schema.sql")];
+/// The SQL of each version, applied in order from the database's version + 1: 1 the tables,
+/// 2 the runs' task versions.
+const MIGRATIONS: [&str; 2] = [include_str!("schema.sql"), include_str!("versions.sql")];
+
+/// `apply_group`, replaced after any migration so it matches the newest tables.
+const FUNCTIONS: &str = include_str!("apply_group.sql");
 
 /// First key of the advisory lock that serialises migrations ("task" in ASCII); the second
 /// is the schema name's hash, so two schemas migrate independently.
@@ -56,15 +60,21 @@ pub(super) async fn migrate(
             supported: SCHEMA_VERSION,
         });
     }
-    for (index, sql) in MIGRATIONS
+    let channel = format!("'{}'", config.channel());
+    let sql = |text: &str| text.replace("{s}", schema).replace("{c}", &channel);
+    for (index, text) in MIGRATIONS
         .iter()
         .enumerate()
         .skip(usize::try_from(found).unwrap_or(0))
     {
-        let channel = format!("'{}'", config.channel());
-        txn.batch_execute(&sql.replace("{s}", schema).replace("{c}", &channel))
+        txn.batch_execute(&sql(text))
             .await
             .map_err(|e| failed(&format!("cannot apply schema version {}", index + 1), e))?;
+    }
+    if found < SCHEMA_VERSION {
+        txn.batch_execute(&sql(FUNCTIONS))
+            .await
+            .map_err(|e| failed("cannot create the commit function", e))?;
     }
     let version = i64::try_from(SCHEMA_VERSION).unwrap_or(i64::MAX);
     txn.execute(

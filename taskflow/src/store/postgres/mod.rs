@@ -155,7 +155,7 @@ impl PgStore {
                  WHERE id IN (SELECT id FROM {schema}.runs \
                    WHERE status IN ('created', 'running') \
                    AND (lease_expires_at IS NULL OR lease_expires_at < now()) \
-                   AND name = ANY($4::text[]) \
+                   AND name || '@' || version = ANY($4::text[]) \
                    ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
                  RETURNING {RUN_COLUMNS}"
             ))
@@ -168,7 +168,7 @@ impl PgStore {
                    WHERE status = 'created' AND NOT on_behalf_of \
                    AND lease_owner <> $1 AND lease_expires_at >= now() \
                    AND queued_since < now() - $4::bigint * interval '1 millisecond' \
-                   AND name = ANY($5::text[]) \
+                   AND name || '@' || version = ANY($5::text[]) \
                    ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
                  RETURNING {RUN_COLUMNS}"
             ))

@@ -22,6 +22,7 @@ pub struct Input {
     execute_mode = at_most_once,
     on_behalf_of = true,
     on_disconnect = "continue",
+    version = 3,
     crate = "::taskflow"
 )]
 pub async fn count(ctx: TaskContext<Progress>, input: Input) -> Result<u32, TaskError> {
@@ -38,6 +39,7 @@ fn main() {
     assert_eq!(count::NAME, "count-to-n");
     let o = count.options();
     assert_eq!(o.max_attempts.get(), 5);
+    assert_eq!(o.version.get(), 3);
     assert!(!o.auto_recover && o.on_behalf_of);
     assert_eq!(o.recovery_max_age, std::time::Duration::from_secs(7200));
     assert_eq!(o.on_disconnect, taskflow::OnDisconnect::Continue);

@@ -1,0 +1,214 @@
+//! Deploying changed task code: a run interrupted under version 1 of a task is never replayed
+//! into version 2. On redb the new process sets it aside by the builder's policy (suspended by
+//! default, or failed with `incompatible_version`), says so in `check_in_flight` and a metric,
+//! and the old code finishes it after a resume. On PostgreSQL a process claims only runs of
+//! the versions it has, so an old process finishes the old runs during a rolling deploy.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use taskflow::prelude::*;
+use taskflow::testing::{SimulateCrash, TempDataDir};
+use taskflow::{INCOMPATIBLE_VERSION, IncompatibleRuns, TaskState};
+
+static V1_STEPS: AtomicU32 = AtomicU32::new(0);
+static V2_BODIES: AtomicU32 = AtomicU32::new(0);
+/// Tags of runs whose handler waits after its first step (so a crash interrupts it).
+static HELD: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+fn hold(tag: &str, on: bool) {
+    let mut held = HELD.lock().unwrap();
+    let held = held.get_or_insert_with(HashSet::new);
+    if on {
+        held.insert(tag.to_owned());
+    } else {
+        held.remove(tag);
+    }
+}
+
+fn is_held(tag: &str) -> bool {
+    HELD.lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|h| h.contains(tag))
+}
+
+/// Version 1: a step, then waits while its tag is held, so a crash interrupts it.
+#[task(name = "deploy", version = 1)]
+pub async fn deploy_v1(ctx: TaskContext<NoEvents>, tag: String) -> Result<u32, TaskError> {
+    let n = ctx
+        .step("prepare", || async {
+            V1_STEPS.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, TaskError>(1u32)
+        })
+        .await?;
+    while is_held(&tag) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(n)
+}
+
+/// Version 2 of the same task: another body, which must never see version 1's runs.
+#[task(name = "deploy", version = 2)]
+pub async fn deploy_v2(ctx: TaskContext<NoEvents>, _tag: String) -> Result<u32, TaskError> {
+    V2_BODIES.fetch_add(1, Ordering::SeqCst);
+    ctx.step("prepare_v2", || async { Ok::<_, TaskError>(2u32) })
+        .await
+}
+
+/// A run of version 1, interrupted by a crash after its first step.
+async fn interrupted_v1(dir: &TempDataDir, tag: &str) -> taskflow::IdempotencyKey {
+    hold(tag, true);
+    let flow = dir.builder().register(deploy_v1).build().await.unwrap();
+    let run = flow.start(deploy_v1, tag.to_owned()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while flow.metrics().steps_executed == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first step never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    flow.crash();
+    run.idempotency_key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_version_1_is_suspended_by_version_2_and_finished_by_version_1() {
+    let dir = TempDataDir::new();
+    let ik = interrupted_v1(&dir, "suspend-policy").await;
+    let bodies = V2_BODIES.load(Ordering::SeqCst);
+    let flow = dir.builder().register(deploy_v2).build().await.unwrap();
+    let status = flow.status(&ik).await.unwrap();
+    assert_eq!(status.status, TaskState::Suspended);
+    assert_eq!(
+        status.suspended_reason.as_deref(),
+        Some(INCOMPATIBLE_VERSION)
+    );
+    assert_eq!(
+        V2_BODIES.load(Ordering::SeqCst),
+        bodies,
+        "version 2 never ran it"
+    );
+    assert_eq!(flow.metrics().runs_incompatible, 1);
+    let found = flow.check_in_flight().await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].idempotency_key, ik);
+    assert!(
+        found[0].problem.contains("created by version 1")
+            && found[0].problem.contains("this process has version 2")
+            && found[0].problem.contains("deploy version 1 of `deploy`"),
+        "{}",
+        found[0].problem
+    );
+    // A resume under version 2 sets it aside again, still without running it.
+    flow.resume(&ik).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while flow.metrics().runs_incompatible < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the resume was not set aside"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies);
+    flow.shutdown().await.unwrap();
+
+    // The old code comes back and finishes it, replaying its committed step.
+    let steps = V1_STEPS.load(Ordering::SeqCst);
+    hold("suspend-policy", false);
+    let flow = dir.builder().register(deploy_v1).build().await.unwrap();
+    assert!(flow.check_in_flight().await.unwrap().is_empty());
+    flow.resume(&ik).await.unwrap();
+    assert_eq!(flow.wait_json(&ik).await.unwrap(), serde_json::json!(1));
+    assert_eq!(
+        V1_STEPS.load(Ordering::SeqCst),
+        steps,
+        "its step was replayed"
+    );
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fail_policy_fails_a_run_of_another_version_with_incompatible_version() {
+    let dir = TempDataDir::new();
+    let ik = interrupted_v1(&dir, "fail-policy").await;
+    let flow = dir
+        .builder()
+        .register(deploy_v2)
+        .incompatible_runs(IncompatibleRuns::Fail)
+        .build()
+        .await
+        .unwrap();
+    let status = flow.status(&ik).await.unwrap();
+    assert_eq!(status.status, TaskState::Failed);
+    let error = status.error.unwrap();
+    assert_eq!(error.code, INCOMPATIBLE_VERSION);
+    assert!(error.message.contains("version 1"), "{}", error.message);
+    assert!(
+        flow.check_in_flight().await.unwrap().is_empty(),
+        "failed is not in flight"
+    );
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_process_claims_only_runs_of_the_versions_it_has() {
+    let schema = taskflow::testing::TempSchema::new();
+    let fast =
+        |b: taskflow::TaskFlowBuilder| b.heartbeat_interval(taskflow::testing::TEST_HEARTBEAT);
+    let old = fast(schema.builder())
+        .register(deploy_v1)
+        .build()
+        .await
+        .unwrap();
+    hold("postgres", true);
+    let run = old.start(deploy_v1, "postgres".to_owned()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while old.metrics().steps_executed == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first step never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    old.crash();
+    let bodies = V2_BODIES.load(Ordering::SeqCst);
+    let new = fast(schema.builder())
+        .register(deploy_v2)
+        .build()
+        .await
+        .unwrap();
+    // Well past the stale threshold: the new process could claim it, and does not.
+    tokio::time::sleep(taskflow::testing::TEST_STALE_THRESHOLD * 3).await;
+    assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies);
+    assert_eq!(
+        new.status(&run.idempotency_key).await.unwrap().status,
+        TaskState::Running
+    );
+    let found = new.check_in_flight().await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    // A process of the old version takes it and finishes it, replaying its step.
+    hold("postgres", false);
+    let steps = V1_STEPS.load(Ordering::SeqCst);
+    let again = fast(schema.builder())
+        .register(deploy_v1)
+        .build()
+        .await
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(20), again.wait(&run))
+        .await
+        .expect("the old version finished it")
+        .unwrap();
+    assert_eq!(output, 1);
+    assert_eq!(
+        V1_STEPS.load(Ordering::SeqCst),
+        steps,
+        "replayed, not re-run"
+    );
+    assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies);
+    again.shutdown().await.unwrap();
+    new.shutdown().await.unwrap();
+}
