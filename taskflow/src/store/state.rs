@@ -86,8 +86,11 @@ impl StoreState {
 
     /// A commit failed: the store admits no more writes (after a failed fsync the page cache
     /// may hold what the disk lost), the metric says so, and one log line says what to do.
+    /// Only the first failure is reported, and the metric and the line come before the flag:
+    /// whoever sees the store failed finds both (only the committer calls this, and it checks
+    /// the flag before its next group, so nothing is admitted meanwhile).
     pub(crate) fn fail_stop(&self, error: &dyn std::fmt::Display) {
-        if self.failed.swap(true, Ordering::AcqRel) {
+        if self.is_failed() {
             return;
         }
         self.hooks().record_fail_stop();
@@ -95,6 +98,7 @@ impl StoreState {
             %error,
             "taskflow storage commit failed; the store is now fail-stopped (no writes are admitted) and the process must be restarted; every acknowledged write is durable"
         );
+        self.failed.store(true, Ordering::Release);
     }
 
     /// Queues `batch` with `send` (the committer's queue), unless the store is fail-stopped.
