@@ -188,25 +188,9 @@ fn an_io_error_at_any_storage_operation_loses_nothing_acknowledged() {
             .block_on(eio_matrix());
         return;
     }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "faults::an_io_error_at_any_storage_operation_loses_nothing_acknowledged",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the EIO matrix failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        stdout.contains("1 passed"),
-        "the child ran no test:\n{stdout}"
+    let stdout = run_alone_in_child(
+        "faults::an_io_error_at_any_storage_operation_loses_nothing_acknowledged",
+        CHILD,
     );
     for line in stdout
         .lines()

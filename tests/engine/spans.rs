@@ -54,26 +54,9 @@ fn spans_and_non_determinism_warnings_reach_tracing() {
             .block_on(check_spans());
         return;
     }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "spans::spans_and_non_determinism_warnings_reach_tracing",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the span check failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // The child really ran the check (a filter that matched nothing would pass too).
-    assert!(
-        stdout.contains("1 passed"),
-        "the child ran no test:\n{stdout}"
+    run_alone_in_child(
+        "spans::spans_and_non_determinism_warnings_reach_tracing",
+        CHILD,
     );
 }
 

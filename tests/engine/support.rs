@@ -308,3 +308,26 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
         self.clone()
     }
 }
+
+/// Runs the test `name` of this binary alone in a child process with `marker` set in its
+/// environment (a test that needs a global subscriber of its own, which other tests running
+/// at once would disturb); asserts that it passed and really ran; returns its stdout.
+pub fn run_alone_in_child(name: &str, marker: &str) -> String {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(marker, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{name} failed in its child process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The child really ran the check (a filter that matched nothing would pass too).
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test:\n{stdout}"
+    );
+    stdout
+}
