@@ -114,6 +114,12 @@ impl StepKey {
         Self(s)
     }
 
+    /// The step's name: the key without its `#n` call count, e.g. `fetch` for `fetch#0`.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        self.0.rsplit_once('#').map_or(&self.0, |(name, _)| name)
+    }
+
     /// The key as text, e.g. `fetch#0`.
     #[must_use]
     pub fn as_str(&self) -> &str {

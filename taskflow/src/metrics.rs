@@ -83,6 +83,8 @@ metrics! {
     tasks_unregistered: Counter "tasks_unregistered_total",
     /// In-flight runs set aside because another version of their task created them.
     runs_incompatible: Counter "runs_incompatible_total",
+    /// In-flight runs set aside because their log holds a step their task no longer has.
+    runs_missing_step: Counter "runs_missing_step_total",
     /// Step bodies that ran.
     steps_executed: Counter "steps_executed_total",
     /// Steps answered from the log.

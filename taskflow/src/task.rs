@@ -134,6 +134,12 @@ pub struct TaskOptions {
     /// The version of the handler's code (default 1), recorded with each run: a process
     /// resumes only runs of the versions it has (see `TaskFlowBuilder::incompatible_runs`).
     pub version: NonZeroU32,
+    /// The names of every step the handler can call (`fetch` for the keys `fetch#0`,
+    /// `fetch#1`, ...), when known: `#[task]` records them when it sees every step call in the
+    /// body (literal names, the context never handed elsewhere). A run whose log holds a step
+    /// not named here was written by other code and is set aside at recovery rather than
+    /// replayed into this one. `None` (the default) means unknown: no such check.
+    pub known_steps: Option<&'static [&'static str]>,
 }
 
 impl Default for TaskOptions {
@@ -147,6 +153,7 @@ impl Default for TaskOptions {
             on_behalf_of: false,
             on_disconnect: OnDisconnect::Suspend,
             version: NonZeroU32::MIN,
+            known_steps: None,
         }
     }
 }
@@ -198,6 +205,13 @@ impl TaskOptions {
     #[must_use]
     pub fn version(mut self, version: NonZeroU32) -> Self {
         self.version = version;
+        self
+    }
+
+    /// Sets `known_steps`: every step name the handler can call.
+    #[must_use]
+    pub fn known_steps(mut self, names: &'static [&'static str]) -> Self {
+        self.known_steps = Some(names);
         self
     }
 }

@@ -224,10 +224,15 @@ struct V2Input {
     required_now: u64,
 }
 
-/// A task registered under `scripted` whose input no longer matches what was recorded.
+/// A task registered under `scripted` whose input no longer matches what was recorded; its
+/// step is still `scripted`'s `work`, so the input is the one thing that does not fit.
 #[task(name = "scripted")]
-async fn scripted_v2(_ctx: TaskContext<NoEvents>, input: V2Input) -> Result<u64, TaskError> {
-    Ok(input.required_now)
+async fn scripted_v2(ctx: TaskContext<NoEvents>, input: V2Input) -> Result<u64, TaskError> {
+    ctx.step(
+        "work",
+        || async move { Ok::<_, TaskError>(input.required_now) },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use taskflow::prelude::*;
 use taskflow::testing::{SimulateCrash, TempDataDir};
-use taskflow::{INCOMPATIBLE_VERSION, IncompatibleRuns, TaskState};
+use taskflow::{INCOMPATIBLE_VERSION, IncompatibleRuns, MISSING_STEP, TaskState};
 
 static V1_STEPS: AtomicU32 = AtomicU32::new(0);
 static V2_BODIES: AtomicU32 = AtomicU32::new(0);
@@ -211,4 +211,128 @@ async fn on_postgres_a_process_claims_only_runs_of_the_versions_it_has() {
     assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies);
     again.shutdown().await.unwrap();
     new.shutdown().await.unwrap();
+}
+
+/// Version 1 again, with its step renamed and the version left as it was: the mistake the
+/// recorded step names catch.
+#[task(name = "deploy", version = 1)]
+pub async fn deploy_renamed(ctx: TaskContext<NoEvents>, _tag: String) -> Result<u32, TaskError> {
+    V2_BODIES.fetch_add(1, Ordering::SeqCst);
+    ctx.step("get_ready", || async { Ok::<_, TaskError>(3u32) })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_step_was_renamed_is_set_aside_not_replayed() {
+    let dir = TempDataDir::new();
+    let ik = interrupted_v1(&dir, "renamed").await;
+    let bodies = V2_BODIES.load(Ordering::SeqCst);
+    let flow = dir
+        .builder()
+        .register(deploy_renamed)
+        .build()
+        .await
+        .unwrap();
+    let status = flow.status(&ik).await.unwrap();
+    assert_eq!(status.status, TaskState::Suspended);
+    assert_eq!(status.suspended_reason.as_deref(), Some(MISSING_STEP));
+    assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies, "never ran");
+    assert_eq!(flow.metrics().runs_missing_step, 1);
+    assert_eq!(flow.metrics().runs_incompatible, 0);
+    let found = flow.check_in_flight().await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let problem = &found[0].problem;
+    assert!(
+        problem.contains(&found[0].task_id.to_string())
+            && problem.contains("task `deploy`")
+            && problem.contains("step `prepare#0`")
+            && problem.contains("no step `prepare`")
+            && problem.contains("#[task(version = N)]"),
+        "{problem}"
+    );
+    // Resumed under the renamed code it is set aside again, still without running.
+    flow.resume(&ik).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while flow.metrics().runs_missing_step < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the resume ran");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies);
+    flow.shutdown().await.unwrap();
+
+    // The fail policy fails it with the same words and code `missing_step`.
+    let flow = dir
+        .builder()
+        .register(deploy_renamed)
+        .incompatible_runs(IncompatibleRuns::Fail)
+        .build()
+        .await
+        .unwrap();
+    flow.resume(&ik).await.unwrap();
+    let status = flow.wait_json(&ik).await.unwrap_err();
+    let status_now = flow.status(&ik).await.unwrap();
+    assert_eq!(status_now.status, TaskState::Failed, "{status}");
+    let error = status_now.error.unwrap();
+    assert_eq!(error.code, MISSING_STEP);
+    assert!(
+        error.message.contains("no step `prepare`"),
+        "{}",
+        error.message
+    );
+    assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies);
+    flow.shutdown().await.unwrap();
+}
+
+#[test]
+fn the_task_macro_records_the_step_names_it_can_see() {
+    use taskflow::Task;
+    #[task]
+    async fn literal(ctx: TaskContext<NoEvents>, n: u32) -> Result<u32, TaskError> {
+        let a = ctx
+            .step("fetch", || async move { Ok::<_, TaskError>(n) })
+            .await?;
+        let (b, c) = tokio::join!(
+            ctx.step("left", || async { Ok::<_, TaskError>(1u32) }),
+            ctx.step_with_origin("right", || async { Ok::<_, TaskError>(2u32) }),
+        );
+        let _ = ctx.is_cancelled();
+        Ok(a + b? + c?.0)
+    }
+    #[task]
+    async fn computed(ctx: TaskContext<NoEvents>, n: u32) -> Result<u32, TaskError> {
+        let name = if n > 1 { "big" } else { "small" };
+        ctx.step(name, || async move { Ok::<_, TaskError>(n) })
+            .await
+    }
+    async fn helper(ctx: &TaskContext<NoEvents>) -> Result<u32, TaskError> {
+        ctx.step("hidden", || async { Ok::<_, TaskError>(1u32) })
+            .await
+    }
+    #[task]
+    async fn handed_on(ctx: TaskContext<NoEvents>, _n: u32) -> Result<u32, TaskError> {
+        helper(&ctx).await
+    }
+    #[task]
+    async fn cloned(ctx: TaskContext<NoEvents>, _n: u32) -> Result<u32, TaskError> {
+        let other = ctx.clone();
+        other
+            .step("seen", || async { Ok::<_, TaskError>(1u32) })
+            .await
+    }
+    #[task]
+    async fn none(_ctx: TaskContext<NoEvents>, n: u32) -> Result<u32, TaskError> {
+        Ok(n)
+    }
+    assert_eq!(
+        literal.options().known_steps,
+        Some(&["fetch", "left", "right"][..])
+    );
+    assert_eq!(computed.options().known_steps, None, "a computed name");
+    assert_eq!(
+        handed_on.options().known_steps,
+        None,
+        "ctx passed to a helper"
+    );
+    assert_eq!(cloned.options().known_steps, None, "ctx cloned away");
+    assert_eq!(none.options().known_steps, Some(&[][..]));
 }

@@ -8,8 +8,14 @@ use syn::{ItemFn, LitStr};
 
 use super::options::Options;
 use super::signature::Signature;
+use super::steps::StepNames;
 
-pub(super) fn generate(func: &ItemFn, o: &Options, sig: &Signature) -> TokenStream {
+pub(super) fn generate(
+    func: &ItemFn,
+    o: &Options,
+    sig: &Signature,
+    steps: &StepNames,
+) -> TokenStream {
     let krate = &o.krate;
     let private = quote!(#krate::__private);
     let vis = &func.vis;
@@ -62,6 +68,12 @@ pub(super) fn generate(func: &ItemFn, o: &Options, sig: &Signature) -> TokenStre
             quote!(Continue)
         };
         options = quote!(#options.on_disconnect(#private::OnDisconnect::#rule));
+    }
+    // The step names, so that recovery can refuse a run whose log names a step this code no
+    // longer has; only when the macro saw every step call.
+    if steps.complete {
+        let names = &steps.names;
+        options = quote!(#options.known_steps(&[#(#names),*]));
     }
     let mut body_fn = func.clone();
     body_fn.sig.ident = syn::Ident::new("__taskflow_body", ident.span());

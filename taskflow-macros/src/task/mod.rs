@@ -30,7 +30,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
     let options = options::parse_options(attr, &mut errors);
     let sig = signature::check_signature(&func, &options, &mut errors);
-    steps::check_step_names(&func, &mut errors);
+    let steps = steps::check_step_names(&func, &mut errors);
     if options.name.is_none()
         && let Some(p) = name_problem(&taskflow_rules::default_task_name(
             &func.sig.ident.to_string(),
@@ -44,7 +44,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         );
     }
     match (errors.finish(), sig) {
-        (Ok(()), Some(sig)) => generate::generate(&func, &options, &sig),
+        (Ok(()), Some(sig)) => generate::generate(&func, &options, &sig, &steps),
         (result, _) => {
             let e = result.err().map(|e| e.to_compile_error());
             if matches!(func.sig.inputs.first(), Some(FnArg::Receiver(_))) {

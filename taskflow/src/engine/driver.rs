@@ -53,11 +53,18 @@ async fn drive(
             break;
         };
         // A run another version of the task created (a resume, a retry) never runs here.
-        if let Some(problem) = inner.incompatibility(&record) {
-            if let Err(e) = inner.set_aside(&record, problem).await {
-                tracing::warn!(error = %e, "could not set aside a run of another task version");
+        match inner.incompatibility(&record).await {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                if let Err(e) = inner.set_aside(&record, why).await {
+                    tracing::warn!(error = %e, "could not set aside a run this code cannot resume");
+                }
+                break;
             }
-            break;
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the run's steps");
+                break;
+            }
         }
         let is_recovery = first && record.status == TaskState::Running;
         first = false;

@@ -97,8 +97,8 @@ async fn take_over(inner: &Arc<Inner>, in_flight: Vec<TaskRecord>) -> Result<(),
             Metrics::inc(&inner.metrics.tasks_unregistered);
             continue;
         };
-        if let Some(problem) = inner.incompatibility(&record) {
-            inner.set_aside(&record, problem).await?;
+        if let Some(why) = inner.incompatibility(&record).await? {
+            inner.set_aside(&record, why).await?;
             continue;
         }
         let options = &registered.options;

@@ -1,7 +1,8 @@
 //! Changed task code and runs already in flight. A run resumes only under the code version
 //! that created it (`#[task(version = N)]`, recorded with the run); one of another version is
-//! set aside by the builder's policy, with a log line saying what to do and a metric, and
-//! [`TaskFlow::check_in_flight`] lists every run the current code cannot resume.
+//! set aside by the builder's policy, with a log line saying what to do and a metric; so is a
+//! run whose log holds a step the current code no longer has (the names `#[task]` records),
+//! and [`TaskFlow::check_in_flight`] lists every run the current code cannot resume.
 
 use super::{Inner, TaskFlow};
 use crate::error::{ErrorRecord, StoreError};
@@ -13,16 +14,21 @@ use crate::store::{Scan, TaskRecord};
 /// The code (and suspension reason) of a run set aside because its task's version changed.
 pub const INCOMPATIBLE_VERSION: &str = "incompatible_version";
 
-/// What happens to an in-flight run created by a version of its task that this process does
-/// not have ([`TaskFlowBuilder::incompatible_runs`](crate::TaskFlowBuilder::incompatible_runs)).
+/// The code (and suspension reason) of a run set aside because its log holds a step its
+/// task's current code no longer has.
+pub const MISSING_STEP: &str = "missing_step";
+
+/// What happens to an in-flight run this process's code cannot resume: created by a version
+/// of its task that this process does not have, or holding a step its code no longer has
+/// ([`TaskFlowBuilder::incompatible_runs`](crate::TaskFlowBuilder::incompatible_runs)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum IncompatibleRuns {
-    /// Suspended with reason `incompatible_version` (the default): nothing is lost; deploy
-    /// the version that created it and resume it there, or cancel it.
+    /// Suspended with reason `incompatible_version` or `missing_step` (the default): nothing
+    /// is lost; deploy the code that created it and resume it there, or cancel it.
     #[default]
     Suspend,
-    /// Failed with code `incompatible_version`.
+    /// Failed with code `incompatible_version` or `missing_step`.
     Fail,
 }
 
@@ -42,41 +48,87 @@ pub struct InFlightProblem {
     pub problem: String,
 }
 
+/// Why this process must not run a run.
+pub(super) struct Incompatible {
+    /// The code a failed run gets (and the reason a suspended one shows).
+    code: &'static str,
+    /// What is wrong, in words that say what to do.
+    problem: String,
+}
+
 impl Inner {
-    /// Why this process must not run `record`, if it must not.
-    pub(super) fn incompatibility(&self, record: &TaskRecord) -> Option<String> {
+    /// Why this process must not run `record`, if it must not: its task is not registered
+    /// here, another version of its code created it, or its log holds a step this code does
+    /// not have (`TaskOptions::known_steps`).
+    pub(super) async fn incompatibility(
+        &self,
+        record: &TaskRecord,
+    ) -> Result<Option<Incompatible>, StoreError> {
         let Some(registered) = self.registry.get(&record.name) else {
-            return Some(format!(
-                "task `{}` is not registered in this process; register it (or deploy a process that does) to finish run {}",
-                record.name, record.id
-            ));
+            return Ok(Some(Incompatible {
+                code: INCOMPATIBLE_VERSION,
+                problem: format!(
+                    "task `{}` is not registered in this process; register it (or deploy a process that does) to finish run {}",
+                    record.name, record.id
+                ),
+            }));
         };
         let have = registered.options.version.get();
-        (record.version != have).then(|| {
-            format!(
-                "run {} of task `{}` was created by version {} of its code and this process has version {have}: deploy version {} of `{}` to finish it, or cancel it",
-                record.id, record.name, record.version, record.version, record.name
-            )
-        })
+        if record.version != have {
+            return Ok(Some(Incompatible {
+                code: INCOMPATIBLE_VERSION,
+                problem: format!(
+                    "run {} of task `{}` was created by version {} of its code and this process has version {have}: deploy version {} of `{}` to finish it, or cancel it",
+                    record.id, record.name, record.version, record.version, record.name
+                ),
+            }));
+        }
+        // A run that never started an attempt has no steps to check.
+        let Some(known) = registered
+            .options
+            .known_steps
+            .filter(|_| record.attempt > 0)
+        else {
+            return Ok(None);
+        };
+        let steps = self.store.steps(record.id).await?;
+        let missing = steps
+            .iter()
+            .map(|(key, _)| key)
+            .find(|key| !known.contains(&key.name()));
+        Ok(missing.map(|key| Incompatible {
+            code: MISSING_STEP,
+            problem: format!(
+                "run {} of task `{}` has a committed result for step `{key}` and this code has no step `{}` (renamed or removed without a new #[task(version = N)]): deploy the code that has it to finish the run, or cancel it; raise the task's version when you change its steps",
+                record.id,
+                record.name,
+                key.name()
+            ),
+        }))
     }
 
-    /// Applies the builder's policy to a run of another version: suspends or fails it.
+    /// Applies the builder's policy to a run this process must not run: suspends or fails it.
     pub(super) async fn set_aside(
         &self,
         record: &TaskRecord,
-        problem: String,
+        why: Incompatible,
     ) -> Result<(), StoreError> {
-        Metrics::inc(&self.metrics.runs_incompatible);
+        let Incompatible { code, problem } = why;
+        if code == MISSING_STEP {
+            Metrics::inc(&self.metrics.runs_missing_step);
+        } else {
+            Metrics::inc(&self.metrics.runs_incompatible);
+        }
         match self.config.incompatible_runs {
             IncompatibleRuns::Suspend => {
                 tracing::warn!(task_id = %record.id, task = %record.name, "{problem}; suspended");
-                self.suspend_run(record, INCOMPATIBLE_VERSION).await
+                self.suspend_run(record, code).await
             }
             IncompatibleRuns::Fail => {
                 tracing::warn!(task_id = %record.id, task = %record.name, "{problem}; failed");
                 let error = ErrorRecord {
                     message: problem,
-                    code: INCOMPATIBLE_VERSION.to_owned(),
+                    code: code.to_owned(),
                     public: false,
                 };
                 self.fail_run(record, error).await
@@ -87,8 +139,9 @@ impl Inner {
 
 impl TaskFlow {
     /// Lists the runs in flight (`created`, `running`, `suspended`) that this process's code
-    /// cannot resume: a task that is not registered here, or a run created by another version
-    /// of its task. `build()` runs it and logs each one.
+    /// cannot resume: a task that is not registered here, a run created by another version
+    /// of its task, or one whose log holds a step the task no longer has. `build()` runs it
+    /// and logs each one.
     ///
     /// # Errors
     /// Reading the store failed.
@@ -102,18 +155,18 @@ impl TaskFlow {
                 ..Scan::default()
             })
             .await?;
-        Ok(runs
-            .into_iter()
-            .filter_map(|record| {
-                let problem = self.inner.incompatibility(&record)?;
-                Some(InFlightProblem {
+        let mut problems = Vec::new();
+        for record in runs {
+            if let Some(why) = self.inner.incompatibility(&record).await? {
+                problems.push(InFlightProblem {
                     task_id: record.id,
                     idempotency_key: record.ik,
                     task: record.name,
                     status: record.status,
-                    problem,
-                })
-            })
-            .collect())
+                    problem: why.problem,
+                });
+            }
+        }
+        Ok(problems)
     }
 }

@@ -42,8 +42,12 @@ fn keys_become_options() {
     assert_eq!(o.recovery_max_age, std::time::Duration::from_secs(90));
     assert_eq!(o.execute_mode, ExecuteMode::AtMostOnce);
     assert!(o.auto_recover);
+    assert_eq!(o.known_steps, Some(&["add"][..]));
     assert_eq!(default_name::NAME, "default-name");
-    assert_eq!(default_name.options(), taskflow::TaskOptions::default());
+    assert_eq!(
+        default_name.options(),
+        taskflow::TaskOptions::default().known_steps(&[])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
