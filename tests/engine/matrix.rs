@@ -1,11 +1,13 @@
 //! `taskflow::testing` as a user's test would use it: `run` a task once, and the
 //! `CrashMatrix` crashing it at both sides of every commit. A task that branches on something
-//! outside its steps is caught, and the failure names the point and what differed.
+//! outside its steps is caught, and the failure names the point and what differed. The
+//! matrices run on the store `TASKFLOW_TEST_STORE` names, so `both_stores` proves them on
+//! redb and on PostgreSQL.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use taskflow::prelude::*;
-use taskflow::testing::{CrashMatrix, CrashSide, MatrixError};
+use taskflow::testing::{CrashMatrix, CrashSide, MatrixError, TempStore};
 
 #[path = "../../examples/demo/tasks.rs"]
 #[allow(dead_code)]
@@ -70,7 +72,11 @@ pub async fn forked(ctx: TaskContext<NoEvents>, _input: ()) -> Result<u32, TaskE
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_matrix_names_the_step_a_branching_task_no_longer_reaches() {
-    let error = CrashMatrix::new(forked, ()).run().await.unwrap_err();
+    let error = CrashMatrix::new(forked, ())
+        .store(TempStore::new)
+        .run()
+        .await
+        .unwrap_err();
     println!("{error}");
     assert!(
         error
@@ -99,7 +105,11 @@ async fn run_reports_the_output_the_events_and_each_steps_origin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_matrix_crashes_a_sound_task_at_every_commit_and_recovers_it() {
-    let report = CrashMatrix::new(checkout, 1250).run().await.unwrap();
+    let report = CrashMatrix::new(checkout, 1250)
+        .store(TempStore::new)
+        .run()
+        .await
+        .unwrap();
     println!("{report}");
     assert!(report.commits >= 4, "{report}");
     assert_eq!(report.points.len() as u64, 2 * report.commits);
@@ -120,7 +130,11 @@ async fn the_matrix_crashes_a_sound_task_at_every_commit_and_recovers_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_matrix_catches_a_task_that_branches_outside_its_steps() {
-    let error = CrashMatrix::new(flaky, ()).run().await.unwrap_err();
+    let error = CrashMatrix::new(flaky, ())
+        .store(TempStore::new)
+        .run()
+        .await
+        .unwrap_err();
     println!("{error}");
     match &error {
         MatrixError::Broken { point, problem } => {
@@ -145,6 +159,7 @@ async fn the_demos_two_tasks_pass_the_matrix() {
         sleep_ms: 10,
     };
     let report = CrashMatrix::new(demo_tasks::count_to_n, count)
+        .store(TempStore::new)
         .run()
         .await
         .unwrap();
@@ -156,6 +171,7 @@ async fn the_demos_two_tasks_pass_the_matrix() {
     // `from_cache` says whether a stage was replayed from the log, which a crash changes on
     // purpose: it is left out of the comparison.
     let report = CrashMatrix::new(demo_tasks::pipeline_with_steps, pipeline)
+        .store(TempStore::new)
         .normalize_events(|e| {
             if let Some(data) = e.data.as_object_mut() {
                 data.remove("from_cache");

@@ -39,7 +39,14 @@ impl TaskFlow {
                 Arc::new(store)
             }
             #[cfg(feature = "postgres")]
-            StoreChoice::Postgres(pg) => Arc::new(crate::store::PgStore::connect(pg).await?),
+            StoreChoice::Postgres(pg) => {
+                let store = crate::store::PgStore::connect(pg).await?;
+                #[cfg(feature = "test-util")]
+                if let Some(trigger) = &config.crash_at {
+                    store.arm_crash_at(trigger.clone());
+                }
+                Arc::new(store)
+            }
             StoreChoice::Custom(store) => store,
             #[cfg(feature = "test-util")]
             StoreChoice::Backend(dir, backend) => {

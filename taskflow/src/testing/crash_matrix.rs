@@ -1,7 +1,8 @@
 //! A user's task, crashed at every commit: [`run`] runs it once; [`CrashMatrix`] runs it once
 //! to learn its commits, then for each commit k crashes it right before k is written and right
-//! after k is durable (before anyone hears of it), reopens the data dir, lets recovery finish
-//! the run, and compares everything with the uncrashed run.
+//! after k is durable (before anyone hears of it), reopens the store (a redb data dir, or a
+//! PostgreSQL schema through [`CrashMatrix::store`]), lets recovery finish the run, and
+//! compares everything with the uncrashed run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -11,14 +12,14 @@ use std::time::Duration;
 use crate::context::StepOrigin;
 use crate::engine::{StartOptions, TaskFlow, TaskFlowBuilder};
 use crate::error::{BuildError, ControlError, StartError, WaitError};
-use crate::ids::{IdempotencyKey, Seq, StepKey};
+use crate::ids::{IdempotencyKey, Seq, StepKey, TaskId};
 use crate::status::{StoredEvent, SubscribeFrom};
-use crate::store::{RedbStore, Store as _};
+use crate::store::{DynStore, RedbStore};
 use crate::task::Task;
 
 use super::commit_crash::CrashAtCommit;
 pub use super::commit_crash::Side as CrashSide;
-use super::{SimulateCrash as _, StepCall, StepLog, TempDataDir};
+use super::{StepCall, StepLog, TempDataDir, TempStore};
 
 /// How long one life of the task may take before the matrix calls it stuck.
 const LIFE_LIMIT: Duration = Duration::from_secs(60);
@@ -138,6 +139,7 @@ impl fmt::Display for MatrixReport {
 
 type Configure = Arc<dyn Fn(TaskFlowBuilder) -> TaskFlowBuilder + Send + Sync>;
 type Normalize = Arc<dyn Fn(&mut StoredEvent) + Send + Sync>;
+type StoreFactory = Arc<dyn Fn() -> TempStore + Send + Sync>;
 
 /// Runs `task` once on a flow over a temporary data dir and reports what it did.
 ///
@@ -163,6 +165,7 @@ pub struct CrashMatrix<T: Task> {
     input: serde_json::Value,
     configure: Configure,
     normalize: Normalize,
+    store: StoreFactory,
     input_error: Option<String>,
 }
 
@@ -179,6 +182,7 @@ impl<T: Task> fmt::Debug for CrashMatrix<T> {
 #[derive(Default)]
 struct Life {
     ik: Option<IdempotencyKey>,
+    run: Option<TaskId>,
     events: Vec<StoredEvent>,
     steps: Vec<StepCall>,
     output: Option<serde_json::Value>,
@@ -187,7 +191,7 @@ struct Life {
 }
 
 impl<T: Task> CrashMatrix<T> {
-    /// A matrix for `task` with `input`, on redb data dirs of its own.
+    /// A matrix for `task` with `input`, on redb data dirs of its own (see [`Self::store`]).
     #[must_use]
     pub fn new(task: T, input: T::Input) -> Self {
         let (input, input_error) = match serde_json::to_value(&input) {
@@ -199,6 +203,7 @@ impl<T: Task> CrashMatrix<T> {
             input,
             configure: Arc::new(|b| b),
             normalize: Arc::new(|_| {}),
+            store: Arc::new(|| TempStore::Redb(TempDataDir::new())),
             input_error,
         }
     }
@@ -211,6 +216,17 @@ impl<T: Task> CrashMatrix<T> {
         f: impl Fn(TaskFlowBuilder) -> TaskFlowBuilder + Send + Sync + 'static,
     ) -> Self {
         self.configure = Arc::new(f);
+        self
+    }
+
+    /// Where the runs are kept: `make` gives a fresh, empty store for the uncrashed run and
+    /// for each crash point (default: a redb data dir). `.store(TempStore::new)` follows
+    /// [`TEST_STORE`](super::TEST_STORE), so one test covers both stores; on PostgreSQL each
+    /// point waits out the crashed flow's leases ([`TEST_STALE_THRESHOLD`](super::TEST_STALE_THRESHOLD))
+    /// before recovery, as after a real kill.
+    #[must_use]
+    pub fn store(mut self, make: impl Fn() -> TempStore + Send + Sync + 'static) -> Self {
+        self.store = Arc::new(make);
         self
     }
 
@@ -227,8 +243,8 @@ impl<T: Task> CrashMatrix<T> {
     }
 
     async fn run_once(self) -> Result<RunReport<T>, MatrixError> {
-        let dir = TempDataDir::new();
-        let life = self.life(&dir, None, None).await?;
+        let store = (self.store)();
+        let life = self.life(&store, None, None).await?;
         let output = life
             .output
             .ok_or_else(|| MatrixError::Stuck("the run".into()))?;
@@ -251,7 +267,7 @@ impl<T: Task> CrashMatrix<T> {
                 "the input does not serialise: {e}"
             )));
         }
-        let reference = self.life(&TempDataDir::new(), None, None).await?;
+        let reference = self.life(&(self.store)(), None, None).await?;
         let mut report = MatrixReport {
             commits: reference.commits,
             ..MatrixReport::default()
@@ -273,16 +289,23 @@ impl<T: Task> CrashMatrix<T> {
         report: &mut MatrixReport,
     ) -> Result<(), MatrixError> {
         let broken = |problem: String| MatrixError::Broken { point, problem };
-        let dir = TempDataDir::new();
+        let store = (self.store)();
         let trigger = Arc::new(CrashAtCommit::new(point.commit, point.side));
-        let first = self.life(&dir, Some(trigger), None).await?;
+        let first = self.life(&store, Some(trigger), None).await?;
         if !first.crashed {
             report.not_reached += 1;
             return Ok(());
         }
-        let durable = durable_steps(&dir, first.ik.as_ref()).await?;
+        let (durable_run, durable) = durable_steps(&store, first.ik.as_ref()).await?;
         let after = first.events.last().map(|e| e.seq);
-        let second = self.life(&dir, None, after).await?;
+        let second = self.life(&store, None, after).await?;
+        if let Some(run) = durable_run
+            && second.run != Some(run)
+        {
+            return Err(broken(format!(
+                "run {run} did not resume after the crash: the key got a new run (the crashed one ended, failed or cancelled, instead of being recovered; a taskflow bug unless the task's own settings say so)"
+            )));
+        }
         let output = second
             .output
             .ok_or_else(|| MatrixError::Stuck(format!("recovery after a crash {point}")))?;
@@ -334,16 +357,16 @@ impl<T: Task> CrashMatrix<T> {
         Ok(())
     }
 
-    /// One life on `dir`: starts (or re-attaches to) the run, follows its events after
+    /// One life on `store`: starts (or re-attaches to) the run, follows its events after
     /// `after`, and waits for the end or for `trigger`'s crash.
     async fn life(
         &self,
-        dir: &TempDataDir,
+        store: &TempStore,
         trigger: Option<Arc<CrashAtCommit>>,
         after: Option<Seq>,
     ) -> Result<Life, MatrixError> {
         let log = StepLog::new();
-        let mut builder = (self.configure)(dir.builder())
+        let mut builder = (self.configure)(store.builder())
             .register(self.task)
             .step_log(log.clone());
         if let Some(t) = &trigger {
@@ -370,7 +393,7 @@ impl<T: Task> CrashMatrix<T> {
         life.commits = flow.metrics().wal_commits;
         life.steps = log.calls();
         if crashed {
-            flow.crash();
+            store.crash(&flow).await;
         } else {
             let shut = flow.shutdown().await;
             match lived {
@@ -395,6 +418,7 @@ impl<T: Task> CrashMatrix<T> {
             .await?;
         let ik = handle.idempotency_key;
         lock().ik = Some(ik.clone());
+        lock().run = Some(handle.task_id);
         let from = after.map_or(SubscribeFrom::Start, SubscribeFrom::After);
         let mut events = flow.subscribe(&ik, from).await?;
         while let Some(event) = events.next().await {
@@ -407,31 +431,40 @@ impl<T: Task> CrashMatrix<T> {
     }
 }
 
-/// The step keys of `ik`'s run that are durable in `dir`'s file (read without an engine).
+/// `ik`'s durable run in `store` and its durable step keys (read by a store of its own, no
+/// engine).
 async fn durable_steps(
-    dir: &TempDataDir,
+    store: &TempStore,
     ik: Option<&IdempotencyKey>,
-) -> Result<BTreeSet<StepKey>, MatrixError> {
-    let Some(ik) = ik.cloned() else {
-        return Ok(BTreeSet::new());
+) -> Result<(Option<TaskId>, BTreeSet<StepKey>), MatrixError> {
+    let Some(ik) = ik else {
+        return Ok((None, BTreeSet::new()));
     };
-    let path = dir.path().to_owned();
-    let store = tokio::task::spawn_blocking(move || RedbStore::open(path))
-        .await
-        .map_err(|e| MatrixError::Events(e.to_string()))??;
-    let contents = store.contents();
-    store
-        .close()
-        .await
-        .map_err(|e| MatrixError::Events(e.to_string()))?;
-    let contents = contents.map_err(|e| MatrixError::Events(e.to_string()))?;
-    let steps = contents
-        .runs
-        .get(&ik)
-        .and_then(|run| contents.steps.get(&run.id))
-        .map(|steps| steps.iter().map(|s| s.key.clone()).collect())
-        .unwrap_or_default();
-    Ok(steps)
+    let failed = |e: crate::error::StoreError| MatrixError::Events(e.to_string());
+    let reader: DynStore = match store {
+        TempStore::Redb(dir) => {
+            let path = dir.path().to_owned();
+            let redb = tokio::task::spawn_blocking(move || RedbStore::open(path))
+                .await
+                .map_err(|e| MatrixError::Events(e.to_string()))??;
+            Arc::new(redb)
+        }
+        #[cfg(feature = "postgres")]
+        TempStore::Postgres(schema) => {
+            Arc::new(crate::store::PgStore::connect(schema.config()).await?)
+        }
+    };
+    let read = async {
+        let (run, _) = reader.current_run(ik).await?;
+        match run {
+            Some(run) => Ok((Some(run.id), reader.steps(run.id).await?)),
+            None => Ok((None, Vec::new())),
+        }
+    }
+    .await;
+    reader.close().await.map_err(failed)?;
+    let (run, steps) = read.map_err(failed)?;
+    Ok((run, steps.into_iter().map(|(key, _)| key).collect()))
 }
 
 /// What subscribers of both lives saw, against the uncrashed run's events: gapless ids, each

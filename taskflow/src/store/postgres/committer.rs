@@ -45,6 +45,11 @@ pub(super) struct Committer {
 impl Committer {
     pub(super) async fn run(mut self) {
         while let Some(request) = self.receiver.recv().await {
+            // A simulated kill writes nothing more, as a killed process would not: the writers
+            // waiting on it (a failed attempt's settlement, queued emits) never land.
+            if self.shared.state.is_crashed() {
+                return;
+            }
             let first = match request {
                 Request::Write(first) => first,
                 Request::Close { reply } => {
@@ -74,6 +79,9 @@ impl Committer {
 
     async fn commit_group(&self, group: Vec<Pending>) {
         let state = &self.shared.state;
+        if state.crash_before_write() {
+            return;
+        }
         if state.is_failed() {
             StoreState::refuse(group, || StoreError::FailStopped);
             return;

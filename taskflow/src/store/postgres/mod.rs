@@ -95,6 +95,12 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
+    /// Arms a crash at an exact commit (the crash matrix).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn arm_crash_at(&self, trigger: Arc<crate::testing::CrashAtCommit>) {
+        self.shared.state.arm_crash_at(trigger);
+    }
+
     /// Connects, creates or migrates taskflow's tables in the configured schema (one process
     /// at a time, under an advisory lock) and starts the committer. Call it inside a Tokio
     /// runtime: the connections are driven by tasks spawned on it.
