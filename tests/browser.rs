@@ -9,9 +9,16 @@
 //! Chromium and chromedriver come from Debian (`chromium`, `chromium-driver`). When missing,
 //! the test installs them if it runs as root, and otherwise fails with the command to run.
 //! The WebDriver calls are a few JSON requests, made with the `reqwest` the suite already has.
+//!
+//! The browser is cleaned up also when the test fails or panics: the WebDriver session is
+//! ended, then chromedriver's process group (chromedriver runs as its leader, and Chromium's
+//! processes stay in it) is killed; the test checks at its end that no process using its
+//! browser profile is left.
 
 #![allow(clippy::unwrap_used)]
 
+use std::io::{Read as _, Write as _};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,31 +69,63 @@ impl Drop for Proc {
     }
 }
 
+/// Live processes whose command line names `profile` (every Chromium process of one browser
+/// gets its `--user-data-dir`).
+fn processes_using(profile: &Path) -> Vec<u32> {
+    let needle = profile.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            // A zombie has an empty command line and is gone once reaped.
+            String::from_utf8_lossy(&cmdline)
+                .contains(&needle)
+                .then_some(pid)
+        })
+        .collect()
+}
+
 fn start_demo(data: &Path, addr: &str) -> (Proc, String) {
     let (child, url) = demo_process::start_demo(data, addr);
     (Proc(child), url)
 }
 
-/// A WebDriver session.
+/// A WebDriver session, ended (and its browser's processes killed) on drop.
 struct Browser {
     http: reqwest::Client,
     base: String,
-    _driver: Proc,
-    _profile: tempfile::TempDir,
+    port: u16,
+    session: String,
+    /// chromedriver, the leader of a process group of its own; `None` once shut.
+    driver: Option<Child>,
+    profile: tempfile::TempDir,
     shots: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let left = self.shut();
+        if !left.is_empty() {
+            eprintln!("browser test: Chromium processes still running: {left:?}");
+        }
+    }
 }
 
 impl Browser {
     async fn start() -> Self {
         let port = free_port();
-        let driver = Proc(
-            Command::new("/usr/bin/chromedriver")
-                .arg(format!("--port={port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        // A process group of its own, so that every Chromium process it starts can be killed
+        // with it.
+        let driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
         let http = reqwest::Client::new();
         let driver_url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -130,9 +169,43 @@ impl Browser {
         Self {
             http,
             base: format!("{driver_url}/session/{id}"),
-            _driver: driver,
-            _profile: profile,
+            port,
+            session: id,
+            driver: Some(driver),
+            profile,
             shots,
+        }
+    }
+
+    /// Ends the WebDriver session (Chromium quits), kills what is left of chromedriver's
+    /// process group, and returns the pids of processes still using this browser's profile
+    /// after up to 5 s. Blocking, so that `Drop` can call it during a panic.
+    fn shut(&mut self) -> Vec<u32> {
+        let Some(mut driver) = self.driver.take() else {
+            return Vec::new();
+        };
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                conn,
+                "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                self.session, self.port
+            );
+            let _ = conn.read_to_end(&mut Vec::new());
+        }
+        let group = format!("-{}", driver.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = driver.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = processes_using(self.profile.path());
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -385,4 +458,13 @@ async fn the_demo_page_survives_reloads_and_server_kills() {
     listed.sort();
     assert_eq!(shown, json!(listed));
     drop(demo);
+
+    // 6. Nothing of the browser is left running.
+    let mut b = b;
+    assert!(
+        processes_using(b.profile.path()).len() > 1,
+        "the profile check sees the running browser (else it proves nothing)"
+    );
+    let left = b.shut();
+    assert!(left.is_empty(), "Chromium processes left running: {left:?}");
 }
