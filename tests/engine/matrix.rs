@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use taskflow::WaitError;
 use taskflow::prelude::*;
 use taskflow::testing::{CrashMatrix, CrashSide, MatrixError, TempStore};
 
@@ -181,4 +182,87 @@ async fn the_demos_two_tasks_pass_the_matrix() {
         .await
         .unwrap();
     println!("pipeline-with-steps: {report}");
+}
+
+static DECLINES: AtomicU32 = AtomicU32::new(0);
+
+/// Reads the card limit from the app's state; declines above it with a code of its own.
+#[task(name = "matrix_card")]
+pub async fn card(ctx: TaskContext<Checkout>, cents: u64) -> Result<u64, TaskError> {
+    let limit = *ctx.state::<u64>()?;
+    charge_within(&ctx, cents, limit).await
+}
+
+/// A helper that takes the context, as handlers' helpers do.
+async fn charge_within(
+    ctx: &TaskContext<Checkout>,
+    cents: u64,
+    limit: u64,
+) -> Result<u64, TaskError> {
+    let charged = ctx
+        .step("charge", || async move {
+            if cents > limit {
+                DECLINES.fetch_add(1, Ordering::SeqCst);
+                return Err(TaskError::new("card declined").with_code("declined"));
+            }
+            Ok(cents)
+        })
+        .await?;
+    ctx.emit(Checkout::Charged { cents: charged }).await?;
+    Ok(charged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_is_callable_directly_with_a_test_context() {
+    use taskflow::Task as _;
+    use taskflow::testing::TestContext;
+
+    let call = TestContext::<Checkout>::new()
+        .call(|ctx| checkout.run(ctx, 1250))
+        .await
+        .unwrap();
+    assert_eq!(call.result.unwrap(), "3 items, 1250 cents");
+    let names: Vec<&str> = call.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["reserved", "charged", "completed"]);
+    let steps: Vec<String> = call.steps.iter().map(|s| s.key.to_string()).collect();
+    assert_eq!(steps, ["reserve#0", "charge#0", "ship#0"]);
+
+    // The app's state comes from `configure`; the handler's own error comes back as it made
+    // it, after one attempt (no retries in a test call).
+    let declines = DECLINES.load(Ordering::SeqCst);
+    let call = TestContext::<Checkout>::new()
+        .configure(|b| b.state(1000u64))
+        .call(|ctx| card.run(ctx, 1250))
+        .await
+        .unwrap();
+    let error = call.result.unwrap_err();
+    assert_eq!(
+        (error.code(), error.message()),
+        ("declined", "card declined")
+    );
+    assert_eq!(DECLINES.load(Ordering::SeqCst), declines + 1, "one attempt");
+    assert!(call.events.iter().all(|e| e.name != "charged"));
+
+    // A helper that takes the context, called on its own.
+    let call = TestContext::<Checkout>::new()
+        .call(|ctx| async move { charge_within(&ctx, 500, 1000).await })
+        .await
+        .unwrap();
+    assert_eq!(call.result.unwrap(), 500);
+    assert_eq!(call.events[0].name, "charged");
+
+    // A closure that panics has no result to give: the call says the run failed.
+    let error = TestContext::<NoEvents>::new()
+        .call(|_ctx| async move {
+            if DECLINES.load(Ordering::SeqCst) < u32::MAX {
+                panic!("boom");
+            }
+            Ok::<u32, TaskError>(1)
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, MatrixError::Wait(WaitError::Failed(e)) if e.code == "panicked"),
+        "{error}"
+    );
 }

@@ -2,7 +2,8 @@
 //! `postgres`), a store chosen by the environment so one suite runs on both, an instrumented
 //! redb backend that counts fsyncs, can hold them at a gate and fails chosen operations, an
 //! in-memory one that records a workload and builds the files a power cut could leave, and,
-//! for users' own tests, [`run`] and the [`CrashMatrix`].
+//! for users' own tests, [`run`], the [`CrashMatrix`] and a [`TestContext`] to call a handler
+//! directly.
 
 mod backend;
 mod commit_crash;
@@ -13,6 +14,7 @@ mod step_log;
 #[cfg(feature = "postgres")]
 mod temp_schema;
 mod temp_store;
+mod test_context;
 
 pub(crate) use self::backend::BoxedBackend;
 pub use self::backend::TestBackend;
@@ -27,6 +29,7 @@ pub use self::step_log::{StepCall, StepLog};
 #[cfg(feature = "postgres")]
 pub use self::temp_schema::{TEST_DATABASE_URL, TEST_HEARTBEAT, TEST_STALE_THRESHOLD, TempSchema};
 pub use self::temp_store::{TEST_STORE, TempStore};
+pub use self::test_context::{CallReport, TestContext};
 
 use std::path::Path;
 
