@@ -192,8 +192,8 @@ pub use crate::clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use crate::context::{StepOrigin, TaskContext};
 pub use crate::engine::{
     AnyTask, Environment, EventSubscription, INCOMPATIBLE_VERSION, InFlightProblem,
-    IncompatibleRuns, MAX_REASON_CHARS, MISSING_STEP, StartOptions, TaskEvent, TaskFlow,
-    TaskFlowBuilder, TaskHandle, TypedEventError, TypedSubscription, UserScope,
+    IncompatibleRuns, MAX_REASON_CHARS, StartOptions, TaskEvent, TaskFlow, TaskFlowBuilder,
+    TaskHandle, TypedEventError, TypedSubscription, UserScope,
 };
 pub use crate::error::{
     BuildError, ControlError, Error, ErrorRecord, IntoTaskError, PayloadKind, PayloadTooLarge,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use taskflow::prelude::*;
 use taskflow::testing::{SimulateCrash, TempDataDir};
-use taskflow::{INCOMPATIBLE_VERSION, IncompatibleRuns, MISSING_STEP, TaskState};
+use taskflow::{INCOMPATIBLE_VERSION, IncompatibleRuns, TaskState};
 
 static V1_STEPS: AtomicU32 = AtomicU32::new(0);
 static V2_BODIES: AtomicU32 = AtomicU32::new(0);
@@ -235,7 +235,10 @@ async fn a_run_whose_step_was_renamed_is_set_aside_not_replayed() {
         .unwrap();
     let status = flow.status(&ik).await.unwrap();
     assert_eq!(status.status, TaskState::Suspended);
-    assert_eq!(status.suspended_reason.as_deref(), Some(MISSING_STEP));
+    assert_eq!(
+        status.suspended_reason.as_deref(),
+        Some(INCOMPATIBLE_VERSION)
+    );
     assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies, "never ran");
     assert_eq!(flow.metrics().runs_missing_step, 1);
     assert_eq!(flow.metrics().runs_incompatible, 0);
@@ -260,7 +263,7 @@ async fn a_run_whose_step_was_renamed_is_set_aside_not_replayed() {
     assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies);
     flow.shutdown().await.unwrap();
 
-    // The fail policy fails it with the same words and code `missing_step`.
+    // The fail policy fails it with the same words and code `incompatible_version`.
     let flow = dir
         .builder()
         .register(deploy_renamed)
@@ -273,7 +276,7 @@ async fn a_run_whose_step_was_renamed_is_set_aside_not_replayed() {
     let status_now = flow.status(&ik).await.unwrap();
     assert_eq!(status_now.status, TaskState::Failed, "{status}");
     let error = status_now.error.unwrap();
-    assert_eq!(error.code, MISSING_STEP);
+    assert_eq!(error.code, INCOMPATIBLE_VERSION);
     assert!(
         error.message.contains("no step `prepare`"),
         "{}",

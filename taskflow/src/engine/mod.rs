@@ -62,7 +62,7 @@ pub use self::subscription::EventSubscription;
 #[cfg(feature = "client")]
 pub(crate) use self::typed_subscription::decode as decode_event;
 pub use self::typed_subscription::{TaskEvent, TypedEventError, TypedSubscription};
-pub use self::versions::{INCOMPATIBLE_VERSION, InFlightProblem, IncompatibleRuns, MISSING_STEP};
+pub use self::versions::{INCOMPATIBLE_VERSION, InFlightProblem, IncompatibleRuns};
 
 /// The durable task engine. Cheap to clone (all clones share one engine).
 ///

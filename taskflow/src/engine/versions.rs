@@ -11,12 +11,9 @@ use crate::metrics::Metrics;
 use crate::status::TaskState;
 use crate::store::{Scan, TaskRecord};
 
-/// The code (and suspension reason) of a run set aside because its task's version changed.
+/// The code (and suspension reason) of a run set aside because its task's code changed: another
+/// version created it, or its log holds a step the current code no longer has.
 pub const INCOMPATIBLE_VERSION: &str = "incompatible_version";
-
-/// The code (and suspension reason) of a run set aside because its log holds a step its
-/// task's current code no longer has.
-pub const MISSING_STEP: &str = "missing_step";
 
 /// What happens to an in-flight run this process's code cannot resume: created by a version
 /// of its task that this process does not have, or holding a step its code no longer has
@@ -24,11 +21,11 @@ pub const MISSING_STEP: &str = "missing_step";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum IncompatibleRuns {
-    /// Suspended with reason `incompatible_version` or `missing_step` (the default): nothing
+    /// Suspended with reason `incompatible_version` (the default): nothing
     /// is lost; deploy the code that created it and resume it there, or cancel it.
     #[default]
     Suspend,
-    /// Failed with code `incompatible_version` or `missing_step`.
+    /// Failed with code `incompatible_version`.
     Fail,
 }
 
@@ -50,10 +47,19 @@ pub struct InFlightProblem {
 
 /// Why this process must not run a run.
 pub(super) struct Incompatible {
-    /// The code a failed run gets (and the reason a suspended one shows).
-    code: &'static str,
+    /// What changed (its own metric).
+    kind: Change,
     /// What is wrong, in words that say what to do.
     problem: String,
+}
+
+/// What about the code changed under a run.
+#[derive(PartialEq, Eq)]
+enum Change {
+    /// Not registered here, or another version.
+    Version,
+    /// A step the run's log holds is gone.
+    MissingStep,
 }
 
 impl Inner {
@@ -66,7 +72,7 @@ impl Inner {
     ) -> Result<Option<Incompatible>, StoreError> {
         let Some(registered) = self.registry.get(&record.name) else {
             return Ok(Some(Incompatible {
-                code: INCOMPATIBLE_VERSION,
+                kind: Change::Version,
                 problem: format!(
                     "task `{}` is not registered in this process; register it (or deploy a process that does) to finish run {}",
                     record.name, record.id
@@ -76,7 +82,7 @@ impl Inner {
         let have = registered.options.version.get();
         if record.version != have {
             return Ok(Some(Incompatible {
-                code: INCOMPATIBLE_VERSION,
+                kind: Change::Version,
                 problem: format!(
                     "run {} of task `{}` was created by version {} of its code and this process has version {have}: deploy version {} of `{}` to finish it, or cancel it",
                     record.id, record.name, record.version, record.version, record.name
@@ -97,7 +103,7 @@ impl Inner {
             .map(|(key, _)| key)
             .find(|key| !known.contains(&key.name()));
         Ok(missing.map(|key| Incompatible {
-            code: MISSING_STEP,
+            kind: Change::MissingStep,
             problem: format!(
                 "run {} of task `{}` has a committed result for step `{key}` and this code has no step `{}` (renamed or removed without a new #[task(version = N)]): deploy the code that has it to finish the run, or cancel it; raise the task's version when you change its steps",
                 record.id,
@@ -113,8 +119,8 @@ impl Inner {
         record: &TaskRecord,
         why: Incompatible,
     ) -> Result<(), StoreError> {
-        let Incompatible { code, problem } = why;
-        if code == MISSING_STEP {
+        let Incompatible { kind, problem } = why;
+        if kind == Change::MissingStep {
             Metrics::inc(&self.metrics.runs_missing_step);
         } else {
             Metrics::inc(&self.metrics.runs_incompatible);
@@ -122,13 +128,13 @@ impl Inner {
         match self.config.incompatible_runs {
             IncompatibleRuns::Suspend => {
                 tracing::warn!(task_id = %record.id, task = %record.name, "{problem}; suspended");
-                self.suspend_run(record, code).await
+                self.suspend_run(record, INCOMPATIBLE_VERSION).await
             }
             IncompatibleRuns::Fail => {
                 tracing::warn!(task_id = %record.id, task = %record.name, "{problem}; failed");
                 let error = ErrorRecord {
                     message: problem,
-                    code: code.to_owned(),
+                    code: INCOMPATIBLE_VERSION.to_owned(),
                     public: false,
                 };
                 self.fail_run(record, error).await
