@@ -80,11 +80,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .merge(taskflow::axum::metrics(flow.clone()));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!(
-        "taskflow demo listening on http://{}",
-        listener.local_addr()?
-    );
-    taskflow::axum::serve(listener, app, flow).await?;
+    let local = listener.local_addr()?;
+    // Signals are handled from here on: a SIGTERM right after the line below drains.
+    let server = taskflow::axum::serve(listener, app, flow);
+    println!("taskflow demo listening on http://{local}");
+    server.await?;
     Ok(())
 }
 

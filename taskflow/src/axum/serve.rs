@@ -38,8 +38,15 @@ pub const FORCED_EXIT_AFTER: Duration = Duration::from_secs(15);
 ///
 /// # Errors
 /// When accepting connections fails.
-pub async fn serve(listener: TcpListener, app: Router, flow: TaskFlow) -> std::io::Result<()> {
-    serve_until(listener, app, flow, signal()).await
+/// The signal handlers are installed when `serve` is called, before the returned future is
+/// first polled: a signal that arrives right after (say, once the app printed its address)
+/// starts the drain instead of killing the process.
+pub fn serve(
+    listener: TcpListener,
+    app: Router,
+    flow: TaskFlow,
+) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+    serve_until(listener, app, flow, signal())
 }
 
 /// [`serve`] with another shutdown trigger (tests; embedding in a larger server).
@@ -141,26 +148,41 @@ fn is_transient(e: &std::io::Error) -> bool {
         .is_some_and(|code| code == 24 || code == 23) // EMFILE, ENFILE
 }
 
-/// Resolves on the first SIGINT or SIGTERM (later ones coalesce into it).
-async fn signal() {
+/// The next delivery of `signal`; never, when it could not be listened for.
+#[cfg(unix)]
+async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Listens for SIGINT and SIGTERM from the moment it is called (tokio installs the handlers
+/// now, not at the first poll); the future resolves on the first (later ones coalesce into it).
+fn signal() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
+        let listen = |kind: SignalKind, name: &'static str| {
+            signal(kind)
+                .map_err(|e| tracing::error!(error = %e, "cannot listen for {name}"))
+                .ok()
         };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut term = listen(SignalKind::terminate(), "SIGTERM");
+        let mut int = listen(SignalKind::interrupt(), "SIGINT");
+        async move {
+            tokio::select! {
+                _ = next(term.as_mut()) => {}
+                _ = next(int.as_mut()) => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
