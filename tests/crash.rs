@@ -11,7 +11,11 @@
 //! SIGKILLed 5 times a few milliseconds into a life. Everything a subscriber saw must be in
 //! the final log at the same seq, and the final log holds every event exactly once, in order.
 //!
-//! One binary plays both parts: with `TASKFLOW_CRASH_CHILD` set it is the child.
+//! A third part kills a child while its run sleeps durably (`ctx.sleep`, 800 ms, the real
+//! clock): after the restart the run wakes at the time it chose before the kill (within 1 s)
+//! and the step before the sleep does not run again.
+//!
+//! One binary plays every part: with `TASKFLOW_CRASH_CHILD` set it is the child.
 
 #![allow(clippy::unwrap_used)] // a test program (harness = false): a panic is the failure report
 
@@ -132,6 +136,104 @@ async fn burst_child(dir: &Path) {
     let total = flow.wait(&run).await.unwrap();
     println!("done {total}");
     flow.shutdown().await.unwrap();
+}
+
+const NAP_MS: u64 = 800;
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// A step that says in which life it ran, a durable sleep, and a step that says when it woke.
+#[task(name = "crash-sleeper")]
+async fn sleeper(ctx: TaskContext<NoEvents>, ms: u64) -> Result<(u64, u64), TaskError> {
+    let life: u64 = std::env::var("TASKFLOW_CRASH_LIFE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ran_in = ctx
+        .step("before", || async move { Ok::<_, TaskError>(life) })
+        .await?;
+    ctx.sleep(Duration::from_millis(ms)).await?;
+    let woke = ctx
+        .step("after", || async { Ok::<_, TaskError>(now_ms()) })
+        .await?;
+    Ok((ran_in, woke))
+}
+
+async fn sleep_child(dir: &Path) {
+    let flow = TaskFlow::builder()
+        .data_dir(dir.join("sleep-data"))
+        .register(sleeper)
+        .build()
+        .await
+        .unwrap();
+    let run = flow.start(sleeper, NAP_MS).await.unwrap();
+    loop {
+        let status = flow.status(&run.idempotency_key).await.unwrap();
+        if let Some(until) = status.waiting.and_then(|w| w.until()) {
+            println!("parked {}", until.as_millis());
+            break;
+        }
+        if status.status.is_terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (ran_in, woke) = flow.wait(&run).await.unwrap();
+    println!("done {ran_in} {woke}");
+    flow.shutdown().await.unwrap();
+}
+
+/// Kill -9 while asleep: the restarted process wakes the run at its time, once.
+fn sleep_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let parked: fn(&str) -> bool = |line| line.starts_with("parked ");
+    let env = |life: u32| {
+        [
+            ("TASKFLOW_CRASH_MODE", "sleep".to_owned()),
+            ("TASKFLOW_CRASH_LIFE", life.to_string()),
+        ]
+    };
+    let (lines, status) = run_child(dir.path(), &env(0), Some((50, parked)), "sleep life 0");
+    assert!(!status.success(), "the sleeping life exited by itself");
+    let until: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("parked "))
+        .expect("the run parked before the kill")
+        .parse()
+        .unwrap();
+    assert!(!lines.iter().any(|l| l.starts_with("done")), "{lines:?}");
+    let (lines, status) = run_child(dir.path(), &env(1), None, "sleep life 1");
+    assert!(status.success(), "the restarted life failed: {status}");
+    let done: Vec<u64> = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("done "))
+        .expect("done line")
+        .split(' ')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (ran_in, woke) = (done[0], done[1]);
+    assert_eq!(
+        ran_in, 0,
+        "the step before the sleep ran again after the kill"
+    );
+    assert!(woke >= until, "woke {} ms early", until - woke);
+    assert!(
+        woke < until + 1000,
+        "woke {} ms after its time",
+        woke - until
+    );
+    println!(
+        "crash: sleep: killed while asleep, woke {} ms after its time in the restarted process, its first step not re-run",
+        woke - until
+    );
 }
 
 async fn child(dir: &Path) {
@@ -429,6 +531,7 @@ fn parent() {
         executions.values().sum::<u32>()
     );
     burst_part(&mut rng);
+    sleep_part();
 }
 
 fn main() {
@@ -438,10 +541,10 @@ fn main() {
             .enable_all()
             .build()
             .unwrap();
-        if std::env::var("TASKFLOW_CRASH_MODE").as_deref() == Ok("burst") {
-            runtime.block_on(burst_child(Path::new(&dir)));
-        } else {
-            runtime.block_on(child(Path::new(&dir)));
+        match std::env::var("TASKFLOW_CRASH_MODE").as_deref() {
+            Ok("burst") => runtime.block_on(burst_child(Path::new(&dir))),
+            Ok("sleep") => runtime.block_on(sleep_child(Path::new(&dir))),
+            _ => runtime.block_on(child(Path::new(&dir))),
         }
         return;
     }

@@ -10,7 +10,7 @@ pub const NAME_MAX_BYTES: usize = 64;
 
 /// Wire names taskflow uses for its own frames and lifecycle events; an event may not take one
 /// (compared case-insensitively).
-pub const RESERVED_EVENT_NAMES: [&str; 7] = [
+pub const RESERVED_EVENT_NAMES: [&str; 9] = [
     "ready",
     "error",
     "heartbeat",
@@ -18,6 +18,8 @@ pub const RESERVED_EVENT_NAMES: [&str; 7] = [
     "failed",
     "cancelled",
     "suspended",
+    "waiting",
+    "wait_ended",
 ];
 
 /// Prefixes of event names that belong to taskflow (compared case-insensitively).

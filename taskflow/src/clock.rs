@@ -32,12 +32,42 @@ impl Timestamp {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 
+    /// The time in RFC 3339 (UTC, milliseconds), e.g. `2026-12-02T06:00:00.000Z`.
+    #[must_use]
+    pub fn to_rfc3339(self) -> String {
+        let secs = self.0 / 1000;
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            self.0 % 1000
+        )
+    }
+
     /// `self + d`, saturating.
     #[must_use]
     pub fn plus(self, d: Duration) -> Timestamp {
         let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Timestamp(self.0.saturating_add(ms))
     }
+}
+
+/// Year, month and day of the `days`-th day after 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for the proleptic Gregorian calendar).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
 }
 
 /// The source of every persisted time. Inject [`ManualClock`] in tests to drive retention,
@@ -113,6 +143,16 @@ impl MonotonicClock {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rfc3339_of_known_instants() {
+        let at = |ms| super::Timestamp::from_millis(ms).to_rfc3339();
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(at(1_796_186_096_789), "2026-12-02T04:34:56.789Z");
+        assert_eq!(at(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
+        assert_eq!(at(1_795_689_365_123), "2026-11-26T10:36:05.123Z");
+    }
+
     use super::*;
 
     #[test]

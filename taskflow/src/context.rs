@@ -298,6 +298,97 @@ impl<E: Events> TaskContext<E> {
         }
     }
 
+    /// Sleeps durably for `duration`: the wake-up time is committed, and the run is parked
+    /// in the store until then, holding no concurrency slot and no tokio task (the attempt
+    /// ends here and a new one replays up to this point when it is due). After a crash or a
+    /// restart it sleeps only the remainder; a stop or cancel ends the wait. The time is the
+    /// flow's [`Clock`](crate::Clock). While parked, the status says `waiting: {"kind":
+    /// "sleep", "until": ...}` and the stream carries `waiting` then `wait_ended`.
+    ///
+    /// A zero duration (or a time already past) records nothing but the call and returns.
+    ///
+    /// # Errors
+    /// `stopped` when the attempt was fenced off; `storage_unavailable` when the store failed.
+    #[track_caller]
+    pub fn sleep(
+        &self,
+        duration: std::time::Duration,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send + '_ {
+        self.sleep_to(move |now| now.plus(duration), Location::caller())
+    }
+
+    /// Sleeps durably until `until` by the flow's clock (see [`sleep`](Self::sleep)).
+    ///
+    /// # Errors
+    /// As [`sleep`](Self::sleep).
+    #[track_caller]
+    pub fn sleep_until(
+        &self,
+        until: crate::Timestamp,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send + '_ {
+        self.sleep_to(move |_| until, Location::caller())
+    }
+
+    async fn sleep_to(
+        &self,
+        target: impl FnOnce(crate::Timestamp) -> crate::Timestamp + Send,
+        site: &'static Location<'static>,
+    ) -> Result<(), TaskError> {
+        // Internal keys (`$` is outside the step-name grammar): the start records the
+        // wake-up time, the end that the wait is over.
+        let start_key = self.state.next_step_key("$sleep");
+        let end_key = self.state.next_step_key("$woke");
+        if self.state.recorded_step(&end_key).is_some() {
+            return Ok(());
+        }
+        if self.state.is_stopped() {
+            return Err(stopped());
+        }
+        let site = format!("{}:{}:{}", site.file(), site.line(), site.column());
+        let encode = |key: &StepKey, value: u64| {
+            StepRecord::encode(key, value.to_string().as_bytes(), &site)
+                .map_err(|e| TaskError::internal("invalid_step_result", e.to_string()))
+        };
+        let (until, start) = match self.state.recorded_step(&start_key) {
+            Some(record) => {
+                let ms = record.value.as_u64().ok_or_else(|| {
+                    TaskError::internal(
+                        "incompatible_state",
+                        format!(
+                            "task `{}`, sleep `{start_key}`: the recorded wake-up time is not a number",
+                            self.state.task_name()
+                        ),
+                    )
+                })?;
+                (crate::Timestamp::from_millis(ms), None)
+            }
+            None => {
+                let until = target(self.state.now());
+                let json = encode(&start_key, until.as_millis())?;
+                (until, Some((start_key, json)))
+            }
+        };
+        if self.state.now() >= until {
+            // Due: the end is recorded with the start when it never parked, and tells the
+            // stream when it did.
+            let ended = start.is_none().then_some(crate::Lifecycle::WaitEnded {
+                kind: crate::WaitKind::Sleep,
+            });
+            let end = encode(&end_key, until.as_millis())?;
+            return self
+                .state
+                .end_wait(start, (end_key, end), ended)
+                .await
+                .map_err(store_error);
+        }
+        self.state
+            .park(start, crate::Waiting::Sleep { until })
+            .await
+            .map_err(store_error)?;
+        // The driver drops this attempt now; a new one replays up to here when it is due.
+        std::future::pending().await
+    }
+
     fn replay<T: DeserializeOwned>(
         &self,
         key: &StepKey,

@@ -71,6 +71,7 @@ mod task;
 mod task_error;
 #[cfg(feature = "test-util")]
 pub mod testing;
+mod wait;
 
 #[cfg(feature = "axum")]
 pub mod axum;
@@ -209,6 +210,7 @@ pub use crate::task::{
     EventDecodeError, Events, ExecuteMode, NoEvents, OnDisconnect, Task, TaskInput, TaskOptions,
     TaskOutput,
 };
+pub use crate::wait::{WaitKind, Waiting};
 
 /// The names most task code needs: `use taskflow::prelude::*;`.
 pub mod prelude {

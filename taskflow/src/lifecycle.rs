@@ -1,10 +1,11 @@
 //! [`Lifecycle`]: the events the engine itself writes to a run's log (`completed`, `failed`,
-//! `suspended`, `cancelled`). One type writes them, decodes them, says which end a run and
+//! `suspended`, `cancelled`, and `waiting` / `wait_ended` around a durable wait). One type writes them, decodes them, says which end a run and
 //! masks them for the wire, so no name or payload shape is spelled out anywhere else.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorRecord;
+use crate::wait::{WaitKind, Waiting};
 
 /// Message that replaces internal error messages in production.
 #[cfg(feature = "axum")]
@@ -44,10 +45,25 @@ pub enum Lifecycle {
         /// Why.
         reason: String,
     },
+    /// The run started a durable wait (`ctx.sleep`, ...) and is parked until it ends; the
+    /// stream stays open.
+    Waiting(Waiting),
+    /// A durable wait ended and the run goes on.
+    WaitEnded {
+        /// The kind of wait that ended.
+        kind: WaitKind,
+    },
 }
 
 /// The wire names of the lifecycle events.
-pub(crate) const LIFECYCLE_NAMES: [&str; 4] = ["completed", "failed", "suspended", "cancelled"];
+pub(crate) const LIFECYCLE_NAMES: [&str; 6] = [
+    "completed",
+    "failed",
+    "suspended",
+    "cancelled",
+    "waiting",
+    "wait_ended",
+];
 
 impl Lifecycle {
     /// Wire name of [`Lifecycle::Suspended`].
@@ -71,13 +87,18 @@ impl Lifecycle {
             Self::Failed { .. } => "failed",
             Self::Suspended { .. } => Self::SUSPENDED,
             Self::Cancelled { .. } => "cancelled",
+            Self::Waiting(_) => "waiting",
+            Self::WaitEnded { .. } => "wait_ended",
         }
     }
 
-    /// Whether the event ends the run for good (`suspended` does not).
+    /// Whether the event ends the run for good (`suspended` and the waits do not).
     #[must_use]
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, Self::Suspended { .. })
+        matches!(
+            self,
+            Self::Completed { .. } | Self::Failed { .. } | Self::Cancelled { .. }
+        )
     }
 
     /// The payload as logged.
@@ -93,6 +114,10 @@ impl Lifecycle {
             Self::Suspended { reason } | Self::Cancelled { reason } => {
                 serde_json::json!({ "reason": reason })
             }
+            Self::Waiting(waiting) => {
+                serde_json::to_value(waiting).expect("a wait serialises: an enum tag and numbers")
+            }
+            Self::WaitEnded { kind } => serde_json::json!({ "kind": kind }),
         }
     }
 
@@ -134,7 +159,7 @@ pub(crate) fn is_lifecycle_name(name: &str) -> bool {
 
 /// Whether `name` is a lifecycle event that ends the run for good.
 pub(crate) fn is_terminal_name(name: &str) -> bool {
-    is_lifecycle_name(name) && name != Lifecycle::SUSPENDED
+    matches!(name, "completed" | "failed" | "cancelled")
 }
 
 #[cfg(test)]
@@ -158,6 +183,12 @@ mod tests {
             },
             Lifecycle::Cancelled {
                 reason: "user".into(),
+            },
+            Lifecycle::Waiting(Waiting::Sleep {
+                until: crate::clock::Timestamp::from_millis(1_000),
+            }),
+            Lifecycle::WaitEnded {
+                kind: WaitKind::Sleep,
             },
         ];
         for e in events {

@@ -85,6 +85,10 @@ metrics! {
     runs_incompatible: Counter "runs_incompatible_total",
     /// In-flight runs set aside because their log holds a step their task no longer has.
     runs_missing_step: Counter "runs_missing_step_total",
+    /// Times a run parked in a durable wait (no slot, no task held).
+    runs_parked: Counter "runs_parked_total",
+    /// Parked runs woken when their wait was due.
+    runs_woken: Counter "runs_woken_total",
     /// Step bodies that ran.
     steps_executed: Counter "steps_executed_total",
     /// Steps answered from the log.

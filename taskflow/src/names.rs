@@ -2,7 +2,7 @@
 //! rules of `taskflow-rules` (which the macros check at compile time), as run-time errors.
 
 /// Wire names the bridge and the engine use for their own frames and lifecycle events.
-pub const RESERVED_EVENT_NAMES: [&str; 7] = taskflow_rules::RESERVED_EVENT_NAMES;
+pub const RESERVED_EVENT_NAMES: [&str; 9] = taskflow_rules::RESERVED_EVENT_NAMES;
 
 /// Why a name was refused. The message says what is wrong, in the same words as the
 /// compile-time check of `#[task]` and `#[events]`.

@@ -88,10 +88,14 @@ pub struct TaskStatus {
     pub suspended_reason: Option<String>,
     /// Why it was cancelled (only once cancelled).
     pub cancel_reason: Option<String>,
+    /// What it waits for while parked in a durable wait (`ctx.sleep`): `{"kind": "sleep",
+    /// "until": "<RFC 3339>", "until_ms": ...}`; `null` otherwise.
+    #[serde(default)]
+    pub waiting: Option<crate::wait::Waiting>,
 }
 
 /// One entry of a run's event log: a user event or a lifecycle event
-/// (`suspended`, `completed`, `failed`, `cancelled`).
+/// (`suspended`, `completed`, `failed`, `cancelled`, `waiting`, `wait_ended`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
     /// Gapless sequence number per idempotency key.

@@ -23,3 +23,4 @@ mod storage;
 mod subscribe;
 mod support;
 mod versions;
+mod waits;

@@ -25,7 +25,9 @@ export type StreamedEvent<Events, Output> =
   | { seq: number; event: "suspended"; data: { reason: string } }
   | { seq: number; event: "completed"; data: { result: Output } }
   | { seq: number; event: "failed"; data: { message: string; code: string } }
-  | { seq: number; event: "cancelled"; data: { reason: string } };
+  | { seq: number; event: "cancelled"; data: { reason: string } }
+  | { seq: number; event: "waiting"; data: { kind: "sleep"; until: string; until_ms: number } }
+  | { seq: number; event: "wait_ended"; data: { kind: "sleep" } };
 
 export interface StreamOptions {
   signal?: AbortSignal;

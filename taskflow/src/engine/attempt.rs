@@ -4,18 +4,22 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::runs::Generation;
 use super::{Inner, limits, lock};
+use crate::clock::Timestamp;
 use crate::context::StepOrigin;
 use crate::error::{PayloadKind, PayloadTooLarge, StoreError};
 use crate::identity::UserContext;
 use crate::ids::{Epoch, IdempotencyKey, StepKey, TaskId};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::status::StoredEvent;
 use crate::store::{Fence, PendingCommit, StepRecord, TaskPatch, Write, WriteBatch};
+use crate::wait::Waiting;
 
 /// Emits an attempt may have queued and not yet seen durable; `emit` waits beyond this.
 pub(crate) const MAX_QUEUED_EMITS: usize = 1024;
@@ -70,6 +74,9 @@ pub(crate) struct AttemptState {
     stop: watch::Receiver<bool>,
     /// The driver this attempt belongs to (a fenced write stops that driver, not a later one).
     generation: Generation,
+    /// Set once the handler parked the run in a durable wait (committed): the driver then
+    /// drops the handler and frees the slot.
+    parked: watch::Sender<Option<Timestamp>>,
 }
 
 impl AttemptState {
@@ -89,7 +96,18 @@ impl AttemptState {
             emits: Mutex::new(EmitQueue::default()),
             stop: start.stop,
             generation: start.generation,
+            parked: watch::channel(None).0,
         }
+    }
+
+    /// Resolves once the handler parked the run (with when the wait is due).
+    pub(super) fn parked(&self) -> watch::Receiver<Option<Timestamp>> {
+        self.parked.subscribe()
+    }
+
+    /// The flow's clock.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.inner.now()
     }
 
     /// A write of this attempt was fenced off: the run was stopped, or (a shared store)
@@ -284,14 +302,82 @@ impl AttemptState {
             key,
             json,
         };
-        let batch = WriteBatch::fenced(self.fence(), vec![write]);
-        let step = {
+        self.commit_after_emits(vec![write]).await
+    }
+
+    /// Commits `writes` in one batch fenced by this attempt's epoch, behind every emit queued
+    /// before it; returns once they and it are durable.
+    async fn commit_after_emits(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let batch = WriteBatch::fenced(self.fence(), writes);
+        let committed = {
             // Queued under the emit lock: behind every emit that took a position before it.
             let _queue = lock(&self.emits);
             self.inner.store.enqueue(batch)
         };
         let emitted = self.flush().await;
-        let stepped = self.notice(step.await.map(drop));
-        emitted.and(stepped)
+        let written = self.notice(committed.await.map(drop));
+        emitted.and(written)
+    }
+
+    fn step_write(&self, key: StepKey, json: Vec<u8>) -> Write {
+        Write::Step {
+            task: self.task_id,
+            key,
+            json,
+        }
+    }
+
+    fn lifecycle_write(&self, event: &Lifecycle) -> Write {
+        Write::Event {
+            ik: self.ik.clone(),
+            task: self.task_id,
+            name: event.name().to_owned(),
+            data: event.data(),
+        }
+    }
+
+    /// Parks the run in `waiting`: one batch records `start` (the wait's step, the first
+    /// time), the wait on the run (a shared store lets the lease lapse until it is due) and
+    /// the `waiting` event; then the driver is told to end the attempt.
+    pub(crate) async fn park(
+        &self,
+        start: Option<(StepKey, Vec<u8>)>,
+        waiting: Waiting,
+    ) -> Result<(), StoreError> {
+        let now = self.inner.now();
+        let mut patch = TaskPatch::at(now);
+        patch.waiting = Some(Some(waiting));
+        patch.park_for = Some(waiting.until().map_or(Duration::ZERO, |at| at.since(now)));
+        let mut writes: Vec<Write> = start
+            .into_iter()
+            .map(|(key, json)| self.step_write(key, json))
+            .collect();
+        writes.push(Write::Update {
+            task: self.task_id,
+            patch,
+        });
+        writes.push(self.lifecycle_write(&Lifecycle::Waiting(waiting)));
+        self.commit_after_emits(writes).await?;
+        Metrics::inc(&self.inner.metrics.runs_parked);
+        self.parked
+            .send_replace(Some(waiting.until().unwrap_or(now)));
+        Ok(())
+    }
+
+    /// Records that a wait is over: its end step, after `start` (the wait's own step, when it
+    /// never parked), and, when it had parked, the `wait_ended` event.
+    pub(crate) async fn end_wait(
+        &self,
+        start: Option<(StepKey, Vec<u8>)>,
+        end: (StepKey, Vec<u8>),
+        ended: Option<Lifecycle>,
+    ) -> Result<(), StoreError> {
+        let mut writes: Vec<Write> = start
+            .into_iter()
+            .chain(std::iter::once(end))
+            .map(|(key, json)| self.step_write(key, json))
+            .collect();
+        writes.extend(ended.iter().map(|e| self.lifecycle_write(e)));
+        self.commit_after_emits(writes).await
     }
 }

@@ -10,6 +10,7 @@ use super::admission::Ticket;
 use super::attempt::{AttemptStart, AttemptState};
 use super::registry::Registered;
 use super::runs::Generation;
+use crate::clock::Timestamp;
 use crate::error::{StoreError, TaskError};
 use crate::ids::{Epoch, Seq};
 use crate::lifecycle::Lifecycle;
@@ -23,6 +24,8 @@ enum Attempt {
     Finished(Result<serde_json::Value, TaskError>),
     /// Stopped, cancelled or shut down before it returned; nothing to settle.
     Stopped,
+    /// The handler parked the run in a durable wait (committed) until this time.
+    Parked(Timestamp),
 }
 
 /// Starts a driver for a run that holds an admission slot.
@@ -66,7 +69,8 @@ async fn drive(
                 break;
             }
         }
-        let is_recovery = first && record.status == TaskState::Running;
+        // A parked run woken at its time is not a recovery: nothing was interrupted.
+        let is_recovery = first && record.status == TaskState::Running && record.waiting.is_none();
         first = false;
         if let Some(at) = record.next_attempt_at {
             let wait = at.since(inner.now());
@@ -117,6 +121,17 @@ async fn drive(
         .await;
         match outcome {
             Attempt::Stopped => break,
+            Attempt::Parked(until) => {
+                // The slot is freed as the driver exits; the timer admits the run again.
+                inner.timers.wake_at(
+                    until,
+                    Ticket {
+                        id: record.id,
+                        owner: record.owner.clone(),
+                    },
+                );
+                break;
+            }
             Attempt::Finished(result) => {
                 if !settle(&inner, &record, epoch, result).await {
                     break;
@@ -142,6 +157,7 @@ async fn begin_attempt(inner: &Inner, record: &TaskRecord) -> Result<Epoch, Stor
     patch.status = Some(TaskState::Running);
     patch.attempt = Some(record.attempt + 1);
     patch.next_attempt_at = Some(None);
+    patch.waiting = Some(None);
     patch.bump_epoch = true;
     patch.heartbeat = true;
     let limits = inner.config.limits;
@@ -228,6 +244,7 @@ async fn run_attempt(
         },
     ));
     let span = tracing::info_span!("attempt", task = registered.name, attempt, is_recovery);
+    let mut parked = state.parked();
     let mut handler = tokio::spawn((registered.run)(state, record.input.clone()).instrument(span));
     inner
         .runs
@@ -237,6 +254,11 @@ async fn run_attempt(
     loop {
         tokio::select! {
             joined = &mut handler => return after_stop_check(stop, outcome(joined)),
+            Some(until) = async { parked.wait_for(Option::is_some).await.ok().and_then(|at| *at) } => {
+                // The park is committed and the handler waits forever: drop it.
+                handler.abort();
+                return Attempt::Parked(until);
+            }
             _ = beat.tick() => {
                 if heartbeat(inner, record, epoch).await.is_err() {
                     // Fenced: the run was stopped, or (a shared store) another process took it

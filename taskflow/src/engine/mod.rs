@@ -29,6 +29,7 @@ mod scope;
 mod shutdown;
 mod submit;
 mod subscription;
+mod timers;
 mod transition;
 mod typed_subscription;
 mod versions;
@@ -94,6 +95,8 @@ struct Inner {
     clock: MonotonicClock,
     /// Runs with a driver in this process, and their live user contexts.
     runs: Runs,
+    /// Parked runs of this process waiting for their time.
+    timers: timers::Timers,
     key_locks: KeyLocks,
     admission: Mutex<Admission>,
     shutdown: watch::Sender<bool>,

@@ -64,6 +64,7 @@ impl TaskFlow {
             metrics,
             clock: MonotonicClock::new(clock),
             runs: super::runs::Runs::default(),
+            timers: super::timers::Timers::default(),
             key_locks: super::key_lock::KeyLocks::default(),
             shutdown: watch::channel(false).0,
             background: Mutex::new(Vec::new()),
@@ -73,6 +74,7 @@ impl TaskFlow {
             recovered_watched: Mutex::new(Vec::new()),
         });
         spawn_remote_stops(&inner, changed_elsewhere);
+        super::timers::spawn(&inner);
         let flow = Self { inner };
         for found in flow.check_in_flight().await? {
             tracing::warn!(

@@ -136,5 +136,8 @@ pub(super) fn status_of(record: &TaskRecord, last_seq: Seq) -> TaskStatus {
         cancel_reason: (record.status == TaskState::Cancelled)
             .then(|| record.suspended_reason.clone())
             .flatten(),
+        waiting: record
+            .waiting
+            .filter(|_| record.status == TaskState::Running),
     }
 }

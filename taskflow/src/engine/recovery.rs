@@ -19,7 +19,44 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<(), StoreError> {
     let claimable = inner.registry.claimable();
     let tasks: Vec<&str> = claimable.iter().map(String::as_str).collect();
     let in_flight = inner.store.claim_interrupted(usize::MAX, &tasks).await?;
-    take_over(inner, in_flight).await
+    take_over(inner, in_flight).await?;
+    if inner.store.lease().is_some() {
+        wake_parked_elsewhere(inner).await?;
+    }
+    Ok(())
+}
+
+/// On a shared store, the parked runs of every process are this one's to wake too (their
+/// leases lapse only when they are due, by the database's clock): each is put on this
+/// process's timer, and the first process to claim it at its time runs it.
+async fn wake_parked_elsewhere(inner: &Arc<Inner>) -> Result<(), StoreError> {
+    let running = inner
+        .store
+        .scan(crate::store::Scan {
+            states: vec![crate::status::TaskState::Running],
+            current_only: true,
+            ..crate::store::Scan::default()
+        })
+        .await?;
+    for record in running {
+        let Some(until) = record.waiting.and_then(|w| w.until()) else {
+            continue;
+        };
+        if inner
+            .registry
+            .get(&record.name)
+            .is_some_and(|r| r.options.version.get() == record.version)
+        {
+            inner.timers.wake_at(
+                until,
+                Ticket {
+                    id: record.id,
+                    owner: record.owner.clone(),
+                },
+            );
+        }
+    }
+    Ok(())
 }
 
 /// On a shared store: renews this process's leases every heartbeat interval (at least three
@@ -99,6 +136,18 @@ async fn take_over(inner: &Arc<Inner>, in_flight: Vec<TaskRecord>) -> Result<(),
         };
         if let Some(why) = inner.incompatibility(&record).await? {
             inner.set_aside(&record, why).await?;
+            continue;
+        }
+        // Parked in a wait, not interrupted: it wakes at its time, here.
+        if let Some(until) = record.waiting.and_then(|w| w.until()) {
+            tracing::debug!(parent: &span, task_id = %record.id, "parked run; waking it at its time");
+            inner.timers.wake_at(
+                until,
+                Ticket {
+                    id: record.id,
+                    owner: record.owner.clone(),
+                },
+            );
             continue;
         }
         let options = &registered.options;

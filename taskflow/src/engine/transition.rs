@@ -106,6 +106,7 @@ impl Inner {
         patch.status = Some(state);
         patch.suspended_reason = Some(Some(reason.to_owned()));
         patch.next_attempt_at = Some(None);
+        patch.waiting = Some(None);
         patch.bump_epoch = true;
         self.transition(record, patch, Some(event)).await
     }

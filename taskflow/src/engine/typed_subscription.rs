@@ -49,6 +49,20 @@ pub enum TaskEvent<T: crate::Task> {
         /// Why.
         reason: String,
     },
+    /// The run started a durable wait and is parked until it ends.
+    Waiting {
+        /// Its sequence number.
+        seq: Seq,
+        /// What it waits for.
+        waiting: crate::Waiting,
+    },
+    /// A durable wait ended and the run goes on.
+    WaitEnded {
+        /// Its sequence number.
+        seq: Seq,
+        /// The kind of wait that ended.
+        kind: crate::WaitKind,
+    },
 }
 
 impl<T: crate::Task> std::fmt::Debug for TaskEvent<T>
@@ -83,6 +97,16 @@ where
                 .debug_struct("Cancelled")
                 .field("seq", seq)
                 .field("reason", reason)
+                .finish(),
+            Self::Waiting { seq, waiting } => f
+                .debug_struct("Waiting")
+                .field("seq", seq)
+                .field("waiting", waiting)
+                .finish(),
+            Self::WaitEnded { seq, kind } => f
+                .debug_struct("WaitEnded")
+                .field("seq", seq)
+                .field("kind", kind)
                 .finish(),
         }
     }
@@ -174,6 +198,8 @@ pub(crate) fn decode<T: crate::Task>(e: StoredEvent) -> Result<TaskEvent<T>, Typ
     Ok(match lifecycle.map_err(lifecycle_error)? {
         Lifecycle::Suspended { reason } => TaskEvent::Suspended { seq, reason },
         Lifecycle::Cancelled { reason } => TaskEvent::Cancelled { seq, reason },
+        Lifecycle::Waiting(waiting) => TaskEvent::Waiting { seq, waiting },
+        Lifecycle::WaitEnded { kind } => TaskEvent::WaitEnded { seq, kind },
         Lifecycle::Failed { message, code, .. } => TaskEvent::Failed { seq, message, code },
         Lifecycle::Completed { output } => TaskEvent::Completed {
             seq,

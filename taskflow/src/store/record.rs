@@ -8,6 +8,7 @@ use crate::identity::UserId;
 use crate::ids::{Epoch, IdempotencyKey, Seq, TaskId};
 use crate::status::TaskState;
 use crate::task::ExecuteMode;
+use crate::wait::Waiting;
 
 /// One run as stored. Never holds a secret of the user context: only the owner's id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +63,10 @@ pub struct TaskRecord {
     /// before versions existed are version 1).
     #[serde(default = "first_version")]
     pub version: u32,
+    /// Set while the run is parked in a durable wait (`ctx.sleep`): no attempt runs and no
+    /// slot is held until it ends.
+    #[serde(default)]
+    pub waiting: Option<Waiting>,
 }
 
 fn first_version() -> u32 {
@@ -105,13 +110,17 @@ impl TaskRecord {
             epoch: Epoch(0),
             disconnect_grace_ms: None,
             version: 1,
+            waiting: None,
         }
     }
 
-    /// When the run last showed signs of life: its last heartbeat or write.
+    /// When the run last showed signs of life: its last heartbeat or write, or (parked in a
+    /// wait) the end of its wait, so a long sleep does not count as an interruption.
     #[must_use]
     pub fn last_alive(&self) -> Timestamp {
-        self.heartbeat_at.max(self.updated_at)
+        let until = self.waiting.and_then(|w| w.until());
+        let alive = self.heartbeat_at.max(self.updated_at);
+        until.map_or(alive, |until| alive.max(until))
     }
 
     /// Applies `patch` (the store calls this inside its transaction).
@@ -136,6 +145,9 @@ impl TaskRecord {
         }
         if let Some(r) = &patch.suspended_reason {
             self.suspended_reason.clone_from(r);
+        }
+        if let Some(w) = patch.waiting {
+            self.waiting = w;
         }
         if patch.bump_epoch {
             self.epoch = Epoch(self.epoch.0 + 1);
@@ -177,6 +189,11 @@ pub struct TaskPatch {
     /// [`StoreError::AtCapacity`](crate::error::StoreError::AtCapacity) while the claim's
     /// limits are reached across all processes, and gives this process the lease.
     pub claim: Option<Claim>,
+    /// A new wait (`Some(None)` ends it).
+    pub waiting: Option<Option<Waiting>>,
+    /// The run parks for this long: a shared store gives up this process's lease and lets
+    /// it expire when the wait is due, so whichever process is free then claims it.
+    pub park_for: Option<std::time::Duration>,
 }
 
 /// The limits an attempt start must fit in, across every process sharing the store.
@@ -204,6 +221,8 @@ impl TaskPatch {
             bump_epoch: false,
             heartbeat: false,
             claim: None,
+            waiting: None,
+            park_for: None,
         }
     }
 }

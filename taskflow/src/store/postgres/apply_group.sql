@@ -74,9 +74,10 @@ BEGIN
                         -- (until commit), and count the runs executing under a live lease. The
                         -- lock class is the migration lock's + 1.
                         PERFORM pg_advisory_xact_lock(1952543596, hashtext({c}));
+                        -- A parked run (no lease owner) holds no slot.
                         SELECT count(*) INTO running FROM {s}.runs
-                            WHERE status = 'running' AND lease_expires_at > now()
-                            AND id <> (w->>'task')::bigint;
+                            WHERE status = 'running' AND lease_owner IS NOT NULL
+                            AND lease_expires_at > now() AND id <> (w->>'task')::bigint;
                         IF running >= (w->'patch'->>'max_running')::bigint THEN
                             refusal := 'busy';
                             EXIT;
@@ -84,8 +85,9 @@ BEGIN
                         SELECT owner INTO run_owner FROM {s}.runs WHERE id = (w->>'task')::bigint;
                         IF run_owner IS NOT NULL THEN
                             SELECT count(*) INTO running FROM {s}.runs
-                                WHERE status = 'running' AND lease_expires_at > now()
-                                AND owner = run_owner AND id <> (w->>'task')::bigint;
+                                WHERE status = 'running' AND lease_owner IS NOT NULL
+                                AND lease_expires_at > now() AND owner = run_owner
+                                AND id <> (w->>'task')::bigint;
                             IF running >= (w->'patch'->>'max_running_per_user')::bigint THEN
                                 refusal := 'busy';
                                 EXIT;
@@ -142,13 +144,17 @@ BEGIN
                         ELSE (p->>'next_attempt_at')::bigint END,
                     suspended_reason = CASE WHEN p->'suspended_reason' IS NULL THEN suspended_reason
                         ELSE d[(p->>'suspended_reason')::integer]::json END,
+                    waiting = CASE WHEN p->'waiting' IS NULL THEN waiting
+                        ELSE d[(p->>'waiting')::integer]::json END,
                     epoch = epoch + CASE WHEN (p->>'bump_epoch')::boolean THEN 1 ELSE 0 END,
                     heartbeat_at = CASE WHEN (p->>'heartbeat')::boolean THEN (p->>'now')::bigint
                         ELSE heartbeat_at END,
                     updated_at = (p->>'now')::bigint,
                     -- A claim takes the lease; a run that stops being in flight drops it; a
-                    -- run that becomes in flight again (a resume) is this process's.
+                    -- run that becomes in flight again (a resume) is this process's; a run
+                    -- that parks in a wait is nobody's until the wait is due.
                     lease_owner = CASE
+                        WHEN p->'park_ms' IS NOT NULL THEN NULL
                         WHEN (p->>'claim')::boolean THEN me
                         WHEN coalesce(p->>'status', status) NOT IN ('created', 'running') THEN NULL
                         WHEN old_status NOT IN ('created', 'running') THEN me
@@ -158,6 +164,8 @@ BEGIN
                             THEN now()
                         ELSE queued_since END,
                     lease_expires_at = CASE
+                        WHEN p->'park_ms' IS NOT NULL
+                            THEN now() + (p->>'park_ms')::bigint * interval '1 millisecond'
                         WHEN (p->>'claim')::boolean THEN now() + lease
                         WHEN coalesce(p->>'status', status) NOT IN ('created', 'running') THEN NULL
                         WHEN old_status NOT IN ('created', 'running') THEN now() + lease

@@ -14,7 +14,7 @@ use crate::store::{Committed, TaskPatch, TaskRecord, Write, WriteBatch};
 pub(super) const RUN_COLUMNS: &str = "id, name, ik, owner, status, input::text, output::text, \
      error::text, attempt, failed_attempts, max_attempts, execute_mode, on_behalf_of, \
      created_at, updated_at, heartbeat_at, next_attempt_at, suspended_reason::text, first_seq, \
-     epoch, disconnect_grace_ms, version";
+     epoch, disconnect_grace_ms, version, waiting::text";
 
 /// The two arguments of `apply_group`: the batches (`g`, taskflow's own values) and the JSON
 /// texts of user data they point at by 1-based index (`d`).
@@ -147,6 +147,13 @@ impl GroupArgs {
         }
         if let Some(r) = &p.suspended_reason {
             m.insert("suspended_reason".into(), self.optional(r.as_ref())?);
+        }
+        if let Some(w) = &p.waiting {
+            m.insert("waiting".into(), self.optional(w.as_ref())?);
+        }
+        if let Some(d) = p.park_for {
+            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            m.insert("park_ms".into(), json!(ms));
         }
         Ok(Value::Object(m))
     }
@@ -282,6 +289,7 @@ pub(super) fn record_at(row: &Row, at: usize) -> Result<TaskRecord, StoreError> 
         "epoch": get(19)?,
         "disconnect_grace_ms": get(20)?,
         "version": get(21)?,
+        "waiting": text(22)?,
     });
     serde_json::from_value(value).map_err(|e| corrupt(&e))
 }

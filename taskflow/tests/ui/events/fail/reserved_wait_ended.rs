@@ -1,0 +1,9 @@
+// event name `wait_ended` is reserved
+use taskflow::prelude::*;
+
+#[events]
+enum Progress {
+    WaitEnded,
+}
+
+fn main() {}
