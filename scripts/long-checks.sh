@@ -8,12 +8,14 @@
 #   - power loss: 400 random cuts of each kind per crash point (CI: 75), 4 of each kind
 #     recovered by a flow (CI: two per point, their kinds rotating);
 #   - the EIO matrix runs every operation index in CI already (no longer version).
+#   - durable sleep: 10,000 sleeping runs on PostgreSQL too (CI: 1,000 there, 10,000 on redb).
 # Usage: scripts/long-checks.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROPTEST_CASES="${PROPTEST_CASES:-100000}" cargo test -p taskflow-tests --all-features --release --test bridge -- fuzz:: --nocapture
 TASKFLOW_CUT_SESSIONS="${TASKFLOW_CUT_SESSIONS:-10000}" cargo test -p taskflow-tests --all-features --release --test bridge -- cut:: --nocapture
 TASKFLOW_POWER_CUTS_PER_KIND="${TASKFLOW_POWER_CUTS_PER_KIND:-400}" TASKFLOW_POWER_RECOVERIES_PER_KIND="${TASKFLOW_POWER_RECOVERIES_PER_KIND:-4}" cargo test -p taskflow-tests --all-features --release --test engine -- power_loss:: --nocapture
+TASKFLOW_SLEEPING_RUNS="${TASKFLOW_SLEEPING_RUNS:-10000}" TASKFLOW_TEST_STORE=postgres cargo test -p taskflow-tests --all-features --release --test engine -- waits::ten --nocapture
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 for target in last_event_id stored_record sse_client request_body; do
   log="$(mktemp)"

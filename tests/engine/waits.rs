@@ -269,3 +269,107 @@ async fn a_crash_at_every_commit_around_a_sleep_recovers_to_the_same_run() {
     assert!(report.commits >= 6, "{report}");
     assert_eq!(report.points.len() as u64, 2 * report.commits);
 }
+
+/// Sleeps a minute and says which it was.
+#[task(name = "sleepy")]
+pub async fn sleepy(ctx: TaskContext<NoEvents>, i: u32) -> Result<u32, TaskError> {
+    ctx.sleep(Duration::from_secs(60)).await?;
+    Ok(i)
+}
+
+/// Resident memory of this process, in bytes (Linux).
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_sleeping_runs_hold_no_task_and_no_slot_and_all_wake_after_a_restart() {
+    let store = TempStore::new();
+    // On PostgreSQL each start and park is a round trip to the server: a tenth of the runs
+    // keeps the suite's time (the claim and wake paths are the same); TASKFLOW_SLEEPING_RUNS
+    // sets another count.
+    let n: u32 = std::env::var("TASKFLOW_SLEEPING_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if store.kind() == "redb" {
+            10_000
+        } else {
+            1_000
+        });
+    let clock = ManualClock::new(Timestamp::from_millis(START));
+    let build = || {
+        store
+            .builder()
+            .clock(clock.clone())
+            .max_concurrent(20)
+            .start_rate_per_minute(10 * n as usize)
+            .queue_limit(2 * n as usize)
+            .register(sleepy)
+            .register(quick)
+            .build()
+    };
+    let flow = build().await.unwrap();
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let (tasks_before, rss_before) = (tasks(), rss());
+    let started = std::time::Instant::now();
+    let mut runs = Vec::new();
+    for i in 0..n {
+        runs.push(flow.start(sleepy, i).await.unwrap());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while flow.metrics().runs_parked < u64::from(n) {
+        assert!(tokio::time::Instant::now() < deadline, "not all parked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let parked_in = started.elapsed();
+    // Let the last drivers exit.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (tasks_parked, rss_parked) = (tasks(), rss());
+    println!(
+        "{n} runs parked in {parked_in:?}: tokio tasks {tasks_before} before, {tasks_parked} while all sleep; resident memory +{} KiB ({} bytes per run, store cache included)",
+        rss_parked.saturating_sub(rss_before) / 1024,
+        rss_parked.saturating_sub(rss_before) / u64::from(n)
+    );
+    assert!(
+        tasks_parked <= tasks_before + 5,
+        "{tasks_parked} tasks alive with {n} runs asleep (before: {tasks_before})"
+    );
+    // No slot is held: with 20 slots, 20 more runs start at once.
+    let quick_runs: Vec<_> = futures_util::future::join_all((0..20).map(|i| flow.start(quick, i)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for run in &quick_runs {
+        tokio::time::timeout(Duration::from_secs(10), flow.wait(run))
+            .await
+            .expect("a slot was free")
+            .unwrap();
+    }
+    flow.shutdown().await.unwrap();
+
+    // After a restart, their time comes: every one wakes and finishes.
+    let flow = build().await.unwrap();
+    let at = std::time::Instant::now();
+    clock.advance(Duration::from_secs(60));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while flow.metrics().runs_woken < u64::from(n) {
+        assert!(tokio::time::Instant::now() < deadline, "not all woke");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let woken_in = at.elapsed();
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(flow.wait(run).await.unwrap(), i as u32);
+    }
+    println!(
+        "after a restart: all {n} woken (admitted) {woken_in:?} after their time, all finished {:?} after it",
+        at.elapsed()
+    );
+    flow.shutdown().await.unwrap();
+}
