@@ -16,8 +16,7 @@ pub const RECOVERY_MAX_AGE_EXCEEDED: &str = "recovery_max_age_exceeded";
 
 /// Start-up recovery: every interrupted run this process may take over.
 pub(super) async fn recover(inner: &Arc<Inner>) -> Result<(), StoreError> {
-    let claimable = inner.registry.claimable();
-    let tasks: Vec<&str> = claimable.iter().map(String::as_str).collect();
+    let tasks = inner.registry.claimable();
     let in_flight = inner.store.claim_interrupted(usize::MAX, &tasks).await?;
     take_over(inner, in_flight).await?;
     if inner.store.lease().is_some() {
@@ -84,8 +83,7 @@ pub(super) fn spawn_claimer(inner: &Arc<Inner>) {
                 continue;
             }
             // Work another process queued but cannot start yet: a free slot here takes it.
-            let claimable = inner.registry.claimable();
-            let tasks: Vec<&str> = claimable.iter().map(String::as_str).collect();
+            let tasks = inner.registry.claimable();
             match inner.store.claim_queued(idle, &tasks, every).await {
                 Ok(runs) => {
                     for run in runs {
@@ -102,8 +100,7 @@ pub(super) fn spawn_claimer(inner: &Arc<Inner>) {
             if idle == 0 {
                 continue;
             }
-            let claimable = inner.registry.claimable();
-            let tasks: Vec<&str> = claimable.iter().map(String::as_str).collect();
+            let tasks = inner.registry.claimable();
             match inner.store.claim_interrupted(idle, &tasks).await {
                 Ok(runs) if runs.is_empty() => {}
                 Ok(runs) => {

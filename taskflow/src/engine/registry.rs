@@ -86,10 +86,16 @@ fn normalize<I: crate::task::TaskInput>(
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     tasks: HashMap<&'static str, Registered>,
+    /// `name@version` of every task, made once (the registry is complete by then).
+    claimable: std::sync::OnceLock<Vec<String>>,
 }
 
 impl Registry {
     pub(crate) fn insert(&mut self, task: Registered) -> Option<Registered> {
+        debug_assert!(
+            self.claimable.get().is_none(),
+            "tasks are registered before the flow is built"
+        );
         self.tasks.insert(task.name, task)
     }
 
@@ -99,10 +105,16 @@ impl Registry {
 
     /// What this process can run, as the claims of a shared store take it: `name@version`
     /// of every registered task.
-    pub(crate) fn claimable(&self) -> Vec<String> {
-        self.tasks
-            .values()
-            .map(|t| format!("{}@{}", t.name, t.options.version))
+    pub(crate) fn claimable(&self) -> Vec<&str> {
+        self.claimable
+            .get_or_init(|| {
+                self.tasks
+                    .values()
+                    .map(|t| format!("{}@{}", t.name, t.options.version))
+                    .collect()
+            })
+            .iter()
+            .map(String::as_str)
             .collect()
     }
 }
