@@ -203,7 +203,9 @@ pub use crate::error::{
 pub use crate::identity::{AccessToken, InvalidUserId, UserContext, UserId};
 pub use crate::ids::{Epoch, IdempotencyKey, Seq, StepKey, TaskId};
 pub use crate::lifecycle::Lifecycle;
-pub use crate::metrics::MetricsSnapshot;
+pub use crate::metrics::{
+    COMMIT_MICROS_BOUNDS, GROUP_SIZE_BOUNDS, HistogramSnapshot, Histograms, MetricsSnapshot,
+};
 pub use crate::names::{NameError, RESERVED_EVENT_NAMES, validate_event_name, validate_name};
 pub use crate::status::{ListFilter, StoredEvent, SubscribeFrom, TaskState, TaskStatus};
 pub use crate::task::{

@@ -38,6 +38,8 @@ macro_rules! metrics {
         #[derive(Debug, Default)]
         pub(crate) struct Metrics {
             $(pub(crate) $name: AtomicU64,)*
+            /// Commit latency and group size, by bucket.
+            pub(crate) commits: CommitHistograms,
         }
 
         /// A point-in-time copy of the counters.
@@ -110,5 +112,142 @@ metrics! {
 impl Metrics {
     pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Upper bounds of the commit latency buckets, in microseconds (an fdatasync is tens of
+/// microseconds on a fast disk, a network round trip to PostgreSQL about a millisecond).
+pub const COMMIT_MICROS_BOUNDS: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
+];
+
+/// Upper bounds of the group size buckets, in write batches per commit.
+pub const GROUP_SIZE_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// A histogram with fixed bucket bounds: counts per bucket (not cumulative; the last one is
+/// everything above the last bound), the sum and the count of observations.
+#[derive(Debug)]
+pub(crate) struct Histogram<const B: usize> {
+    bounds: &'static [u64; B],
+    buckets: [AtomicU64; B],
+    above: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl<const B: usize> Histogram<B> {
+    fn new(bounds: &'static [u64; B]) -> Self {
+        Self {
+            bounds,
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            above: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn observe(&self, value: u64) {
+        let slot = self.bounds.iter().position(|b| value <= *b);
+        match slot {
+            Some(i) => self.buckets[i].fetch_add(1, Ordering::Relaxed),
+            None => self.above.fetch_add(1, Ordering::Relaxed),
+        };
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> HistogramSnapshot<B> {
+        HistogramSnapshot {
+            bounds: *self.bounds,
+            counts: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            above: self.above.load(Ordering::Relaxed),
+            sum: self.sum.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The commit histograms of a store.
+#[derive(Debug)]
+pub(crate) struct CommitHistograms {
+    pub(crate) micros: Histogram<12>,
+    pub(crate) group: Histogram<11>,
+}
+
+impl Default for CommitHistograms {
+    fn default() -> Self {
+        Self {
+            micros: Histogram::new(&COMMIT_MICROS_BOUNDS),
+            group: Histogram::new(&GROUP_SIZE_BOUNDS),
+        }
+    }
+}
+
+impl Metrics {
+    /// The commit latency and group size histograms now.
+    pub(crate) fn histograms(&self) -> Histograms {
+        Histograms {
+            commit_micros: self.commits.micros.snapshot(),
+            group_size: self.commits.group.snapshot(),
+        }
+    }
+}
+
+/// A point-in-time copy of one histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistogramSnapshot<const B: usize> {
+    /// Each bucket's upper bound (inclusive).
+    pub bounds: [u64; B],
+    /// Observations per bucket (each at most its bound and above the previous one).
+    pub counts: [u64; B],
+    /// Observations above the last bound.
+    pub above: u64,
+    /// The sum of every observation.
+    pub sum: u64,
+}
+
+impl<const B: usize> HistogramSnapshot<B> {
+    /// Observations in all.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum::<u64>() + self.above
+    }
+
+    /// Observations at most each bound, cumulatively (Prometheus `_bucket{le=...}`).
+    #[must_use]
+    pub fn cumulative(&self) -> [u64; B] {
+        let mut total = 0;
+        std::array::from_fn(|i| {
+            total += self.counts[i];
+            total
+        })
+    }
+}
+
+/// The store's commit histograms, from [`TaskFlow::histograms`](crate::TaskFlow::histograms)
+/// and as Prometheus `_bucket` series on `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Histograms {
+    /// Time per durable commit, in microseconds ([`COMMIT_MICROS_BOUNDS`]).
+    pub commit_micros: HistogramSnapshot<12>,
+    /// Write batches per commit ([`GROUP_SIZE_BOUNDS`]).
+    pub group_size: HistogramSnapshot<11>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_counts_each_value_in_the_first_bucket_that_holds_it() {
+        static BOUNDS: [u64; 3] = [1, 10, 100];
+        let h = Histogram::new(&BOUNDS);
+        for v in [0, 1, 2, 10, 11, 100, 101, 5000] {
+            h.observe(v);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.counts, [2, 2, 2]);
+        assert_eq!(s.above, 2);
+        assert_eq!(s.cumulative(), [2, 4, 6]);
+        assert_eq!(s.count(), 8);
+        assert_eq!(s.sum, 5225);
     }
 }

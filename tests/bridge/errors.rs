@@ -291,6 +291,38 @@ async fn metrics_are_prometheus_text() {
         text.lines().any(|l| l == "taskflow_steps_executed_total 2"),
         "{text}"
     );
+    // The commit histograms: cumulative buckets ending in +Inf, which is the count; the
+    // count is the commits, the group sizes sum to the batches.
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    for h in ["taskflow_wal_commit_seconds", "taskflow_wal_group_size"] {
+        assert!(text.contains(&format!("# TYPE {h} histogram")), "{text}");
+        let buckets: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{h}_bucket{{")))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+            .collect();
+        assert!(buckets.len() > 5, "{text}");
+        assert!(
+            buckets.windows(2).all(|w| w[0] <= w[1]),
+            "not cumulative: {buckets:?}"
+        );
+        let inf = value(&format!("{h}_bucket{{le=\"+Inf\"}}"));
+        assert_eq!(Some(&inf), buckets.last());
+        assert_eq!(inf, value(&format!("{h}_count")));
+    }
+    let commits = value("taskflow_wal_commits_total");
+    assert!(commits >= 3.0);
+    assert_eq!(value("taskflow_wal_commit_seconds_count"), commits);
+    assert_eq!(
+        value("taskflow_wal_group_size_sum"),
+        value("taskflow_wal_batches_total")
+    );
     s.shutdown().await;
 }
 

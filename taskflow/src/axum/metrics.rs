@@ -25,5 +25,44 @@ pub(crate) fn prometheus_text(flow: &TaskFlow) -> String {
         "Open SSE streams.",
         u64::try_from(open).unwrap_or(u64::MAX),
     );
+    let h = flow.histograms();
+    histogram(
+        &mut out,
+        "wal_commit_seconds",
+        "Time per durable commit.",
+        &h.commit_micros,
+        |micros| format!("{}", micros as f64 / 1e6),
+    );
+    histogram(
+        &mut out,
+        "wal_group_size",
+        "Write batches per durable commit.",
+        &h.group_size,
+        |n| n.to_string(),
+    );
     out
+}
+
+/// One histogram as Prometheus text: cumulative `_bucket{le="..."}` series ending in `+Inf`,
+/// then `_sum` and `_count` (`unit` renders a bound or the sum in the series' unit).
+fn histogram<const B: usize>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    h: &crate::metrics::HistogramSnapshot<B>,
+    unit: impl Fn(u64) -> String,
+) {
+    let _ = writeln!(out, "# HELP taskflow_{name} {help}");
+    let _ = writeln!(out, "# TYPE taskflow_{name} histogram");
+    for (bound, below) in h.bounds.iter().zip(h.cumulative()) {
+        let _ = writeln!(
+            out,
+            "taskflow_{name}_bucket{{le=\"{}\"}} {below}",
+            unit(*bound)
+        );
+    }
+    let count = h.count();
+    let _ = writeln!(out, "taskflow_{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "taskflow_{name}_sum {}", unit(h.sum));
+    let _ = writeln!(out, "taskflow_{name}_count {count}");
 }

@@ -129,6 +129,13 @@ impl TaskFlow {
         self.inner.metrics.snapshot()
     }
 
+    /// The store's commit latency and group size histograms (also on `/metrics` as
+    /// `taskflow_wal_commit_seconds_bucket` and `taskflow_wal_group_size_bucket`).
+    #[must_use]
+    pub fn histograms(&self) -> crate::metrics::Histograms {
+        self.inner.metrics.histograms()
+    }
+
     /// The environment the flow was built for (it decides masking at the HTTP edge).
     #[must_use]
     pub fn environment(&self) -> Environment {

@@ -124,6 +124,8 @@ impl StoreHooks {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         m.wal_commit_micros.fetch_add(micros, Ordering::Relaxed);
         m.wal_max_group.fetch_max(batches, Ordering::Relaxed);
+        m.commits.micros.observe(micros);
+        m.commits.group.observe(batches);
     }
 
     /// The store failed a commit and is now fail-stopped.
