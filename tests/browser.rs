@@ -437,9 +437,47 @@ async fn the_demo_page_survives_reloads_and_server_kills() {
     );
     b.screenshot("4-bad-input").await;
 
-    // 5. After a reload, GET /api/tasks lists the runs the page shows.
+    // 5. After a reload, GET /api/tasks lists the runs the page shows, a run started
+    // elsewhere (here: by a script) included, and a finished run shows its events again.
+    let elsewhere = reqwest::Client::new()
+        .post(format!("{url}/api/tasks/count-to-n"))
+        .json(&json!({"run_key": "started-by-a-script", "n": 2, "sleep_ms": 10}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(elsewhere.contains("event: completed"), "{elsewhere}");
     b.goto(&url).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let finished = b
+        .js(&format!(
+            "const r = window.__taskflow.runs.get('{ik}'); \
+             return [r.state, r.el.querySelector('.log').textContent, \
+                     [...r.el.querySelectorAll('button')].map(b => b.disabled)]"
+        ))
+        .await;
+    assert_eq!(finished[0], "completed", "{finished}");
+    assert!(
+        finished[1].as_str().unwrap().contains("tick 12/12")
+            && finished[1].as_str().unwrap().contains("completed"),
+        "a finished run shows its events after a reload: {finished}"
+    );
+    assert_eq!(
+        finished[2],
+        json!([true, true, true]),
+        "no action is valid on a completed run"
+    );
+    let scripted = b
+        .js("return [...window.__taskflow.runs.values()].filter(r => r.state === 'completed' && r.task === 'count-to-n' && r.done === 2).length")
+        .await;
+    assert_eq!(
+        scripted,
+        json!(1),
+        "the run a script started is on the page"
+    );
+    b.screenshot("5-after-reload").await;
     let shown = b
         .js("return [...window.__taskflow.runs.keys()].sort()")
         .await;
