@@ -107,6 +107,7 @@ async fn a_version_1_schema_is_migrated_and_its_runs_are_version_1() {
     run_sql(&format!(
         "ALTER TABLE \"{0}\".runs DROP COLUMN version; \
          ALTER TABLE \"{0}\".runs DROP COLUMN waiting; \
+         DROP INDEX \"{0}\".runs_leased; \
          UPDATE \"{0}\".meta SET value = 1 WHERE key = 'schema_version'",
         schema.name()
     ))
