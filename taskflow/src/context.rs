@@ -382,11 +382,89 @@ impl<E: Events> TaskContext<E> {
                 .map_err(store_error);
         }
         self.state
-            .park(start, crate::Waiting::Sleep { until })
+            .park(start, crate::Waiting::Sleep { until }, None)
             .await
             .map_err(store_error)?;
         // The driver drops this attempt now; a new one replays up to here when it is due.
         std::future::pending().await
+    }
+
+    /// Waits durably for the next signal `name` sent to this run
+    /// ([`TaskFlow::signal`](crate::TaskFlow::signal)) and returns its payload as `T`: the
+    /// n-th call for a name consumes the n-th signal of that name, exactly once, whether it
+    /// arrived before the call (it was kept) or after (the run is parked in the store until
+    /// then, holding no slot and no task, with `waiting: {"kind": "signal", "name": ...}` in
+    /// its status and `waiting` / `wait_ended` on its stream). Survives restarts on both
+    /// sides like a step.
+    ///
+    /// # Errors
+    /// `invalid_step_name` for a name outside the grammar; `incompatible_state` when the
+    /// payload does not decode as `T`; `stopped`; `storage_unavailable`.
+    #[track_caller]
+    pub fn wait_signal<T: DeserializeOwned + Send + 'static>(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<T, TaskError>> + Send + '_ {
+        let site = Location::caller();
+        let name = validate_name(name)
+            .map(|()| name.to_owned())
+            .map_err(|e| TaskError::internal("invalid_step_name", e.to_string()));
+        async move {
+            let name = name?;
+            let n = self.state.next_call(&format!("$wait:{name}"));
+            let signal = crate::store::signal_key(&name, n);
+            let start_key = StepKey::new(&format!("$waiting:{name}"), n);
+            let end_key = StepKey::new(&format!("$received:{name}"), n);
+            let decode = |record: StepRecord| -> Result<T, TaskError> {
+                serde_json::from_value(record.value).map_err(|e| {
+                    TaskError::internal(
+                        "incompatible_state",
+                        format!(
+                            "task `{}`, signal `{signal}`: the payload does not decode: {e}",
+                            self.state.task_name()
+                        ),
+                    )
+                })
+            };
+            if self.state.recorded_step(&end_key).is_some()
+                && let Some(record) = self.state.recorded_step(&signal)
+            {
+                return decode(record);
+            }
+            if self.state.is_stopped() {
+                return Err(stopped());
+            }
+            let site = format!("{}:{}:{}", site.file(), site.line(), site.column());
+            let parked_before = self.state.recorded_step(&start_key).is_some();
+            if let Some(record) = self.state.fetch_step(&signal).await.map_err(store_error)? {
+                if parked_before {
+                    // The wait had begun: say on the stream that it is over.
+                    let end = StepRecord::encode(&end_key, b"null", &site)
+                        .map_err(|e| TaskError::internal("invalid_step_result", e.to_string()))?;
+                    let ended = crate::Lifecycle::WaitEnded {
+                        kind: crate::WaitKind::Signal,
+                    };
+                    self.state
+                        .end_wait(None, (end_key, end), Some(ended))
+                        .await
+                        .map_err(store_error)?;
+                }
+                return decode(record);
+            }
+            let start = if parked_before {
+                None
+            } else {
+                let json = StepRecord::encode(&start_key, b"null", &site)
+                    .map_err(|e| TaskError::internal("invalid_step_result", e.to_string()))?;
+                Some((start_key, json))
+            };
+            self.state
+                .park(start, crate::Waiting::Signal { name }, Some(&signal))
+                .await
+                .map_err(store_error)?;
+            // The driver drops this attempt now; the signal wakes the run.
+            std::future::pending().await
+        }
     }
 
     fn replay<T: DeserializeOwned>(

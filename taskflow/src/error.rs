@@ -20,6 +20,8 @@ pub enum PayloadKind {
     StepResult,
     /// One event's payload.
     Event,
+    /// A signal's payload.
+    Signal,
 }
 
 impl fmt::Display for PayloadKind {
@@ -29,6 +31,7 @@ impl fmt::Display for PayloadKind {
             PayloadKind::Output => "output",
             PayloadKind::StepResult => "step result",
             PayloadKind::Event => "event payload",
+            PayloadKind::Signal => "signal payload",
         })
     }
 }
@@ -214,6 +217,12 @@ pub enum ControlError {
     /// The flow is shutting down.
     #[error("the flow is shutting down")]
     ShuttingDown,
+    /// A signal name outside the step-name grammar.
+    #[error("invalid signal name: {0}")]
+    InvalidName(crate::names::NameError),
+    /// A signal payload over the payload limit.
+    #[error(transparent)]
+    PayloadTooLarge(PayloadTooLarge),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StoreError),

@@ -12,17 +12,25 @@ use crate::clock::Timestamp;
 pub enum WaitKind {
     /// `ctx.sleep` / `ctx.sleep_until`.
     Sleep,
+    /// `ctx.wait_signal`.
+    Signal,
 }
 
 /// What a parked run waits for. In JSON: `{"kind": "sleep", "until": "<RFC 3339>",
-/// "until_ms": <ms since the Unix epoch>}` (the number is the one read back).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// "until_ms": <ms since the Unix epoch>}` (the number is the one read back) or `{"kind":
+/// "signal", "name": "<signal name>"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Waiting {
     /// A durable sleep, until this time (by the flow's clock).
     Sleep {
         /// When the run wakes.
         until: Timestamp,
+    },
+    /// The next signal of this name ([`TaskContext::wait_signal`](crate::TaskContext::wait_signal)).
+    Signal {
+        /// The signal's name.
+        name: String,
     },
 }
 
@@ -32,6 +40,7 @@ impl Waiting {
     pub fn kind(&self) -> WaitKind {
         match self {
             Self::Sleep { .. } => WaitKind::Sleep,
+            Self::Signal { .. } => WaitKind::Signal,
         }
     }
 
@@ -40,6 +49,16 @@ impl Waiting {
     pub fn until(&self) -> Option<Timestamp> {
         match self {
             Self::Sleep { until } => Some(*until),
+            Self::Signal { .. } => None,
+        }
+    }
+
+    /// The signal it waits for, if it waits for one.
+    #[must_use]
+    pub fn signal(&self) -> Option<&str> {
+        match self {
+            Self::Signal { name } => Some(name),
+            Self::Sleep { .. } => None,
         }
     }
 }
@@ -47,9 +66,12 @@ impl Waiting {
 #[derive(Serialize, Deserialize)]
 struct WaitingJson {
     kind: WaitKind,
-    #[serde(default, skip_deserializing)]
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
     until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     until_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
 }
 
 impl Serialize for Waiting {
@@ -59,6 +81,7 @@ impl Serialize for Waiting {
             kind: self.kind(),
             until: until.map(Timestamp::to_rfc3339),
             until_ms: until.map(Timestamp::as_millis),
+            name: self.signal().map(str::to_owned),
         }
         .serialize(serializer)
     }
@@ -67,11 +90,13 @@ impl Serialize for Waiting {
 impl<'de> Deserialize<'de> for Waiting {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let json = WaitingJson::deserialize(deserializer)?;
-        match (json.kind, json.until_ms) {
-            (WaitKind::Sleep, Some(ms)) => Ok(Self::Sleep {
+        match (json.kind, json.until_ms, json.name) {
+            (WaitKind::Sleep, Some(ms), _) => Ok(Self::Sleep {
                 until: Timestamp::from_millis(ms),
             }),
-            (WaitKind::Sleep, None) => Err(serde::de::Error::missing_field("until_ms")),
+            (WaitKind::Sleep, None, _) => Err(serde::de::Error::missing_field("until_ms")),
+            (WaitKind::Signal, _, Some(name)) => Ok(Self::Signal { name }),
+            (WaitKind::Signal, _, None) => Err(serde::de::Error::missing_field("name")),
         }
     }
 }
@@ -85,12 +110,21 @@ mod tests {
         let wait = Waiting::Sleep {
             until: Timestamp::from_millis(951_782_400_123),
         };
-        let json = serde_json::to_value(wait).unwrap();
+        let json = serde_json::to_value(&wait).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"kind": "sleep", "until": "2000-02-29T00:00:00.123Z", "until_ms": 951_782_400_123u64})
         );
         assert_eq!(serde_json::from_value::<Waiting>(json).unwrap(), wait);
         assert!(serde_json::from_value::<Waiting>(serde_json::json!({"kind": "sleep"})).is_err());
+        let signal = Waiting::Signal {
+            name: "decision".into(),
+        };
+        let json = serde_json::to_value(&signal).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "signal", "name": "decision"})
+        );
+        assert_eq!(serde_json::from_value::<Waiting>(json).unwrap(), signal);
     }
 }

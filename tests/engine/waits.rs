@@ -373,3 +373,164 @@ async fn ten_thousand_sleeping_runs_hold_no_task_and_no_slot_and_all_wake_after_
     );
     flow.shutdown().await.unwrap();
 }
+
+/// Two decisions in a row, each a signal `decision`; the step before them counts its runs.
+#[task(name = "decider")]
+pub async fn decider(ctx: TaskContext<NoEvents>, tag: String) -> Result<Vec<u32>, TaskError> {
+    ctx.step("prepare", || async {
+        Ok::<_, TaskError>(count_prepare(&tag))
+    })
+    .await?;
+    let first: serde_json::Value = ctx.wait_signal("decision").await?;
+    let second: serde_json::Value = ctx.wait_signal("decision").await?;
+    let n = |v: &serde_json::Value| u32::try_from(v["n"].as_u64().unwrap_or(0)).unwrap_or(0);
+    Ok(vec![n(&first), n(&second)])
+}
+
+async fn parked_for_signal(flow: &taskflow::TaskFlow, ik: &taskflow::IdempotencyKey) -> bool {
+    parked(flow, ik).await.as_ref().and_then(Waiting::signal) == Some("decision")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_are_kept_in_order_and_each_consumed_once() {
+    let store = TempStore::new();
+    let flow = store.builder().register(decider).build().await.unwrap();
+    // Both sent before the handler waits for either: kept, delivered in order.
+    let run = flow.start(decider, "early".to_owned()).await.unwrap();
+    let ik = run.idempotency_key.clone();
+    flow.signal(&ik, "decision", serde_json::json!({"n": 1}))
+        .await
+        .unwrap();
+    flow.signal(&ik, "decision", serde_json::json!({"n": 2}))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), flow.wait(&run))
+        .await
+        .expect("finished")
+        .unwrap();
+    assert_eq!(got, vec![1, 2]);
+    // A finished run takes no more signals.
+    let e = flow
+        .signal(&ik, "decision", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, taskflow::ControlError::InvalidState { .. }),
+        "{e}"
+    );
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_parked_for_a_signal_holds_no_slot_and_wakes_when_it_comes_even_after_a_crash() {
+    let store = TempStore::new();
+    let build = || {
+        store
+            .builder()
+            .max_concurrent(1)
+            .register(decider)
+            .register(quick)
+            .build()
+    };
+    let flow = build().await.unwrap();
+    let run = flow.start(decider, "parked".to_owned()).await.unwrap();
+    let ik = run.idempotency_key.clone();
+    until("parked", async || parked_for_signal(&flow, &ik).await).await;
+    let quick_run = flow.start(quick, 3).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), flow.wait(&quick_run))
+        .await
+        .expect("the one slot is free while the run waits for its signal")
+        .unwrap();
+    // The first signal wakes it; it parks again for the second.
+    flow.signal(&ik, "decision", serde_json::json!({"n": 7}))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while flow.metrics().runs_parked < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "did not wait again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    until("parked again", async || parked_for_signal(&flow, &ik).await).await;
+    // A crash while it waits; the second signal goes to the restarted flow.
+    store.crash(&flow).await;
+    let flow = build().await.unwrap();
+    flow.signal(&ik, "decision", serde_json::json!({"n": 8}))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), flow.wait(&run))
+        .await
+        .expect("woke for the signal after the restart")
+        .unwrap();
+    assert_eq!(got, vec![7, 8]);
+    assert_eq!(prepared("parked"), 1, "the step before the waits ran once");
+    let mut events = flow.subscribe(&ik, SubscribeFrom::Start).await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(e) = events.next().await {
+        seen.push(e.unwrap());
+    }
+    assert_gapless(&seen, 1);
+    let waits: Vec<(&str, serde_json::Value)> = seen
+        .iter()
+        .map(|e| (e.name.as_str(), e.data.clone()))
+        .filter(|(n, _)| n.starts_with("wait"))
+        .collect();
+    assert_eq!(
+        waits.first(),
+        Some(&(
+            "waiting",
+            serde_json::json!({"kind": "signal", "name": "decision"})
+        ))
+    );
+    assert_eq!(
+        waits.last(),
+        Some(&("wait_ended", serde_json::json!({"kind": "signal"})))
+    );
+    flow.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_is_refused_for_another_owner_a_bad_name_and_a_huge_payload() {
+    let store = TempStore::new();
+    let flow = store
+        .builder()
+        .payload_limit(1024)
+        .register(decider)
+        .build()
+        .await
+        .unwrap();
+    let alice = taskflow::UserContext::new(taskflow::UserId::new("alice").unwrap());
+    let run = flow
+        .as_user(&alice)
+        .start(decider, "owned".to_owned())
+        .await
+        .unwrap();
+    let ik = run.idempotency_key.clone();
+    let bob = taskflow::UserContext::new(taskflow::UserId::new("bob").unwrap());
+    let e = flow
+        .as_user(&bob)
+        .signal(&ik, "decision", serde_json::json!({"n": 1}))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, taskflow::ControlError::NotFound), "{e}");
+    let e = flow
+        .as_user(&alice)
+        .signal(&ik, "no spaces", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, taskflow::ControlError::InvalidName(_)), "{e}");
+    let e = flow
+        .as_user(&alice)
+        .signal(
+            &ik,
+            "decision",
+            serde_json::json!({"pad": "x".repeat(2000)}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, taskflow::ControlError::PayloadTooLarge(_)),
+        "{e}"
+    );
+    flow.cancel(&ik, None).await.ok();
+    flow.shutdown().await.unwrap();
+}

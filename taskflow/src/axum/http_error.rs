@@ -156,6 +156,14 @@ impl HttpError {
                 Self::invalid_input(e.to_string(), Some("reason".into()))
             }
             ControlError::ShuttingDown => Self::shutting_down(),
+            e @ ControlError::InvalidName(_) => {
+                Self::invalid_input(e.to_string(), Some("name".into()))
+            }
+            ControlError::PayloadTooLarge(e) => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            ),
             ControlError::Storage(s) => Self::storage(&s, env),
         }
     }

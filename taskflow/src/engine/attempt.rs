@@ -75,8 +75,8 @@ pub(crate) struct AttemptState {
     /// The driver this attempt belongs to (a fenced write stops that driver, not a later one).
     generation: Generation,
     /// Set once the handler parked the run in a durable wait (committed): the driver then
-    /// drops the handler and frees the slot.
-    parked: watch::Sender<Option<Timestamp>>,
+    /// drops the handler and frees the slot, and (`Some(time)`) has the timer wake it then.
+    parked: watch::Sender<Option<Option<Timestamp>>>,
 }
 
 impl AttemptState {
@@ -100,8 +100,8 @@ impl AttemptState {
         }
     }
 
-    /// Resolves once the handler parked the run (with when the wait is due).
-    pub(super) fn parked(&self) -> watch::Receiver<Option<Timestamp>> {
+    /// Resolves once the handler parked the run (with when the timer should wake it).
+    pub(super) fn parked(&self) -> watch::Receiver<Option<Option<Timestamp>>> {
         self.parked.subscribe()
     }
 
@@ -165,14 +165,7 @@ impl AttemptState {
 
     /// The key of the next call of step `name` in this attempt: `name#n`, n from 0.
     pub(crate) fn next_step_key(&self, name: &str) -> StepKey {
-        let mut calls = lock(&self.step_calls);
-        let n = match calls.get_mut(name) {
-            Some(n) => n,
-            None => calls.entry(name.to_owned()).or_insert(0),
-        };
-        let key = StepKey::new(name, *n);
-        *n += 1;
-        key
+        StepKey::new(name, self.next_call(name))
     }
 
     /// The result recorded under `key` by an earlier attempt.
@@ -337,17 +330,22 @@ impl AttemptState {
     }
 
     /// Parks the run in `waiting`: one batch records `start` (the wait's step, the first
-    /// time), the wait on the run (a shared store lets the lease lapse until it is due) and
-    /// the `waiting` event; then the driver is told to end the attempt.
+    /// time), the wait on the run (a shared store lets the lease lapse when it is due, or
+    /// never for a signal) and the `waiting` event; then the driver is told to end the
+    /// attempt. When `arrived` (the signal waited for) is in the store once the park is
+    /// committed, it came in meanwhile: the run is woken at once.
     pub(crate) async fn park(
         &self,
         start: Option<(StepKey, Vec<u8>)>,
         waiting: Waiting,
+        arrived: Option<&StepKey>,
     ) -> Result<(), StoreError> {
         let now = self.inner.now();
+        let wake_at = waiting.until();
+        let event = Lifecycle::Waiting(waiting.clone());
         let mut patch = TaskPatch::at(now);
         patch.waiting = Some(Some(waiting));
-        patch.park_for = Some(waiting.until().map_or(Duration::ZERO, |at| at.since(now)));
+        patch.park_for = Some(wake_at.map_or(Duration::MAX, |at| at.since(now)));
         let mut writes: Vec<Write> = start
             .into_iter()
             .map(|(key, json)| self.step_write(key, json))
@@ -356,12 +354,37 @@ impl AttemptState {
             task: self.task_id,
             patch,
         });
-        writes.push(self.lifecycle_write(&Lifecycle::Waiting(waiting)));
+        writes.push(self.lifecycle_write(&event));
         self.commit_after_emits(writes).await?;
         Metrics::inc(&self.inner.metrics.runs_parked);
-        self.parked
-            .send_replace(Some(waiting.until().unwrap_or(now)));
+        let wake_at = match arrived {
+            Some(key) if self.fetch_step(key).await?.is_some() => Some(now),
+            _ => wake_at,
+        };
+        self.parked.send_replace(Some(wake_at));
         Ok(())
+    }
+
+    /// The record under `key`, read from the store (it may have arrived after the attempt
+    /// started: a signal).
+    pub(crate) async fn fetch_step(&self, key: &StepKey) -> Result<Option<StepRecord>, StoreError> {
+        if let Some(known) = self.recorded_step(key) {
+            return Ok(Some(known));
+        }
+        let steps = self.inner.store.steps(self.task_id).await?;
+        Ok(steps.into_iter().find(|(k, _)| k == key).map(|(_, r)| r))
+    }
+
+    /// The number of the next call of `name` in this attempt (from 0).
+    pub(crate) fn next_call(&self, name: &str) -> u32 {
+        let mut calls = lock(&self.step_calls);
+        let n = match calls.get_mut(name) {
+            Some(n) => n,
+            None => calls.entry(name.to_owned()).or_insert(0),
+        };
+        let this = *n;
+        *n += 1;
+        this
     }
 
     /// Records that a wait is over: its end step, after `start` (the wait's own step, when it

@@ -24,8 +24,9 @@ enum Attempt {
     Finished(Result<serde_json::Value, TaskError>),
     /// Stopped, cancelled or shut down before it returned; nothing to settle.
     Stopped,
-    /// The handler parked the run in a durable wait (committed) until this time.
-    Parked(Timestamp),
+    /// The handler parked the run in a durable wait (committed); the timer wakes it at this
+    /// time (a signal wait has none: the signal wakes it).
+    Parked(Option<Timestamp>),
 }
 
 /// Starts a driver for a run that holds an admission slot.
@@ -121,15 +122,17 @@ async fn drive(
         .await;
         match outcome {
             Attempt::Stopped => break,
-            Attempt::Parked(until) => {
+            Attempt::Parked(wake_at) => {
                 // The slot is freed as the driver exits; the timer admits the run again.
-                inner.timers.wake_at(
-                    until,
-                    Ticket {
-                        id: record.id,
-                        owner: record.owner.clone(),
-                    },
-                );
+                if let Some(at) = wake_at {
+                    inner.timers.wake_at(
+                        at,
+                        Ticket {
+                            id: record.id,
+                            owner: record.owner.clone(),
+                        },
+                    );
+                }
                 break;
             }
             Attempt::Finished(result) => {

@@ -27,6 +27,7 @@ mod retention;
 mod runs;
 mod scope;
 mod shutdown;
+mod signal;
 mod submit;
 mod subscription;
 mod timers;

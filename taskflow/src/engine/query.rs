@@ -138,6 +138,7 @@ pub(super) fn status_of(record: &TaskRecord, last_seq: Seq) -> TaskStatus {
             .flatten(),
         waiting: record
             .waiting
+            .clone()
             .filter(|_| record.status == TaskState::Running),
     }
 }

@@ -10,6 +10,7 @@ use super::admission::Ticket;
 use crate::error::{ErrorRecord, StoreError};
 use crate::metrics::Metrics;
 use crate::store::TaskRecord;
+use crate::wait::Waiting;
 
 /// Code of a run that was interrupted longer ago than its `recovery_max_age`.
 pub const RECOVERY_MAX_AGE_EXCEEDED: &str = "recovery_max_age_exceeded";
@@ -25,6 +26,13 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// When a parked run found at start-up is woken: a sleep at its time; a signal wait at once
+/// (the signal may have landed while no process could wake it: the run replays to its wait
+/// and parks again when it has not).
+fn wake_time(waiting: &Waiting, inner: &Inner) -> crate::clock::Timestamp {
+    waiting.until().unwrap_or_else(|| inner.now())
+}
+
 /// On a shared store, the parked runs of every process are this one's to wake too (their
 /// leases lapse only when they are due, by the database's clock): each is put on this
 /// process's timer, and the first process to claim it at its time runs it.
@@ -38,7 +46,7 @@ async fn wake_parked_elsewhere(inner: &Arc<Inner>) -> Result<(), StoreError> {
         })
         .await?;
     for record in running {
-        let Some(until) = record.waiting.and_then(|w| w.until()) else {
+        let Some(until) = record.waiting.as_ref().map(|w| wake_time(w, inner)) else {
             continue;
         };
         if inner
@@ -136,7 +144,7 @@ async fn take_over(inner: &Arc<Inner>, in_flight: Vec<TaskRecord>) -> Result<(),
             continue;
         }
         // Parked in a wait, not interrupted: it wakes at its time, here.
-        if let Some(until) = record.waiting.and_then(|w| w.until()) {
+        if let Some(until) = record.waiting.as_ref().map(|w| wake_time(w, inner)) {
             tracing::debug!(parent: &span, task_id = %record.id, "parked run; waking it at its time");
             inner.timers.wake_at(
                 until,

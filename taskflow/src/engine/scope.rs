@@ -237,6 +237,24 @@ macro_rules! scoped_api {
                     .await
             }
 
+            /// Sends signal `name` (step-name grammar) with the JSON `payload` to the run: durable when
+            /// this returns, kept in order per name, buffered until the handler's n-th
+            /// [`wait_signal(name)`](crate::TaskContext::wait_signal) consumes the n-th one,
+            /// and it wakes a run parked waiting for it.
+            ///
+            /// # Errors
+            /// `NotFound` (also for another owner's key); `InvalidState` on a finished run;
+            /// `InvalidName`; `PayloadTooLarge`; `ShuttingDown`.
+            pub async fn signal(
+                &self,
+                ik: &$crate::IdempotencyKey,
+                name: &str,
+                payload: ::serde_json::Value,
+            ) -> Result<(), $crate::ControlError> {
+                let (inner, scope) = self.scoped();
+                inner.signal(&scope, ik, name, payload).await
+            }
+
             /// Cancels the run for good (terminal). Idempotent on a cancelled run.
             ///
             /// # Errors

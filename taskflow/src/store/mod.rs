@@ -119,6 +119,23 @@ pub enum Write {
         /// that chose it saw); `None` removes it whatever it is now.
         if_unchanged: Option<(TaskState, crate::clock::Timestamp)>,
     },
+    /// Delivers a signal to a run: the store appends it as the run's next signal of `name`
+    /// (n counted from 0 among those already there), recorded like a step under the key
+    /// `$signal:{name}#{n}` with `payload` as its value. Yields [`Committed::Done`]; refused
+    /// with [`StoreError::Fenced`] when the run is gone.
+    Signal {
+        /// The run.
+        task: TaskId,
+        /// The signal's name (step-name grammar).
+        name: String,
+        /// Its payload.
+        payload: serde_json::Value,
+    },
+}
+
+/// The key of the `n`-th signal `name` of a run.
+pub(crate) fn signal_key(name: &str, n: u32) -> StepKey {
+    StepKey::new(&format!("$signal:{name}"), n)
 }
 
 /// What one [`Write`] produced.

@@ -118,7 +118,7 @@ impl TaskRecord {
     /// wait) the end of its wait, so a long sleep does not count as an interruption.
     #[must_use]
     pub fn last_alive(&self) -> Timestamp {
-        let until = self.waiting.and_then(|w| w.until());
+        let until = self.waiting.as_ref().and_then(Waiting::until);
         let alive = self.heartbeat_at.max(self.updated_at);
         until.map_or(alive, |until| alive.max(until))
     }
@@ -146,8 +146,8 @@ impl TaskRecord {
         if let Some(r) = &patch.suspended_reason {
             self.suspended_reason.clone_from(r);
         }
-        if let Some(w) = patch.waiting {
-            self.waiting = w;
+        if let Some(w) = &patch.waiting {
+            self.waiting.clone_from(w);
         }
         if patch.bump_epoch {
             self.epoch = Epoch(self.epoch.0 + 1);
@@ -192,7 +192,8 @@ pub struct TaskPatch {
     /// A new wait (`Some(None)` ends it).
     pub waiting: Option<Option<Waiting>>,
     /// The run parks for this long: a shared store gives up this process's lease and lets
-    /// it expire when the wait is due, so whichever process is free then claims it.
+    /// it expire when the wait is due, so whichever process is free then claims it
+    /// (`Duration::MAX`: never, until something else wakes it).
     pub park_for: Option<std::time::Duration>,
 }
 

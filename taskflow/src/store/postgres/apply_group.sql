@@ -57,7 +57,7 @@ BEGIN
                         AND w->>'task' = b->'fence'->>'task' THEN
                     CONTINUE;
                 END IF;
-                IF w->>'op' IN ('update', 'step') THEN
+                IF w->>'op' IN ('update', 'step', 'signal') THEN
                     SELECT lease_owner, lease_expires_at INTO holder, held_until
                         FROM {s}.runs WHERE id = (w->>'task')::bigint FOR UPDATE;
                     IF NOT FOUND THEN
@@ -164,6 +164,7 @@ BEGIN
                             THEN now()
                         ELSE queued_since END,
                     lease_expires_at = CASE
+                        WHEN p->>'park_ms' = 'infinity' THEN 'infinity'::timestamptz
                         WHEN p->'park_ms' IS NOT NULL
                             THEN now() + (p->>'park_ms')::bigint * interval '1 millisecond'
                         WHEN (p->>'claim')::boolean THEN now() + lease
@@ -196,6 +197,15 @@ BEGIN
                 INSERT INTO {s}.steps (task, key, record)
                     VALUES ((w->>'task')::bigint, w->>'key', d[(w->>'record')::integer]::json)
                     ON CONFLICT (task, key) DO UPDATE SET record = EXCLUDED.record;
+                res := res || to_json('done'::text);
+            WHEN 'signal' THEN
+                -- The run's row is locked (above): signals of one run are numbered in turn.
+                SELECT count(*) INTO cur FROM {s}.steps WHERE task = (w->>'task')::bigint
+                    AND starts_with(key, '$signal:' || (w->>'name') || '#');
+                INSERT INTO {s}.steps (task, key, record)
+                    VALUES ((w->>'task')::bigint, '$signal:' || (w->>'name') || '#' || cur,
+                        json_build_object('k', '$signal:' || (w->>'name') || '#' || cur,
+                            'v', d[(w->>'payload')::integer]::json, 's', 'signal'));
                 res := res || to_json('done'::text);
             WHEN 'delete' THEN
                 SELECT ik, status, updated_at INTO run_ik, seen_status, seen_updated

@@ -84,6 +84,13 @@ impl GroupArgs {
                     .map_err(|e| StoreError::Corrupt(format!("step record is not UTF-8: {e}")))?;
                 json!({"op": "step", "task": task.0, "key": key, "record": self.data_text(text)})
             }
+            Write::Signal {
+                task,
+                name,
+                payload,
+            } => {
+                json!({"op": "signal", "task": task.0, "name": name, "payload": self.data(payload)?})
+            }
             Write::DeleteRun { task, if_unchanged } => json!({
                 "op": "delete",
                 "task": task.0,
@@ -152,8 +159,13 @@ impl GroupArgs {
             m.insert("waiting".into(), self.optional(w.as_ref())?);
         }
         if let Some(d) = p.park_for {
-            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-            m.insert("park_ms".into(), json!(ms));
+            // `Duration::MAX`: parked until something else wakes it (a signal).
+            let ms = if d == std::time::Duration::MAX {
+                json!("infinity")
+            } else {
+                json!(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            };
+            m.insert("park_ms".into(), ms);
         }
         Ok(Value::Object(m))
     }
@@ -215,7 +227,9 @@ fn committed_one(d: &Value, write: &Write) -> Option<Committed> {
             name: name.clone(),
             data: data.clone(),
         }),
-        Write::Step { .. } => (d.as_str()? == "done").then_some(Committed::Done)?,
+        Write::Step { .. } | Write::Signal { .. } => {
+            (d.as_str()? == "done").then_some(Committed::Done)?
+        }
         Write::DeleteRun { .. } => match d.as_str()? {
             "done" => Committed::Done,
             "kept" => Committed::Kept,

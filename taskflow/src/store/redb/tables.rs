@@ -10,7 +10,7 @@ use super::schema::{
 use crate::error::StoreError;
 use crate::ids::{Epoch, Seq, TaskId};
 use crate::status::{StoredEvent, TaskState};
-use crate::store::{Committed, Scan, TaskRecord, Write, WriteBatch};
+use crate::store::{Committed, Scan, StepRecord, TaskRecord, Write, WriteBatch};
 
 /// Decodes the record of run `id`; an error names the run.
 pub(super) fn decode_task(id: u64, bytes: &[u8]) -> Result<TaskRecord, StoreError> {
@@ -150,7 +150,9 @@ impl<'txn> Tables<'txn> {
                     return Ok(Err(StoreError::KeyTaken));
                 }
             }
-            if let Write::Update { task, .. } | Write::Step { task, .. } = write
+            if let Write::Update { task, .. }
+            | Write::Step { task, .. }
+            | Write::Signal { task, .. } = write
                 && batch.fence.is_none_or(|f| f.task != *task)
                 && self.epoch(*task)?.is_none()
             {
@@ -200,6 +202,27 @@ impl<'txn> Tables<'txn> {
                     })
                 }
                 Write::Step { task, key, json } => {
+                    self.steps()?
+                        .insert((task.0, key.as_str()), json.as_slice())?;
+                    Committed::Done
+                }
+                Write::Signal {
+                    task,
+                    name,
+                    payload,
+                } => {
+                    let prefix = format!("$signal:{name}#");
+                    // `$` follows `#`: every key of this signal's name sorts in between.
+                    let end = format!("$signal:{name}$");
+                    let n = self
+                        .steps()?
+                        .range((task.0, prefix.as_str())..(task.0, end.as_str()))?
+                        .count();
+                    let key = crate::store::signal_key(name, u32::try_from(n).unwrap_or(u32::MAX));
+                    let bad =
+                        |e: serde_json::Error| to_redb(StoreError::Corrupt(format!("signal: {e}")));
+                    let value = serde_json::to_vec(payload).map_err(bad)?;
+                    let json = StepRecord::encode(&key, &value, "signal").map_err(bad)?;
                     self.steps()?
                         .insert((task.0, key.as_str()), json.as_slice())?;
                     Committed::Done
