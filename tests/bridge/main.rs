@@ -17,6 +17,7 @@ mod oracles;
 mod reattach;
 mod shutdown;
 mod signal;
+mod signal_route;
 mod support;
 mod typescript;
 mod wire;

@@ -139,6 +139,15 @@ pub async fn obo(ctx: TaskContext<Count>, input: CountIn) -> Result<String, Task
     }
 }
 
+/// Waits for signal `go` and returns its payload.
+#[task(name = "await-signal", max_attempts = 1)]
+pub async fn await_signal(
+    ctx: TaskContext<Count>,
+    _input: CountIn,
+) -> Result<serde_json::Value, TaskError> {
+    ctx.wait_signal("go").await
+}
+
 /// A running server and its flow.
 pub struct Server {
     pub base: String,
@@ -186,6 +195,7 @@ pub async fn server_with(o: Options) -> Server {
         .builder()
         .register(count)
         .register(obo)
+        .register(await_signal)
         .stop_grace(Duration::from_millis(200))
         .payload_limit(o.payload_limit)
         .start_rate_per_minute_per_user(o.rate_per_user)

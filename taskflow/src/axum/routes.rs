@@ -28,6 +28,7 @@ use crate::status::ListFilter;
 /// | `GET /tasks/{ik}` | the status JSON of the key's run |
 /// | `GET /tasks/{ik}/events` | re-attaches: SSE from `Last-Event-ID` (or `?last_event_id=`) |
 /// | `POST /tasks/{ik}/stop`, `/resume`, `/cancel` | optional body `{"reason"}`; 200 with the status JSON |
+/// | `POST /tasks/{ik}/signals/{name}` | sends signal `name` with the JSON body as payload (empty: `null`); durable when answered: 202 with the status JSON |
 /// | `GET /tasks[?limit=&cursor=]` | the caller's runs, newest first: `{"tasks": [...], "next_cursor"}` (100 per page, at most 1000; `next_cursor` is `null` on the last page) |
 ///
 /// One `{key}` segment serves both task names and idempotency keys (a router cannot hold two
@@ -75,6 +76,7 @@ pub fn routes_with<S: Clone + Send + Sync + 'static>(
         .route("/tasks/{key}", post(start).get(status))
         .route("/tasks/{key}/events", get(events))
         .route("/tasks/{key}/{action}", post(control))
+        .route("/tasks/{key}/signals/{name}", post(signal))
         .fallback(|| async { HttpError::not_found() })
         // The closed code set has no 405: a wrong method is answered like an unknown route.
         .method_not_allowed_fallback(|| async { HttpError::not_found() })
@@ -231,6 +233,31 @@ async fn control(
         .await
         .map_err(|e| HttpError::from_control(e, env))?;
     Ok(json_response(&status_json(&status, env, true)))
+}
+
+/// `POST /tasks/{ik}/signals/{name}`: the body (any JSON, empty for `null`) is the payload.
+async fn signal(
+    State(routes): State<Routes>,
+    user: Option<UserContext>,
+    Path((key, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, HttpError> {
+    let scope = routes.scope(user)?;
+    let port = &routes.port;
+    let env = port.environment();
+    let ik = parse_key(&key)?;
+    let body = body_bytes(body)?;
+    let payload = json_body::<serde_json::Value>(&headers, &body, "the signal's payload as JSON")?
+        .unwrap_or(serde_json::Value::Null);
+    let failed = |e| HttpError::from_control(e, env);
+    port.signal(&scope, &ik, &name, payload)
+        .await
+        .map_err(failed)?;
+    let status = port.status(&scope, &ik).await.map_err(failed)?;
+    let mut response = json_response(&status_json(&status, env, true));
+    *response.status_mut() = axum::http::StatusCode::ACCEPTED;
+    Ok(response)
 }
 
 /// Most runs one page of `GET /tasks` holds.

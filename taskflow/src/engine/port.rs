@@ -219,4 +219,14 @@ impl Port {
     ) -> Result<TaskStatus, ControlError> {
         self.inner.control(scope, ik, action, reason).await
     }
+
+    pub(crate) async fn signal(
+        &self,
+        scope: &Scope,
+        ik: &IdempotencyKey,
+        name: &str,
+        payload: serde_json::Value,
+    ) -> Result<(), ControlError> {
+        self.inner.signal(scope, ik, name, payload).await
+    }
 }
