@@ -391,7 +391,7 @@ impl<E: Events> TaskContext<E> {
 
     /// Waits durably for the next signal `name` sent to this run
     /// ([`TaskFlow::signal`](crate::TaskFlow::signal)) and returns its payload as `T`: the
-    /// n-th call for a name consumes the n-th signal of that name, exactly once, whether it
+    /// n-th delivery for a name is the n-th signal of that name, exactly once, whether it
     /// arrived before the call (it was kept) or after (the run is parked in the store until
     /// then, holding no slot and no task, with `waiting: {"kind": "signal", "name": ...}` in
     /// its status and `waiting` / `wait_ended` on its stream). Survives restarts on both
@@ -405,18 +405,59 @@ impl<E: Events> TaskContext<E> {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<T, TaskError>> + Send + '_ {
-        let site = Location::caller();
+        let wait = self.signal_wait::<T>(name, None, Location::caller());
+        async move {
+            match wait.await? {
+                Some(value) => Ok(value),
+                None => Err(TaskError::internal(
+                    "invalid_state",
+                    "a signal wait without a timeout timed out",
+                )),
+            }
+        }
+    }
+
+    /// [`wait_signal`](Self::wait_signal) for at most `timeout` (by the flow's clock, durably:
+    /// the deadline is committed and a restart waits only the rest): `None` when it passed
+    /// first. A signal that arrives after that is kept for the next wait of its name.
+    ///
+    /// # Errors
+    /// As [`wait_signal`](Self::wait_signal).
+    #[track_caller]
+    pub fn wait_signal_for<T: DeserializeOwned + Send + 'static>(
+        &self,
+        name: &str,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<Option<T>, TaskError>> + Send + '_ {
+        self.signal_wait::<T>(name, Some(timeout), Location::caller())
+    }
+
+    /// One signal wait. Each call has its own markers (`$waiting:` when it parked, with its
+    /// deadline; `$received:` when a parked wait got its signal; `$timedout:` when it gave
+    /// up), so a replay decides as the first run did; the signal it delivers is the name's
+    /// next undelivered one (a timed-out wait delivers none).
+    fn signal_wait<T: DeserializeOwned + Send + 'static>(
+        &self,
+        name: &str,
+        timeout: Option<std::time::Duration>,
+        site: &'static Location<'static>,
+    ) -> impl Future<Output = Result<Option<T>, TaskError>> + Send + '_ {
         let name = validate_name(name)
             .map(|()| name.to_owned())
             .map_err(|e| TaskError::internal("invalid_step_name", e.to_string()));
         async move {
             let name = name?;
-            let n = self.state.next_call(&format!("$wait:{name}"));
+            let call = self.state.next_call(&format!("$waitcall:{name}"));
+            let delivered = format!("$wait:{name}");
+            let n = self.state.peek_call(&delivered);
             let signal = crate::store::signal_key(&name, n);
-            let start_key = StepKey::new(&format!("$waiting:{name}"), n);
-            let end_key = StepKey::new(&format!("$received:{name}"), n);
-            let decode = |record: StepRecord| -> Result<T, TaskError> {
-                serde_json::from_value(record.value).map_err(|e| {
+            let start_key = StepKey::new(&format!("$waiting:{name}"), call);
+            let end_key = StepKey::new(&format!("$received:{name}"), call);
+            let timed_out_key = StepKey::new(&format!("$timedout:{name}"), call);
+            let invalid =
+                |e: serde_json::Error| TaskError::internal("invalid_step_result", e.to_string());
+            let decode = |record: StepRecord| -> Result<Option<T>, TaskError> {
+                serde_json::from_value(record.value).map(Some).map_err(|e| {
                     TaskError::internal(
                         "incompatible_state",
                         format!(
@@ -426,43 +467,68 @@ impl<E: Events> TaskContext<E> {
                     )
                 })
             };
+            if self.state.recorded_step(&timed_out_key).is_some() {
+                return Ok(None);
+            }
             if self.state.recorded_step(&end_key).is_some()
                 && let Some(record) = self.state.recorded_step(&signal)
             {
+                self.state.next_call(&delivered);
                 return decode(record);
             }
             if self.state.is_stopped() {
                 return Err(stopped());
             }
             let site = format!("{}:{}:{}", site.file(), site.line(), site.column());
-            let parked_before = self.state.recorded_step(&start_key).is_some();
+            let started = self.state.recorded_step(&start_key);
+            let parked_before = started.is_some();
+            let deadline = match &started {
+                Some(record) => record.value.as_u64().map(crate::Timestamp::from_millis),
+                None => timeout.map(|t| self.state.now().plus(t)),
+            };
+            let ended = || {
+                parked_before.then_some(crate::Lifecycle::WaitEnded {
+                    kind: crate::WaitKind::Signal,
+                })
+            };
             if let Some(record) = self.state.fetch_step(&signal).await.map_err(store_error)? {
+                self.state.next_call(&delivered);
                 if parked_before {
                     // The wait had begun: say on the stream that it is over.
-                    let end = StepRecord::encode(&end_key, b"null", &site)
-                        .map_err(|e| TaskError::internal("invalid_step_result", e.to_string()))?;
-                    let ended = crate::Lifecycle::WaitEnded {
-                        kind: crate::WaitKind::Signal,
-                    };
+                    let end = StepRecord::encode(&end_key, b"null", &site).map_err(invalid)?;
                     self.state
-                        .end_wait(None, (end_key, end), Some(ended))
+                        .end_wait(None, (end_key, end), ended())
                         .await
                         .map_err(store_error)?;
                 }
                 return decode(record);
             }
+            if deadline.is_some_and(|d| self.state.now() >= d) {
+                let end = StepRecord::encode(&timed_out_key, b"null", &site).map_err(invalid)?;
+                self.state
+                    .end_wait(None, (timed_out_key, end), ended())
+                    .await
+                    .map_err(store_error)?;
+                return Ok(None);
+            }
             let start = if parked_before {
                 None
             } else {
-                let json = StepRecord::encode(&start_key, b"null", &site)
-                    .map_err(|e| TaskError::internal("invalid_step_result", e.to_string()))?;
+                let value =
+                    deadline.map_or_else(|| "null".to_owned(), |d| d.as_millis().to_string());
+                let json =
+                    StepRecord::encode(&start_key, value.as_bytes(), &site).map_err(invalid)?;
                 Some((start_key, json))
             };
+            let waiting = crate::Waiting::Signal {
+                name,
+                until: deadline,
+            };
             self.state
-                .park(start, crate::Waiting::Signal { name }, Some(&signal))
+                .park(start, waiting, Some(&signal))
                 .await
                 .map_err(store_error)?;
-            // The driver drops this attempt now; the signal wakes the run.
+            // The driver drops this attempt now; the signal (or the deadline) wakes the run.
             std::future::pending().await
         }
     }

@@ -18,7 +18,7 @@ pub enum WaitKind {
 
 /// What a parked run waits for. In JSON: `{"kind": "sleep", "until": "<RFC 3339>",
 /// "until_ms": <ms since the Unix epoch>}` (the number is the one read back) or `{"kind":
-/// "signal", "name": "<signal name>"}`.
+/// "signal", "name": "<signal name>"}` (with `until` / `until_ms` when it times out).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Waiting {
@@ -31,6 +31,8 @@ pub enum Waiting {
     Signal {
         /// The signal's name.
         name: String,
+        /// When the wait gives up ([`TaskContext::wait_signal_for`](crate::TaskContext::wait_signal_for)).
+        until: Option<Timestamp>,
     },
 }
 
@@ -49,7 +51,7 @@ impl Waiting {
     pub fn until(&self) -> Option<Timestamp> {
         match self {
             Self::Sleep { until } => Some(*until),
-            Self::Signal { .. } => None,
+            Self::Signal { until, .. } => *until,
         }
     }
 
@@ -57,7 +59,7 @@ impl Waiting {
     #[must_use]
     pub fn signal(&self) -> Option<&str> {
         match self {
-            Self::Signal { name } => Some(name),
+            Self::Signal { name, .. } => Some(name),
             Self::Sleep { .. } => None,
         }
     }
@@ -95,7 +97,10 @@ impl<'de> Deserialize<'de> for Waiting {
                 until: Timestamp::from_millis(ms),
             }),
             (WaitKind::Sleep, None, _) => Err(serde::de::Error::missing_field("until_ms")),
-            (WaitKind::Signal, _, Some(name)) => Ok(Self::Signal { name }),
+            (WaitKind::Signal, until, Some(name)) => Ok(Self::Signal {
+                name,
+                until: until.map(Timestamp::from_millis),
+            }),
             (WaitKind::Signal, _, None) => Err(serde::de::Error::missing_field("name")),
         }
     }
@@ -119,6 +124,7 @@ mod tests {
         assert!(serde_json::from_value::<Waiting>(serde_json::json!({"kind": "sleep"})).is_err());
         let signal = Waiting::Signal {
             name: "decision".into(),
+            until: None,
         };
         let json = serde_json::to_value(&signal).unwrap();
         assert_eq!(

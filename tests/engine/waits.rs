@@ -534,3 +534,77 @@ async fn a_signal_is_refused_for_another_owner_a_bad_name_and_a_huge_payload() {
     flow.cancel(&ik, None).await.ok();
     flow.shutdown().await.unwrap();
 }
+
+/// A wait with a deadline, then one without.
+#[task(name = "impatient")]
+pub async fn impatient(ctx: TaskContext<NoEvents>, _tag: String) -> Result<(bool, u64), TaskError> {
+    let first: Option<serde_json::Value> =
+        ctx.wait_signal_for("go", Duration::from_secs(60)).await?;
+    let second: serde_json::Value = ctx.wait_signal("go").await?;
+    Ok((first.is_some(), second["n"].as_u64().unwrap_or(0)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_wait_times_out_at_its_deadline_and_a_late_signal_goes_to_the_next_wait() {
+    let store = TempStore::new();
+    let clock = ManualClock::new(Timestamp::from_millis(START));
+    let build = || {
+        store
+            .builder()
+            .clock(clock.clone())
+            .register(impatient)
+            .build()
+    };
+    let flow = build().await.unwrap();
+    // Timed out: the deadline passes (across a crash), then the one signal goes to the second wait.
+    let run = flow.start(impatient, "late".to_owned()).await.unwrap();
+    let ik = run.idempotency_key.clone();
+    until("parked", async || parked(&flow, &ik).await.is_some()).await;
+    assert_eq!(
+        parked(&flow, &ik).await,
+        Some(Waiting::Signal {
+            name: "go".into(),
+            until: Some(Timestamp::from_millis(START + 60_000))
+        })
+    );
+    store.crash(&flow).await;
+    let flow = build().await.unwrap();
+    clock.advance(Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        parked(&flow, &ik).await.and_then(|w| w.until()).is_some(),
+        "still waiting with its deadline after the restart"
+    );
+    clock.advance(Duration::from_secs(30));
+    until("timed out and waiting again", async || {
+        parked(&flow, &ik)
+            .await
+            .is_some_and(|w| w.until().is_none())
+    })
+    .await;
+    flow.signal(&ik, "go", serde_json::json!({"n": 5}))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), flow.wait(&run))
+        .await
+        .expect("finished")
+        .unwrap();
+    assert_eq!(got, (false, 5));
+
+    // In time: the first wait gets the first signal, the second the second.
+    let run = flow.start(impatient, "in-time".to_owned()).await.unwrap();
+    let ik = run.idempotency_key.clone();
+    until("parked", async || parked(&flow, &ik).await.is_some()).await;
+    flow.signal(&ik, "go", serde_json::json!({"n": 1}))
+        .await
+        .unwrap();
+    flow.signal(&ik, "go", serde_json::json!({"n": 2}))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), flow.wait(&run))
+        .await
+        .expect("finished")
+        .unwrap();
+    assert_eq!(got, (true, 2));
+    flow.shutdown().await.unwrap();
+}

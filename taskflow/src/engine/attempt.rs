@@ -375,6 +375,11 @@ impl AttemptState {
         Ok(steps.into_iter().find(|(k, _)| k == key).map(|(_, r)| r))
     }
 
+    /// The number the next call of `name` will get, without taking it.
+    pub(crate) fn peek_call(&self, name: &str) -> u32 {
+        lock(&self.step_calls).get(name).copied().unwrap_or(0)
+    }
+
     /// The number of the next call of `name` in this attempt (from 0).
     pub(crate) fn next_call(&self, name: &str) -> u32 {
         let mut calls = lock(&self.step_calls);
