@@ -27,7 +27,8 @@ export type StreamedEvent<Events, Output> =
   | { seq: number; event: "failed"; data: { message: string; code: string } }
   | { seq: number; event: "cancelled"; data: { reason: string } }
   | { seq: number; event: "waiting"; data: { kind: "sleep"; until: string; until_ms: number } }
-  | { seq: number; event: "wait_ended"; data: { kind: "sleep" } };
+  | { seq: number; event: "waiting"; data: { kind: "signal"; name: string; until?: string; until_ms?: number } }
+  | { seq: number; event: "wait_ended"; data: { kind: "sleep" | "signal" } };
 
 export interface StreamOptions {
   signal?: AbortSignal;
