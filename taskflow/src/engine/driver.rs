@@ -56,8 +56,15 @@ async fn drive(
         let Some(registered) = inner.registry.get(&record.name) else {
             break;
         };
-        // A run another version of the task created (a resume, a retry) never runs here.
-        match inner.incompatibility(&record).await {
+        // A run another version of the task created (a resume, a wake-up) never runs here.
+        // Checked when the driver takes the run: its retries run this same code, which only
+        // adds steps it has, so they need no second read of the log.
+        let checked = if first {
+            inner.incompatibility(&record).await
+        } else {
+            Ok(None)
+        };
+        match checked {
             Ok(None) => {}
             Ok(Some(why)) => {
                 if let Err(e) = inner.set_aside(&record, why).await {
