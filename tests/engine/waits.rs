@@ -12,7 +12,7 @@ use taskflow::prelude::*;
 use taskflow::testing::TempStore;
 use taskflow::{ManualClock, SubscribeFrom, TaskState, Timestamp, WaitKind, Waiting};
 
-use crate::support::assert_gapless;
+use crate::support::{all_events, assert_gapless};
 
 /// How often each tag's `prepare` body ran (the tests run at once in one process).
 static PREPARED: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
@@ -134,11 +134,7 @@ async fn a_sleeping_run_is_parked_without_a_slot_and_wakes_at_its_time() {
         .expect("woke at its time")
         .unwrap();
     assert_eq!(prepared("park"), 1, "the step replayed");
-    let mut events = flow.subscribe(&ik, SubscribeFrom::Start).await.unwrap();
-    let mut seen = Vec::new();
-    while let Some(e) = events.next().await {
-        seen.push(e.unwrap());
-    }
+    let seen = all_events(&flow, &ik, SubscribeFrom::Start).await;
     assert_gapless(&seen, 1);
     let names: Vec<&str> = seen.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
@@ -190,11 +186,11 @@ async fn a_crash_while_asleep_wakes_at_the_same_time_after_the_restart() {
         .expect("woke at its time after the restart")
         .unwrap();
     assert_eq!(prepared("crash"), 1, "nothing re-ran");
-    let mut events = flow.subscribe(&ik, SubscribeFrom::Start).await.unwrap();
-    let mut names = Vec::new();
-    while let Some(e) = events.next().await {
-        names.push(e.unwrap().name);
-    }
+    let names: Vec<String> = all_events(&flow, &ik, SubscribeFrom::Start)
+        .await
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(
         names,
         ["prepared", "waiting", "wait_ended", "awake", "completed"]
@@ -464,11 +460,7 @@ async fn a_run_parked_for_a_signal_holds_no_slot_and_wakes_when_it_comes_even_af
         .unwrap();
     assert_eq!(got, vec![7, 8]);
     assert_eq!(prepared("parked"), 1, "the step before the waits ran once");
-    let mut events = flow.subscribe(&ik, SubscribeFrom::Start).await.unwrap();
-    let mut seen = Vec::new();
-    while let Some(e) = events.next().await {
-        seen.push(e.unwrap());
-    }
+    let seen = all_events(&flow, &ik, SubscribeFrom::Start).await;
     assert_gapless(&seen, 1);
     let waits: Vec<(&str, serde_json::Value)> = seen
         .iter()
