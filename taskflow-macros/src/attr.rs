@@ -34,7 +34,7 @@ impl Parse for Arg {
         let key = input.call(Ident::parse_any)?;
         let value = if input.peek(Token![=]) {
             input.parse::<Token![=]>()?;
-            Some(if key == "events" {
+            Some(if key == "events" || key == "signals" {
                 Value::Type(Box::new(input.parse()?))
             } else if input.peek(syn::Lit) {
                 Value::Lit(input.parse()?)

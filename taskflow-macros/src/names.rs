@@ -18,3 +18,14 @@ pub(crate) fn event_name_problem(name: &str) -> Option<String> {
     };
     Some(format!("{}; {fix}", problem.describe(name)))
 }
+
+/// Why a signal name is invalid, with how to fix it in `#[signals]`; `None` if valid.
+pub(crate) fn signal_name_problem(name: &str) -> Option<String> {
+    use taskflow_rules::SignalNameProblem;
+    let problem = taskflow_rules::check_signal_name(name).err()?;
+    let fix = match problem {
+        SignalNameProblem::Reserved(_) => "rename the variant or set #[signal(name = \"...\")]",
+        SignalNameProblem::Grammar(_) => "set #[signal(name = \"...\")]",
+    };
+    Some(format!("{}; {fix}", problem.describe(name)))
+}

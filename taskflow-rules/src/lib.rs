@@ -132,10 +132,51 @@ pub fn check_event_name(name: &str) -> Result<(), EventNameProblem> {
     check_name(name).map_err(EventNameProblem::Grammar)
 }
 
+/// Signal names that are the control actions' names: a signal may not take one (compared
+/// case-insensitively), so "send `cancel`" can never be mistaken for the cancel action in a
+/// console, a client or a log.
+pub const RESERVED_SIGNAL_NAMES: [&str; 3] = ["stop", "resume", "cancel"];
+
+/// Why a signal name is refused: the grammar, or a name taskflow reserves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalNameProblem {
+    /// The reserved name it collides with (lowercase).
+    Reserved(&'static str),
+    /// It breaks the name grammar.
+    Grammar(NameProblem),
+}
+
+impl SignalNameProblem {
+    /// The problem with signal name `name`, as a sentence.
+    #[must_use]
+    pub fn describe(&self, name: &str) -> String {
+        match self {
+            Self::Reserved(reserved) => format!(
+                "signal name `{name}` is reserved: `{reserved}` is a control action of every run (reserved: {})",
+                RESERVED_SIGNAL_NAMES.join(", ")
+            ),
+            Self::Grammar(p) => format!("invalid signal name: {}", p.describe(name)),
+        }
+    }
+}
+
+/// Checks a signal name: the reserved names first, then the grammar (that of step names).
+///
+/// # Errors
+/// The first problem found.
+pub fn check_signal_name(name: &str) -> Result<(), SignalNameProblem> {
+    let lower = name.to_ascii_lowercase();
+    if let Some(reserved) = RESERVED_SIGNAL_NAMES.iter().find(|r| **r == lower) {
+        return Err(SignalNameProblem::Reserved(reserved));
+    }
+    check_name(name).map_err(SignalNameProblem::Grammar)
+}
+
 /// The keys `#[task(...)]` accepts.
-pub const TASK_KEYS: [&str; 10] = [
+pub const TASK_KEYS: [&str; 11] = [
     "name",
     "events",
+    "signals",
     "max_attempts",
     "auto_recover",
     "recovery_max_age",

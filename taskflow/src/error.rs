@@ -217,9 +217,18 @@ pub enum ControlError {
     /// The flow is shutting down.
     #[error("the flow is shutting down")]
     ShuttingDown,
-    /// A signal name outside the step-name grammar.
+    /// A signal name outside the step-name grammar, or one of the reserved names.
     #[error("invalid signal name: {0}")]
     InvalidName(crate::names::NameError),
+    /// A signal the run's task does not accept: a name its `#[signals]` enum lacks, a
+    /// payload that does not decode as that variant, or a malformed sender's key.
+    #[error("{message}")]
+    InvalidSignal {
+        /// What is at fault (`name`, a header), when it is not the payload.
+        path: Option<String>,
+        /// What is wrong and what it accepts.
+        message: String,
+    },
     /// A signal payload over the payload limit.
     #[error(transparent)]
     PayloadTooLarge(PayloadTooLarge),

@@ -125,6 +125,12 @@ impl StepKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The call count `n` of `name#n` (`None` for a key without one).
+    #[must_use]
+    pub fn index(&self) -> Option<u32> {
+        self.0.rsplit_once('#').and_then(|(_, n)| n.parse().ok())
+    }
 }
 
 impl fmt::Display for StepKey {

@@ -63,6 +63,7 @@ mod metrics;
 mod names;
 mod schema;
 mod settings;
+mod signals;
 pub mod sse;
 mod status;
 pub mod store;
@@ -130,6 +131,44 @@ pub use schemars;
 /// assert!(Progress::typescript().contains("stage-done"));
 /// ```
 pub use taskflow_macros::events;
+/// Turns an enum into the typed set of signals a task accepts: implements [`Signals`] (each
+/// variant's signal name, its JSON payload, decoding back) and adds `json_schema()` and
+/// `typescript()` (`{Name}Signals`: name → request body). Variants map to names and payloads
+/// as with [`#[events]`](macro@events); `#[signal(name = "...")]` sets a name.
+///
+/// Declare it on the task with `#[task(signals = Approval)]`: every signal sent to a run of
+/// that task is checked against the enum when it is sent ([`TaskFlow::signal`] and
+/// `POST /tasks/{ik}/signals/{name}` refuse an unknown name or a payload that does not decode,
+/// storing nothing), and the handler receives them in arrival order with
+/// [`TaskContext::next_signal`].
+///
+/// Compile errors, each with the fix: a name of a control action (`stop`, `resume`,
+/// `cancel`, any case), a name outside the grammar (1–64 of `[A-Za-z0-9_.-]`, first
+/// `[a-z0-9]`), two variants with one name, a tuple variant with more than one field, a
+/// generic enum, an unknown key.
+///
+/// ```
+/// use taskflow::prelude::*;
+/// use taskflow::Signals as _;
+///
+/// #[signals]
+/// pub enum Approval {
+///     Approve { by: String },
+///     Reject,
+/// }
+///
+/// #[task(signals = Approval)]
+/// async fn review(ctx: TaskContext<NoEvents>, doc: String) -> Result<String, TaskError> {
+///     match ctx.next_signal::<Approval>().await? {
+///         Approval::Approve { by } => Ok(format!("{doc} approved by {by}")),
+///         Approval::Reject => Ok(format!("{doc} rejected")),
+///     }
+/// }
+///
+/// assert_eq!(Approval::NAMES, ["approve", "reject"]);
+/// assert!(Approval::typescript().contains("export type ApprovalSignals"));
+/// ```
+pub use taskflow_macros::signals;
 /// Turns an `async fn` into a durable task: the fn is replaced by a zero-sized `Copy` handle
 /// of the same name and visibility that implements [`Task`], so `register`, `start`,
 /// `execute_task` and `wait` take it and its input, output and events types flow with it.
@@ -143,6 +182,7 @@ pub use taskflow_macros::events;
 /// |---|---|---|
 /// | `name` | the registered name, `"count-to-n"` (1–64 of `[A-Za-z0-9_.-]`, first `[a-z0-9]`) | the fn name with `_` → `-` (checked too) |
 /// | `events` | the `#[events]` enum; must equal the context's type | `NoEvents` |
+/// | `signals` | the [`#[signals]`](macro@signals) enum the task accepts (received with `ctx.next_signal`) | untyped signals |
 /// | `max_attempts` | attempts that may end in `Err` or a panic, ≥ 1 | `3` |
 /// | `auto_recover` | `true` / `false` (a bare `auto_recover` is `true`): recover interrupted runs at start-up, else suspend them | `true` |
 /// | `recovery_max_age` | `"500ms"`, `"30s"`, `"5m"`, `"2h"`; older interrupted runs fail; `"0s"` = never recover | `"5m"` |
@@ -190,7 +230,7 @@ pub use crate::schema::EventPayload;
 pub use crate::settings::{ExecuteTaskSettings, not_a_setting};
 
 pub use crate::clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use crate::context::{StepOrigin, TaskContext};
+pub use crate::context::{ChildRun, StepOrigin, TaskContext};
 pub use crate::engine::{
     AnyTask, Environment, EventSubscription, INCOMPATIBLE_VERSION, InFlightProblem,
     IncompatibleRuns, MAX_REASON_CHARS, StartOptions, TaskEvent, TaskFlow, TaskFlowBuilder,
@@ -206,8 +246,14 @@ pub use crate::lifecycle::Lifecycle;
 pub use crate::metrics::{
     COMMIT_MICROS_BOUNDS, GROUP_SIZE_BOUNDS, HistogramSnapshot, Histograms, MetricsSnapshot,
 };
-pub use crate::names::{NameError, RESERVED_EVENT_NAMES, validate_event_name, validate_name};
-pub use crate::status::{ListFilter, StoredEvent, SubscribeFrom, TaskState, TaskStatus};
+pub use crate::names::{
+    NameError, RESERVED_EVENT_NAMES, RESERVED_SIGNAL_NAMES, validate_event_name, validate_name,
+    validate_signal_name,
+};
+pub use crate::signals::{SignalSchema, Signals};
+pub use crate::status::{
+    ChildStatus, ListFilter, StoredEvent, SubscribeFrom, TaskState, TaskStatus,
+};
 pub use crate::task::{
     EventDecodeError, Events, ExecuteMode, NoEvents, OnDisconnect, Task, TaskInput, TaskOptions,
     TaskOutput,
@@ -218,6 +264,6 @@ pub use crate::wait::{WaitKind, Waiting};
 pub mod prelude {
     pub use crate::{
         ExecuteMode, NoEvents, StepOrigin, SubscribeFrom, TaskContext, TaskError, TaskFlow,
-        TaskHandle, events, schemars::JsonSchema, task,
+        TaskHandle, events, schemars::JsonSchema, signals, task,
     };
 }

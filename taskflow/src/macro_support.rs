@@ -2,14 +2,16 @@
 //! in any release; users never name it.
 
 pub use crate::{
-    EventDecodeError, EventPayload, Events, IntoTaskError, Task, TaskContext, TaskError,
+    EventDecodeError, EventPayload, Events, IntoTaskError, Signals, Task, TaskContext, TaskError,
     TaskOptions,
 };
 pub use schemars;
 pub use serde;
 pub use serde_json;
 
-pub use crate::schema::{events_schema, typescript, unit_schema};
+pub use crate::schema::{
+    events_schema, signals_schema, signals_typescript, typescript, unit_schema,
+};
 pub use crate::task::{ExecuteMode, OnDisconnect};
 
 /// `max_attempts = n` of a `#[task]`, checked at compile time (the macro refuses 0 first).

@@ -18,8 +18,8 @@ pub enum NameError {
         /// What is wrong with it.
         message: String,
     },
-    /// An event name that collides with a reserved name or prefix.
-    #[error("{message}; rename the event")]
+    /// An event or signal name that collides with a reserved name or prefix.
+    #[error("{message}; choose another name")]
     Reserved {
         /// The name.
         name: String,
@@ -47,6 +47,32 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
         NameError::Grammar {
             message: p.describe(&name),
             name,
+        }
+    })
+}
+
+/// Signal names that are control actions (`stop`, `resume`, `cancel`).
+pub const RESERVED_SIGNAL_NAMES: [&str; 3] = taskflow_rules::RESERVED_SIGNAL_NAMES;
+
+/// Checks a signal name: not a control action's name (case-insensitively), then the grammar
+/// of step names.
+///
+/// # Errors
+/// [`NameError`] saying what is wrong.
+pub fn validate_signal_name(name: &str) -> Result<(), NameError> {
+    use taskflow_rules::SignalNameProblem;
+    taskflow_rules::check_signal_name(name).map_err(|p| {
+        let shown = shown(name);
+        let message = p.describe(&shown);
+        match p {
+            SignalNameProblem::Grammar(_) => NameError::Grammar {
+                name: shown,
+                message,
+            },
+            SignalNameProblem::Reserved(_) => NameError::Reserved {
+                name: shown,
+                message,
+            },
         }
     })
 }

@@ -92,6 +92,22 @@ pub struct TaskStatus {
     /// "until": "<RFC 3339>", "until_ms": ...}`; `null` otherwise.
     #[serde(default)]
     pub waiting: Option<crate::wait::Waiting>,
+    /// The child runs it started with `ctx.start_child`, in order (only
+    /// [`TaskFlow::status`](crate::TaskFlow::status) fills it; listings leave it empty).
+    #[serde(default)]
+    pub children: Vec<ChildStatus>,
+}
+
+/// A child run in its parent's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ChildStatus {
+    /// The child's key (derived from the parent run and the call's position).
+    pub idempotency_key: IdempotencyKey,
+    /// The child's task.
+    pub task: String,
+    /// Its state (`None` once its record was collected).
+    pub status: Option<TaskState>,
 }
 
 /// One entry of a run's event log: a user event or a lifecycle event

@@ -140,6 +140,12 @@ pub struct TaskOptions {
     /// not named here was written by other code and is set aside at recovery rather than
     /// replayed into this one. `None` (the default) means unknown: no such check.
     pub known_steps: Option<&'static [&'static str]>,
+    /// The `#[signals]` enum the task accepts (`#[task(signals = S)]`): signals sent to its
+    /// runs are checked against it and reach the handler through
+    /// [`TaskContext::next_signal`](crate::TaskContext::next_signal). `None` (the default):
+    /// untyped signals of any name, received with
+    /// [`TaskContext::wait_signal`](crate::TaskContext::wait_signal).
+    pub signals: Option<crate::signals::SignalSchema>,
 }
 
 impl Default for TaskOptions {
@@ -154,6 +160,7 @@ impl Default for TaskOptions {
             on_disconnect: OnDisconnect::Suspend,
             version: NonZeroU32::MIN,
             known_steps: None,
+            signals: None,
         }
     }
 }
@@ -212,6 +219,13 @@ impl TaskOptions {
     #[must_use]
     pub fn known_steps(mut self, names: &'static [&'static str]) -> Self {
         self.known_steps = Some(names);
+        self
+    }
+
+    /// Sets `signals`: the task accepts the signals of `S`.
+    #[must_use]
+    pub fn signals<S: crate::signals::Signals>(mut self) -> Self {
+        self.signals = Some(crate::signals::SignalSchema::of::<S>());
         self
     }
 }

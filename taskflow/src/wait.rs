@@ -12,13 +12,16 @@ use crate::clock::Timestamp;
 pub enum WaitKind {
     /// `ctx.sleep` / `ctx.sleep_until`.
     Sleep,
-    /// `ctx.wait_signal`.
+    /// `ctx.wait_signal` / `ctx.next_signal`.
     Signal,
+    /// `ctx.wait_child` / `ctx.join_all`: child runs that have not ended.
+    Children,
 }
 
 /// What a parked run waits for. In JSON: `{"kind": "sleep", "until": "<RFC 3339>",
 /// "until_ms": <ms since the Unix epoch>}` (the number is the one read back) or `{"kind":
-/// "signal", "name": "<signal name>"}` (with `until` / `until_ms` when it times out).
+/// "signal", "name": "<signal name>"}` (with `until` / `until_ms` when it times out) or
+/// `{"kind": "children"}` (the status's `children` lists them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Waiting {
@@ -34,6 +37,8 @@ pub enum Waiting {
         /// When the wait gives up ([`TaskContext::wait_signal_for`](crate::TaskContext::wait_signal_for)).
         until: Option<Timestamp>,
     },
+    /// Child runs to end ([`TaskContext::join_all`](crate::TaskContext::join_all)).
+    Children,
 }
 
 impl Waiting {
@@ -43,6 +48,7 @@ impl Waiting {
         match self {
             Self::Sleep { .. } => WaitKind::Sleep,
             Self::Signal { .. } => WaitKind::Signal,
+            Self::Children => WaitKind::Children,
         }
     }
 
@@ -52,6 +58,7 @@ impl Waiting {
         match self {
             Self::Sleep { until } => Some(*until),
             Self::Signal { until, .. } => *until,
+            Self::Children => None,
         }
     }
 
@@ -60,7 +67,7 @@ impl Waiting {
     pub fn signal(&self) -> Option<&str> {
         match self {
             Self::Signal { name, .. } => Some(name),
-            Self::Sleep { .. } => None,
+            Self::Sleep { .. } | Self::Children => None,
         }
     }
 }
@@ -102,6 +109,7 @@ impl<'de> Deserialize<'de> for Waiting {
                 until: until.map(Timestamp::from_millis),
             }),
             (WaitKind::Signal, _, None) => Err(serde::de::Error::missing_field("name")),
+            (WaitKind::Children, _, _) => Ok(Self::Children),
         }
     }
 }
@@ -132,5 +140,11 @@ mod tests {
             serde_json::json!({"kind": "signal", "name": "decision"})
         );
         assert_eq!(serde_json::from_value::<Waiting>(json).unwrap(), signal);
+        let json = serde_json::to_value(Waiting::Children).unwrap();
+        assert_eq!(json, serde_json::json!({"kind": "children"}));
+        assert_eq!(
+            serde_json::from_value::<Waiting>(json).unwrap(),
+            Waiting::Children
+        );
     }
 }

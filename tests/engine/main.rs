@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod both_stores;
+mod children;
 mod control;
 mod dedup;
 mod emits;
@@ -22,5 +23,6 @@ mod state;
 mod storage;
 mod subscribe;
 mod support;
+mod typed_signals;
 mod versions;
 mod waits;

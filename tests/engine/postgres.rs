@@ -62,7 +62,7 @@ async fn processes_starting_at_once_migrate_one_at_a_time() {
         schema.name()
     ))
     .await;
-    assert_eq!(version, "3");
+    assert_eq!(version, "4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +88,7 @@ async fn a_newer_schema_is_refused() {
     match e {
         BuildError::SchemaTooNew {
             found: 99,
-            supported: 3,
+            supported: 4,
         } => {}
         other => panic!("expected SchemaTooNew, got {other}"),
     }
@@ -103,10 +103,12 @@ async fn a_version_1_schema_is_migrated_and_its_runs_are_version_1() {
     let old = flow.start(scripted, before).await.unwrap();
     flow.wait(&old).await.unwrap();
     flow.shutdown().await.unwrap();
-    // What a database of schema version 1 looks like: no version column, no waits.
+    // What a database of schema version 1 looks like: no version column, no waits, no
+    // parent runs.
     run_sql(&format!(
         "ALTER TABLE \"{0}\".runs DROP COLUMN version; \
          ALTER TABLE \"{0}\".runs DROP COLUMN waiting; \
+         ALTER TABLE \"{0}\".runs DROP COLUMN parent; \
          DROP INDEX \"{0}\".runs_leased; \
          UPDATE \"{0}\".meta SET value = 1 WHERE key = 'schema_version'",
         schema.name()
@@ -131,12 +133,18 @@ async fn a_version_1_schema_is_migrated_and_its_runs_are_version_1() {
     ))
     .await;
     assert_eq!(waits, "2", "the waiting column is back, empty");
+    let parents = query_one(&format!(
+        "SELECT count(*)::text FROM \"{}\".runs WHERE parent IS NULL",
+        schema.name()
+    ))
+    .await;
+    assert_eq!(parents, "2", "the parent column is back, empty");
     let version = query_one(&format!(
         "SELECT value FROM \"{}\".meta WHERE key = 'schema_version'",
         schema.name()
     ))
     .await;
-    assert_eq!(version, "3");
+    assert_eq!(version, "4");
 }
 
 #[events]

@@ -41,6 +41,11 @@ pub(super) fn generate(
     if let Some(n) = o.max_attempts {
         options = quote!(#options.max_attempts(const { #private::attempts(#n) }));
     }
+    if let Some(signals) = &o.signals {
+        // Spanned at the user's type: a type that is not a #[signals] enum fails there.
+        let set = quote_spanned! {signals.span()=> .signals::<#signals>() };
+        options = quote!(#options #set);
+    }
     if let Some(n) = o.version {
         options = quote!(#options.version(const { #private::version(#n) }));
     }

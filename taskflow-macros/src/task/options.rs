@@ -10,6 +10,8 @@ use crate::names::name_problem;
 pub(super) struct Options {
     pub(super) name: Option<LitStr>,
     pub(super) events: Option<Type>,
+    /// The `#[signals]` enum the task accepts.
+    pub(super) signals: Option<Type>,
     pub(super) max_attempts: Option<u32>,
     pub(super) auto_recover: Option<bool>,
     pub(super) recovery_max_age_ms: Option<u64>,
@@ -26,6 +28,7 @@ pub(super) fn parse_options(attr: TokenStream, errors: &mut Errors) -> Options {
     let mut o = Options {
         name: None,
         events: None,
+        signals: None,
         max_attempts: None,
         auto_recover: None,
         recovery_max_age_ms: None,
@@ -71,6 +74,13 @@ pub(super) fn parse_options(attr: TokenStream, errors: &mut Errors) -> Options {
                 _ => errors.at(
                     arg.key.span(),
                     "`events` takes the #[events] enum: `events = Progress`",
+                ),
+            },
+            "signals" => match &arg.value {
+                Some(Value::Type(t)) => o.signals = Some((**t).clone()),
+                _ => errors.at(
+                    arg.key.span(),
+                    "`signals` takes the #[signals] enum: `signals = Approval`",
                 ),
             },
             "max_attempts" => match &arg.value {

@@ -159,6 +159,7 @@ impl HttpError {
             e @ ControlError::InvalidName(_) => {
                 Self::invalid_input(e.to_string(), Some("name".into()))
             }
+            ControlError::InvalidSignal { path, message } => Self::invalid_input(message, path),
             ControlError::PayloadTooLarge(e) => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

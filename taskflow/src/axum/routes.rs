@@ -28,7 +28,7 @@ use crate::status::ListFilter;
 /// | `GET /tasks/{ik}` | the status JSON of the key's run |
 /// | `GET /tasks/{ik}/events` | re-attaches: SSE from `Last-Event-ID` (or `?last_event_id=`) |
 /// | `POST /tasks/{ik}/stop`, `/resume`, `/cancel` | optional body `{"reason"}`; 200 with the status JSON |
-/// | `POST /tasks/{ik}/signals/{name}` | sends signal `name` with the JSON body as payload (empty: `null`); durable when answered: 202 with the status JSON |
+/// | `POST /tasks/{ik}/signals/{name}` | sends signal `name` with the JSON body as payload (empty: `null`); durable when answered: 202 with the status JSON; with an `Idempotency-Key` header, a retry with the same key is not delivered twice |
 /// | `GET /tasks[?limit=&cursor=]` | the caller's runs, newest first: `{"tasks": [...], "next_cursor"}` (100 per page, at most 1000; `next_cursor` is `null` on the last page) |
 ///
 /// One `{key}` segment serves both task names and idempotency keys (a router cannot hold two
@@ -251,7 +251,16 @@ async fn signal(
     let payload = json_body::<serde_json::Value>(&headers, &body, "the signal's payload as JSON")?
         .unwrap_or(serde_json::Value::Null);
     let failed = |e| HttpError::from_control(e, env);
-    port.signal(&scope, &ik, &name, payload)
+    let once = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| {
+            HttpError::invalid_input(
+                "the Idempotency-Key header must be visible ASCII, like a UUID".to_owned(),
+                Some("Idempotency-Key".into()),
+            )
+        })?),
+    };
+    port.signal(&scope, &ik, &name, payload, once)
         .await
         .map_err(failed)?;
     let status = port.status(&scope, &ik).await.map_err(failed)?;

@@ -30,6 +30,19 @@ pub(crate) fn status_json(s: &TaskStatus, env: Environment, js_safe: bool) -> Va
         "cancel_reason": s.cancel_reason,
         "waiting": s.waiting,
     });
+    if !s.children.is_empty() {
+        v["children"] = s
+            .children
+            .iter()
+            .map(|c| {
+                json!({
+                    "idempotency_key": c.idempotency_key.as_str(),
+                    "task": c.task,
+                    "status": c.status.map(|s| s.as_str()),
+                })
+            })
+            .collect();
+    }
     if js_safe {
         crate::sse::js_safe_integers(&mut v);
     }

@@ -1,12 +1,15 @@
 //! What a handler sees: [`TaskContext`], with durable `step`s and replay-aware `emit`; its
-//! durable waits (sleep, signals) are in `waits.rs`.
+//! durable waits (sleep, signals) are in `waits.rs`, its child runs in `children.rs`.
 
+mod children;
 mod waits;
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::Location;
 use std::sync::Arc;
+
+pub use self::children::ChildRun;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -13,7 +13,7 @@ use super::{Inner, limits, lock};
 use crate::clock::Timestamp;
 use crate::context::StepOrigin;
 use crate::error::{PayloadKind, PayloadTooLarge, StoreError};
-use crate::identity::UserContext;
+use crate::identity::{UserContext, UserId};
 use crate::ids::{Epoch, IdempotencyKey, StepKey, TaskId};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
@@ -50,6 +50,7 @@ pub(super) struct AttemptStart {
     pub(super) epoch: Epoch,
     pub(super) attempt: u32,
     pub(super) is_recovery: bool,
+    pub(super) owner: Option<UserId>,
     pub(super) user: Option<UserContext>,
     pub(super) previous_events: Vec<StoredEvent>,
     pub(super) steps: Vec<(StepKey, StepRecord)>,
@@ -66,6 +67,7 @@ pub(crate) struct AttemptState {
     epoch: Epoch,
     attempt: u32,
     is_recovery: bool,
+    owner: Option<UserId>,
     user: Option<UserContext>,
     previous_events: Vec<StoredEvent>,
     recorded: Mutex<HashMap<StepKey, StepRecord>>,
@@ -89,6 +91,7 @@ impl AttemptState {
             epoch: start.epoch,
             attempt: start.attempt,
             is_recovery: start.is_recovery,
+            owner: start.owner,
             user: start.user,
             previous_events: start.previous_events,
             recorded: Mutex::new(start.steps.into_iter().collect()),
@@ -123,6 +126,38 @@ impl AttemptState {
 
     pub(crate) fn task_name(&self) -> &'static str {
         self.task_name
+    }
+
+    /// Starts (or re-attaches to) this run's child `n`: `task` with `input`.
+    pub(crate) async fn start_child(
+        &self,
+        task: &str,
+        input: serde_json::Value,
+        n: u32,
+    ) -> Result<IdempotencyKey, crate::StartError> {
+        let parent = super::children::Parent {
+            id: self.task_id,
+            ik: &self.ik,
+            owner: self.owner.as_ref(),
+            user: self.user.as_ref(),
+        };
+        self.inner.start_child(&parent, task, input, n).await
+    }
+
+    /// How the child run of `ik` ended, or `None` while it has not.
+    pub(crate) async fn child_outcome(
+        &self,
+        ik: &IdempotencyKey,
+    ) -> Result<Option<super::children::ChildOutcome>, StoreError> {
+        self.inner.child_outcome(ik).await
+    }
+
+    /// The `#[signals]` enum the task declares, if any.
+    pub(crate) fn signal_schema(&self) -> Option<crate::SignalSchema> {
+        self.inner
+            .registry
+            .get(self.task_name)
+            .and_then(|r| r.options.signals)
     }
 
     pub(crate) fn task_id(&self) -> TaskId {
@@ -332,13 +367,13 @@ impl AttemptState {
     /// Parks the run in `waiting`: one batch records `start` (the wait's step, the first
     /// time), the wait on the run (a shared store lets the lease lapse when it is due, or
     /// never for a signal) and the `waiting` event; then the driver is told to end the
-    /// attempt. When `arrived` (the signal waited for) is in the store once the park is
-    /// committed, it came in meanwhile: the run is woken at once.
+    /// attempt. When what it waits for (`recheck`) is there once the park is committed, it
+    /// came meanwhile: the run is woken at once.
     pub(crate) async fn park(
         &self,
         start: Option<(StepKey, Vec<u8>)>,
         waiting: Waiting,
-        arrived: Option<&StepKey>,
+        recheck: Recheck<'_>,
     ) -> Result<(), StoreError> {
         let now = self.inner.now();
         let wake_at = waiting.until();
@@ -357,10 +392,12 @@ impl AttemptState {
         writes.push(self.lifecycle_write(&event));
         self.commit_after_emits(writes).await?;
         Metrics::inc(&self.inner.metrics.runs_parked);
-        let wake_at = match arrived {
-            Some(key) if self.fetch_step(key).await?.is_some() => Some(now),
-            _ => wake_at,
+        let arrived = match recheck {
+            Recheck::Nothing => false,
+            Recheck::Step(key) => self.fetch_step(key).await?.is_some(),
+            Recheck::Children(iks) => self.inner.children_ended(iks).await?,
         };
+        let wake_at = if arrived { Some(now) } else { wake_at };
         self.parked.send_replace(Some(wake_at));
         Ok(())
     }
@@ -371,7 +408,11 @@ impl AttemptState {
         if let Some(known) = self.recorded_step(key) {
             return Ok(Some(known));
         }
-        let steps = self.inner.store.steps(self.task_id).await?;
+        let steps = self
+            .inner
+            .store
+            .steps_with_prefix(self.task_id, key.as_str())
+            .await?;
         Ok(steps.into_iter().find(|(k, _)| k == key).map(|(_, r)| r))
     }
 
@@ -392,20 +433,30 @@ impl AttemptState {
         this
     }
 
-    /// Records that a wait is over: its end step, after `start` (the wait's own step, when it
-    /// never parked), and, when it had parked, the `wait_ended` event.
+    /// Records that a wait is over: its end steps, after `start` (the wait's own step, when
+    /// it never parked), and, when it had parked, the `wait_ended` event.
     pub(crate) async fn end_wait(
         &self,
         start: Option<(StepKey, Vec<u8>)>,
-        end: (StepKey, Vec<u8>),
+        ends: Vec<(StepKey, Vec<u8>)>,
         ended: Option<Lifecycle>,
     ) -> Result<(), StoreError> {
         let mut writes: Vec<Write> = start
             .into_iter()
-            .chain(std::iter::once(end))
+            .chain(ends)
             .map(|(key, json)| self.step_write(key, json))
             .collect();
         writes.extend(ended.iter().map(|e| self.lifecycle_write(e)));
         self.commit_after_emits(writes).await
     }
+}
+
+/// What a park looks at once committed, to wake the run at once when it is already there.
+pub(crate) enum Recheck<'a> {
+    /// Nothing: the wait ends at its time.
+    Nothing,
+    /// This record (the signal waited for).
+    Step(&'a StepKey),
+    /// These child runs all ended.
+    Children(&'a [IdempotencyKey]),
 }

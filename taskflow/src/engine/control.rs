@@ -86,6 +86,9 @@ impl Inner {
             if matches!(action, Action::Stop | Action::Cancel) {
                 self.signal_stop(record.id);
             }
+            if action == Action::Cancel {
+                self.cancel_children(&record).await;
+            }
             let (record, last) = self.owned_run(scope, ik).await?;
             return Ok(status_of(&record, last));
         }

@@ -246,6 +246,7 @@ async fn run_attempt(
             epoch,
             attempt,
             is_recovery,
+            owner: record.owner.clone(),
             user,
             previous_events: previous,
             steps,
@@ -341,7 +342,7 @@ async fn heartbeat(inner: &Inner, record: &TaskRecord, epoch: Epoch) -> Result<(
 
 /// Commits an attempt's outcome. Returns `true` when a retry is scheduled.
 async fn settle(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     record: &TaskRecord,
     epoch: Epoch,
     result: Result<serde_json::Value, TaskError>,
@@ -401,6 +402,7 @@ async fn settle(
             }
             if status.is_some() {
                 inner.runs.forget_user(record.id);
+                inner.wake_parent(record);
             }
             retry
         }

@@ -27,6 +27,23 @@ pub(crate) fn idempotency_key(
     IdempotencyKey::from_trusted(URL_SAFE_NO_PAD.encode(digest))
 }
 
+/// The key of child `n` of run `parent` (of key `parent_ik`): the same on every replay of
+/// the parent, and another for a new run under the parent's key (a run retried after it
+/// failed starts fresh children).
+pub(crate) fn child_key(
+    parent_ik: &IdempotencyKey,
+    parent: crate::ids::TaskId,
+    n: u32,
+) -> IdempotencyKey {
+    let doc = serde_json::json!({
+        "parent": parent_ik.as_str(),
+        "run": parent.to_string(),
+        "child": n,
+    });
+    let canonical = serde_jcs::to_vec(&doc).expect("JCS of a serde_json::Value cannot fail");
+    IdempotencyKey::from_trusted(URL_SAFE_NO_PAD.encode(Sha256::digest(&canonical)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ mod admission;
 mod app_state;
 pub(crate) mod attempt;
 mod builder;
+pub(crate) mod children;
 mod control;
 mod driver;
 #[cfg(feature = "axum")]

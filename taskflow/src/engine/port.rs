@@ -226,7 +226,8 @@ impl Port {
         ik: &IdempotencyKey,
         name: &str,
         payload: serde_json::Value,
+        once: Option<&str>,
     ) -> Result<(), ControlError> {
-        self.inner.signal(scope, ik, name, payload).await
+        self.inner.signal(scope, ik, name, payload, once).await
     }
 }

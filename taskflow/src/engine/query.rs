@@ -27,7 +27,9 @@ impl Inner {
         ik: &IdempotencyKey,
     ) -> Result<TaskStatus, ControlError> {
         let (record, last) = self.owned_run(scope, ik).await?;
-        Ok(status_of(&record, last))
+        let mut status = status_of(&record, last);
+        status.children = self.children_status(record.id).await?;
+        Ok(status)
     }
 
     pub(super) async fn list(
@@ -140,5 +142,6 @@ pub(super) fn status_of(record: &TaskRecord, last_seq: Seq) -> TaskStatus {
             .waiting
             .clone()
             .filter(|_| record.status == TaskState::Running),
+        children: Vec::new(),
     }
 }

@@ -31,7 +31,6 @@ impl Scope {
         }
     }
 
-    #[cfg(feature = "axum")]
     /// One owner, without a live context (the bridge's disconnect rule acts for the owner).
     pub(crate) fn owner(owner: Option<UserId>) -> Self {
         Self { owner, user: None }
@@ -46,6 +45,8 @@ pub struct StartOptions {
     pub(crate) execute_mode: Option<ExecuteMode>,
     /// Set by the bridge for a run it watches with the disconnect rule.
     pub(crate) disconnect_grace: Option<std::time::Duration>,
+    /// Set by `ctx.start_child`: the child's key and parent.
+    pub(crate) child: Option<super::children::ChildOf>,
 }
 
 impl StartOptions {
@@ -237,14 +238,19 @@ macro_rules! scoped_api {
                     .await
             }
 
-            /// Sends signal `name` (step-name grammar) with the JSON `payload` to the run: durable when
-            /// this returns, kept in order per name, buffered until the handler's n-th
+            /// Sends signal `name` (step-name grammar; not `stop`, `resume` or `cancel`) with the
+            /// JSON `payload` to the run: durable when this returns, kept in order per name,
+            /// buffered until the handler's n-th
             /// [`wait_signal(name)`](crate::TaskContext::wait_signal) consumes the n-th one,
-            /// and it wakes a run parked waiting for it.
+            /// and it wakes a run parked waiting for it. When the run's task declares a
+            /// [`#[signals]`](macro@crate::signals) enum, `name` and `payload` must be one of
+            /// its variants, and the handler receives it with
+            /// [`next_signal`](crate::TaskContext::next_signal).
             ///
             /// # Errors
             /// `NotFound` (also for another owner's key); `InvalidState` on a finished run;
-            /// `InvalidName`; `PayloadTooLarge`; `ShuttingDown`.
+            /// `InvalidName`; `InvalidSignal` (not one of the task's signals);
+            /// `PayloadTooLarge`; `ShuttingDown`.
             pub async fn signal(
                 &self,
                 ik: &$crate::IdempotencyKey,
@@ -252,7 +258,26 @@ macro_rules! scoped_api {
                 payload: ::serde_json::Value,
             ) -> Result<(), $crate::ControlError> {
                 let (inner, scope) = self.scoped();
-                inner.signal(&scope, ik, name, payload).await
+                inner.signal(&scope, ik, name, payload, None).await
+            }
+
+            /// [`signal`](Self::signal) that may be retried: `key` (1–128 bytes of
+            /// `[A-Za-z0-9_.:-]`, a UUID say) is the sender's idempotency key, and a signal
+            /// with a key that already reached the run is not stored again (this returns
+            /// `Ok` as the first call did). A client that does not know whether its request
+            /// arrived sends it again with the same key.
+            ///
+            /// # Errors
+            /// As [`signal`](Self::signal); `InvalidSignal` for a malformed key.
+            pub async fn signal_once(
+                &self,
+                ik: &$crate::IdempotencyKey,
+                name: &str,
+                payload: ::serde_json::Value,
+                key: &str,
+            ) -> Result<(), $crate::ControlError> {
+                let (inner, scope) = self.scoped();
+                inner.signal(&scope, ik, name, payload, Some(key)).await
             }
 
             /// Cancels the run for good (terminal). Idempotent on a cancelled run.

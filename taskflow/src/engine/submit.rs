@@ -40,7 +40,10 @@ impl Inner {
             path: e.path,
             message: e.message,
         })?;
-        let ik = ik::idempotency_key(task, &input, scope.owner.as_ref());
+        let ik = match &options.child {
+            Some(child) => child.ik.clone(),
+            None => ik::idempotency_key(task, &input, scope.owner.as_ref()),
+        };
         let span = tracing::info_span!("submit", task, ik = %ik);
         let _guard = self.key_locks.lock(&ik).await;
         let mode = options
@@ -100,6 +103,7 @@ impl Inner {
                 now,
             );
             record.version = registered.options.version.get();
+            record.parent = options.child.as_ref().map(|c| c.parent);
             record.disconnect_grace_ms = options
                 .disconnect_grace
                 .map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX));

@@ -49,7 +49,7 @@ impl Inner {
 
     /// Fails a run that is not running in this process (recovery).
     pub(super) async fn fail_run(
-        &self,
+        self: &Arc<Self>,
         record: &TaskRecord,
         error: ErrorRecord,
     ) -> Result<(), StoreError> {
@@ -61,6 +61,7 @@ impl Inner {
         self.transition(record, patch, Some(event)).await?;
         Metrics::inc(&self.metrics.tasks_failed);
         self.runs.forget_user(record.id);
+        self.wake_parent(record);
         Ok(())
     }
 
@@ -79,7 +80,7 @@ impl Inner {
 
     /// Cancels a run for good, committing the `cancelled` event, and fences its attempt.
     pub(super) async fn cancel_run(
-        &self,
+        self: &Arc<Self>,
         record: &TaskRecord,
         reason: &str,
     ) -> Result<(), StoreError> {
@@ -90,6 +91,7 @@ impl Inner {
             .await?;
         Metrics::inc(&self.metrics.tasks_cancelled);
         self.runs.forget_user(record.id);
+        self.wake_parent(record);
         Ok(())
     }
 

@@ -4,6 +4,8 @@
 //! run whose log holds a step the current code no longer has (the names `#[task]` records),
 //! and [`TaskFlow::check_in_flight`] lists every run the current code cannot resume.
 
+use std::sync::Arc;
+
 use super::{Inner, TaskFlow};
 use crate::error::{ErrorRecord, StoreError};
 use crate::ids::{IdempotencyKey, TaskId};
@@ -116,7 +118,7 @@ impl Inner {
 
     /// Applies the builder's policy to a run this process must not run: suspends or fails it.
     pub(super) async fn set_aside(
-        &self,
+        self: &Arc<Self>,
         record: &TaskRecord,
         why: Incompatible,
     ) -> Result<(), StoreError> {

@@ -122,20 +122,30 @@ pub enum Write {
     /// Delivers a signal to a run: the store appends it as the run's next signal of `name`
     /// (n counted from 0 among those already there), recorded like a step under the key
     /// `$signal:{name}#{n}` with `payload` as its value. Yields [`Committed::Done`]; refused
-    /// with [`StoreError::Fenced`] when the run is gone.
+    /// with [`StoreError::Fenced`] when the run is gone. With `once`, the store first looks
+    /// for the record `$signalonce:{once}#0` of the run: when it is there the signal was
+    /// delivered before and nothing is written ([`Committed::Kept`]); otherwise it writes
+    /// that record (its value the signal's key) with the signal.
     Signal {
         /// The run.
         task: TaskId,
-        /// The signal's name (step-name grammar).
+        /// The signal's name (step-name grammar, or an internal `$` name).
         name: String,
         /// Its payload.
         payload: serde_json::Value,
+        /// The sender's key of a signal that may be retried.
+        once: Option<String>,
     },
 }
 
 /// The key of the `n`-th signal `name` of a run.
 pub(crate) fn signal_key(name: &str, n: u32) -> StepKey {
     StepKey::new(&format!("$signal:{name}"), n)
+}
+
+/// The record that a signal with the sender's key `once` reached a run.
+pub(crate) fn signal_once_key(once: &str) -> StepKey {
+    StepKey::new(&format!("$signalonce:{once}"), 0)
 }
 
 /// What one [`Write`] produced.
@@ -247,6 +257,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Every recorded step of a run.
     fn steps(&self, task: TaskId) -> StoreFuture<'_, Vec<(StepKey, StepRecord)>>;
+
+    /// The recorded steps of a run whose key starts with `prefix` (`$child#`), in key order.
+    /// The default reads every step and filters; the stores read only those.
+    fn steps_with_prefix<'a>(
+        &'a self,
+        task: TaskId,
+        prefix: &'a str,
+    ) -> StoreFuture<'a, Vec<(StepKey, StepRecord)>> {
+        Box::pin(async move {
+            let mut steps = self.steps(task).await?;
+            steps.retain(|(key, _)| key.as_str().starts_with(prefix));
+            Ok(steps)
+        })
+    }
 
     /// Runs matching `scan`.
     fn scan(&self, scan: Scan) -> StoreFuture<'_, Vec<TaskRecord>>;
@@ -371,6 +395,14 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn steps(&self, task: TaskId) -> StoreFuture<'_, Vec<(StepKey, StepRecord)>> {
         (**self).steps(task)
+    }
+
+    fn steps_with_prefix<'a>(
+        &'a self,
+        task: TaskId,
+        prefix: &'a str,
+    ) -> StoreFuture<'a, Vec<(StepKey, StepRecord)>> {
+        (**self).steps_with_prefix(task, prefix)
     }
 
     fn scan(&self, scan: Scan) -> StoreFuture<'_, Vec<TaskRecord>> {

@@ -67,6 +67,10 @@ pub struct TaskRecord {
     /// slot is held until it ends.
     #[serde(default)]
     pub waiting: Option<Waiting>,
+    /// The run that started this one with `ctx.start_child`: it is woken when this run
+    /// ends.
+    #[serde(default)]
+    pub parent: Option<TaskId>,
 }
 
 fn first_version() -> u32 {
@@ -111,6 +115,7 @@ impl TaskRecord {
             disconnect_grace_ms: None,
             version: 1,
             waiting: None,
+            parent: None,
         }
     }
 

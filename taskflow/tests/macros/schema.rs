@@ -33,3 +33,19 @@ fn json_schema_matches_the_committed_schema() {
     text.push('\n');
     check("progress.schema.json", &text);
 }
+
+/// A `#[signals]` enum: its TypeScript names the request body of each signal.
+#[taskflow::signals]
+pub enum Approval {
+    Approve {
+        by: String,
+    },
+    Reject,
+    #[signal(name = "add-note")]
+    AddNote(String),
+}
+
+#[test]
+fn signals_typescript_matches_the_committed_declaration() {
+    check("approval.d.ts", &Approval::typescript());
+}

@@ -9,7 +9,7 @@ fn ui_dir() -> PathBuf {
 
 fn cases(kind: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for area in ["task", "events", "settings"] {
+    for area in ["task", "events", "settings", "signals"] {
         let dir = ui_dir().join(area).join(kind);
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

@@ -118,7 +118,7 @@ BEGIN
                         failed_attempts, max_attempts, execute_mode, on_behalf_of, created_at,
                         updated_at, heartbeat_at, next_attempt_at, suspended_reason, first_seq,
                         epoch, disconnect_grace_ms, lease_owner, lease_expires_at, queued_since,
-                        version)
+                        version, parent)
                     VALUES (r->>'ik', r->>'name', r->>'owner', r->>'status', d[(r->>'input')::integer]::json,
                         d[(r->>'output')::integer]::json, d[(r->>'error')::integer]::json, (r->>'attempt')::integer,
                         (r->>'failed_attempts')::integer, (r->>'max_attempts')::integer,
@@ -126,7 +126,8 @@ BEGIN
                         (r->>'created_at')::bigint, (r->>'updated_at')::bigint,
                         (r->>'heartbeat_at')::bigint, (r->>'next_attempt_at')::bigint,
                         d[(r->>'suspended_reason')::integer]::json, last + 1, 1, (r->>'disconnect_grace_ms')::bigint,
-                        me, now() + lease, now(), COALESCE((r->>'version')::integer, 1))
+                        me, now() + lease, now(), COALESCE((r->>'version')::integer, 1),
+                        (r->>'parent')::bigint)
                     RETURNING id INTO new_id;
                 UPDATE {s}.keys SET current_run = new_id WHERE ik = r->>'ik';
                 res := res || json_build_object('run', json_build_object(
@@ -199,14 +200,27 @@ BEGIN
                     ON CONFLICT (task, key) DO UPDATE SET record = EXCLUDED.record;
                 res := res || to_json('done'::text);
             WHEN 'signal' THEN
-                -- The run's row is locked (above): signals of one run are numbered in turn.
-                SELECT count(*) INTO cur FROM {s}.steps WHERE task = (w->>'task')::bigint
-                    AND starts_with(key, '$signal:' || (w->>'name') || '#');
-                INSERT INTO {s}.steps (task, key, record)
-                    VALUES ((w->>'task')::bigint, '$signal:' || (w->>'name') || '#' || cur,
-                        json_build_object('k', '$signal:' || (w->>'name') || '#' || cur,
-                            'v', d[(w->>'payload')::integer]::json, 's', 'signal'));
-                res := res || to_json('done'::text);
+                -- The run's row is locked (above): signals of one run are numbered in turn,
+                -- and a sender's key is looked up and written by one writer at a time.
+                IF w->>'once' IS NOT NULL AND EXISTS (SELECT 1 FROM {s}.steps
+                        WHERE task = (w->>'task')::bigint
+                          AND key = '$signalonce:' || (w->>'once') || '#0') THEN
+                    res := res || to_json('kept'::text);
+                ELSE
+                    SELECT count(*) INTO cur FROM {s}.steps WHERE task = (w->>'task')::bigint
+                        AND starts_with(key, '$signal:' || (w->>'name') || '#');
+                    INSERT INTO {s}.steps (task, key, record)
+                        VALUES ((w->>'task')::bigint, '$signal:' || (w->>'name') || '#' || cur,
+                            json_build_object('k', '$signal:' || (w->>'name') || '#' || cur,
+                                'v', d[(w->>'payload')::integer]::json, 's', 'signal'));
+                    IF w->>'once' IS NOT NULL THEN
+                        INSERT INTO {s}.steps (task, key, record)
+                            VALUES ((w->>'task')::bigint, '$signalonce:' || (w->>'once') || '#0',
+                                json_build_object('k', '$signalonce:' || (w->>'once') || '#0',
+                                    'v', '$signal:' || (w->>'name') || '#' || cur, 's', 'signal'));
+                    END IF;
+                    res := res || to_json('done'::text);
+                END IF;
             WHEN 'delete' THEN
                 SELECT ik, status, updated_at INTO run_ik, seen_status, seen_updated
                     FROM {s}.runs WHERE id = (w->>'task')::bigint FOR UPDATE;

@@ -14,7 +14,7 @@ use crate::store::{Committed, TaskPatch, TaskRecord, Write, WriteBatch};
 pub(super) const RUN_COLUMNS: &str = "id, name, ik, owner, status, input::text, output::text, \
      error::text, attempt, failed_attempts, max_attempts, execute_mode, on_behalf_of, \
      created_at, updated_at, heartbeat_at, next_attempt_at, suspended_reason::text, first_seq, \
-     epoch, disconnect_grace_ms, version, waiting::text";
+     epoch, disconnect_grace_ms, version, waiting::text, parent";
 
 /// The two arguments of `apply_group`: the batches (`g`, taskflow's own values) and the JSON
 /// texts of user data they point at by 1-based index (`d`).
@@ -88,8 +88,9 @@ impl GroupArgs {
                 task,
                 name,
                 payload,
+                once,
             } => {
-                json!({"op": "signal", "task": task.0, "name": name, "payload": self.data(payload)?})
+                json!({"op": "signal", "task": task.0, "name": name, "payload": self.data(payload)?, "once": once})
             }
             Write::DeleteRun { task, if_unchanged } => json!({
                 "op": "delete",
@@ -120,6 +121,7 @@ impl GroupArgs {
             "suspended_reason": self.optional(r.suspended_reason.as_ref())?,
             "disconnect_grace_ms": r.disconnect_grace_ms,
             "version": r.version,
+            "parent": r.parent,
         }))
     }
 
@@ -227,10 +229,8 @@ fn committed_one(d: &Value, write: &Write) -> Option<Committed> {
             name: name.clone(),
             data: data.clone(),
         }),
-        Write::Step { .. } | Write::Signal { .. } => {
-            (d.as_str()? == "done").then_some(Committed::Done)?
-        }
-        Write::DeleteRun { .. } => match d.as_str()? {
+        Write::Step { .. } => (d.as_str()? == "done").then_some(Committed::Done)?,
+        Write::Signal { .. } | Write::DeleteRun { .. } => match d.as_str()? {
             "done" => Committed::Done,
             "kept" => Committed::Kept,
             _ => return None,
@@ -304,6 +304,7 @@ pub(super) fn record_at(row: &Row, at: usize) -> Result<TaskRecord, StoreError> 
         "disconnect_grace_ms": get(20)?,
         "version": get(21)?,
         "waiting": text(22)?,
+        "parent": get(23)?,
     });
     serde_json::from_value(value).map_err(|e| corrupt(&e))
 }

@@ -6,14 +6,15 @@ use super::config::PgConfig;
 use crate::error::BuildError;
 
 /// Bump with every new entry of [`MIGRATIONS`]; a database with a newer version is refused.
-pub(super) const SCHEMA_VERSION: u64 = 3;
+pub(super) const SCHEMA_VERSION: u64 = 4;
 
 /// The SQL of each version, applied in order from the database's version + 1: 1 the tables,
 /// 2 the runs' task versions, 3 the runs' durable waits.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("schema.sql"),
     include_str!("versions.sql"),
     include_str!("waits.sql"),
+    include_str!("children.sql"),
 ];
 
 /// `apply_group`, replaced after any migration so it matches the newest tables.

@@ -59,6 +59,7 @@ struct Reads {
     current_run: Statement,
     events: Statement,
     steps: Statement,
+    steps_with_prefix: Statement,
     claim: Statement,
     claim_queued: Statement,
     renew: Statement,
@@ -151,6 +152,11 @@ impl PgStore {
             .await?,
             steps: prepare(format!(
                 "SELECT key, record::text FROM {schema}.steps WHERE task = $1 ORDER BY key COLLATE \"C\""
+            ))
+            .await?,
+            steps_with_prefix: prepare(format!(
+                "SELECT key, record::text FROM {schema}.steps WHERE task = $1 \
+                 AND starts_with(key, $2) ORDER BY key COLLATE \"C\""
             ))
             .await?,
             // Runs in flight whose lease expired (or that nobody claimed): taken over with an
@@ -465,15 +471,23 @@ impl Store for PgStore {
                 .query(&self.reads.steps, &[&to_i64(task.0)])
                 .await
                 .map_err(|e| db(&e))?;
-            rows.iter()
-                .map(|row| {
-                    let key: String = row.get(0);
-                    let text: String = row.get(1);
-                    let record: StepRecord = serde_json::from_str(&text)
-                        .map_err(|e| StoreError::Corrupt(format!("step {key}: {e}")))?;
-                    Ok((StepKey::from_stored(key), record))
-                })
-                .collect()
+            step_rows(&rows)
+        })
+    }
+
+    fn steps_with_prefix<'a>(
+        &'a self,
+        task: TaskId,
+        prefix: &'a str,
+    ) -> StoreFuture<'a, Vec<(StepKey, StepRecord)>> {
+        Box::pin(async move {
+            self.check_open()?;
+            let rows = self
+                .reader
+                .query(&self.reads.steps_with_prefix, &[&to_i64(task.0), &prefix])
+                .await
+                .map_err(|e| db(&e))?;
+            step_rows(&rows)
         })
     }
 
@@ -661,4 +675,17 @@ impl Store for PgStore {
             Ok(usize::try_from(n).unwrap_or(0))
         })
     }
+}
+
+/// Step rows `(key, record::text)` as recorded steps.
+fn step_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<(StepKey, StepRecord)>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            let key: String = row.get(0);
+            let text: String = row.get(1);
+            let record: StepRecord = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("step {key}: {e}")))?;
+            Ok((StepKey::from_stored(key), record))
+        })
+        .collect()
 }

@@ -349,6 +349,32 @@ impl Store for RedbStore {
         })
     }
 
+    fn steps_with_prefix<'a>(
+        &'a self,
+        task: TaskId,
+        prefix: &'a str,
+    ) -> StoreFuture<'a, Vec<(StepKey, StepRecord)>> {
+        let prefix = prefix.to_owned();
+        self.read(move |txn| {
+            let steps = txn.open_table(STEPS).map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in steps
+                .range((task.0, prefix.as_str())..(task.0 + 1, ""))
+                .map_err(storage)?
+            {
+                let (key, value) = entry.map_err(storage)?;
+                // Keys sort by bytes: those with the prefix come first, together.
+                if !key.value().1.starts_with(prefix.as_str()) {
+                    break;
+                }
+                let record: StepRecord = serde_json::from_slice(value.value())
+                    .map_err(|e| StoreError::Corrupt(format!("step {}: {e}", key.value().1)))?;
+                out.push((StepKey::from_stored(key.value().1.to_owned()), record));
+            }
+            Ok(out)
+        })
+    }
+
     fn scan(&self, scan: Scan) -> StoreFuture<'_, Vec<TaskRecord>> {
         self.read(move |txn| {
             let tasks = txn.open_table(TASKS).map_err(storage)?;

@@ -210,7 +210,14 @@ impl<'txn> Tables<'txn> {
                     task,
                     name,
                     payload,
-                } => {
+                    once,
+                } => 'signal: {
+                    let once_key = once.as_deref().map(crate::store::signal_once_key);
+                    if let Some(once_key) = &once_key
+                        && self.steps()?.get((task.0, once_key.as_str()))?.is_some()
+                    {
+                        break 'signal Committed::Kept;
+                    }
                     let prefix = format!("$signal:{name}#");
                     // `$` follows `#`: every key of this signal's name sorts in between.
                     let end = format!("$signal:{name}$");
@@ -225,6 +232,12 @@ impl<'txn> Tables<'txn> {
                     let json = StepRecord::encode(&key, &value, "signal").map_err(bad)?;
                     self.steps()?
                         .insert((task.0, key.as_str()), json.as_slice())?;
+                    if let Some(once_key) = &once_key {
+                        let value = serde_json::to_vec(key.as_str()).map_err(bad)?;
+                        let json = StepRecord::encode(once_key, &value, "signal").map_err(bad)?;
+                        self.steps()?
+                            .insert((task.0, once_key.as_str()), json.as_slice())?;
+                    }
                     Committed::Done
                 }
                 Write::DeleteRun { task, if_unchanged } => {

@@ -1,4 +1,4 @@
-// unknown #[task] key `priority`; accepted keys: name, events, max_attempts, auto_recover, recovery_max_age, execute_mode, on_behalf_of, on_disconnect, version, crate
+// unknown #[task] key `priority`; accepted keys: name, events, signals, max_attempts, auto_recover, recovery_max_age, execute_mode, on_behalf_of, on_disconnect, version, crate
 use taskflow::prelude::*;
 
 #[derive(serde::Serialize, serde::Deserialize)]

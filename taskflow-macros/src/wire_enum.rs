@@ -1,4 +1,6 @@
-//! `#[events]`: an enum becomes a typed set of progress events.
+//! `#[events]` and `#[signals]`: an enum becomes a typed set of wire messages, each variant a
+//! name (snake_case, or set with `#[event(name)]` / `#[signal(name)]`) with a JSON payload.
+//! The two differ only in the trait they implement and the names they reserve.
 
 use heck::ToSnakeCase;
 use proc_macro2::{Span, TokenStream};
@@ -7,9 +9,48 @@ use syn::spanned::Spanned;
 use syn::{Attribute, Fields, Ident, ItemEnum, LitStr, Type};
 
 use crate::attr::{self, Errors};
-use crate::names::event_name_problem;
+use crate::names::{event_name_problem, signal_name_problem};
 
 const ENUM_KEYS: &str = "crate";
+
+/// What one of the two attributes generates and checks.
+pub(crate) struct Kind {
+    /// The attribute on the enum (`events`).
+    attr: &'static str,
+    /// The attribute on a variant (`event`).
+    variant_attr: &'static str,
+    /// What the enum holds, for "goes on an enum: ..." (`kind of progress event`).
+    variant_is: &'static str,
+    /// The runtime trait (`Events`).
+    trait_name: &'static str,
+    /// The schema and TypeScript helpers of `__private`.
+    schema_fn: &'static str,
+    typescript_fn: &'static str,
+    /// Why a wire name is refused, with the fix.
+    problem: fn(&str) -> Option<String>,
+}
+
+/// `#[events]`: progress events a task emits.
+pub(crate) const EVENTS: Kind = Kind {
+    attr: "events",
+    variant_attr: "event",
+    variant_is: "one variant per kind of progress event",
+    trait_name: "Events",
+    schema_fn: "events_schema",
+    typescript_fn: "typescript",
+    problem: event_name_problem,
+};
+
+/// `#[signals]`: the signals a task accepts.
+pub(crate) const SIGNALS: Kind = Kind {
+    attr: "signals",
+    variant_attr: "signal",
+    variant_is: "one variant per signal the task accepts",
+    trait_name: "Signals",
+    schema_fn: "signals_schema",
+    typescript_fn: "signals_typescript",
+    problem: signal_name_problem,
+};
 
 /// The JSON shape of one variant.
 enum Shape {
@@ -35,35 +76,35 @@ struct Variant {
     shape: Shape,
 }
 
-pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+pub(crate) fn expand(kind: &Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut item: ItemEnum = match syn::parse2(item.clone()) {
         Ok(item) => item,
         Err(_) => {
             let e = syn::Error::new(
                 Span::call_site(),
-                "#[events] goes on an enum: one variant per kind of progress event",
+                format!("#[{}] goes on an enum: {}", kind.attr, kind.variant_is),
             )
             .to_compile_error();
             return quote! { #item #e };
         }
     };
     let mut errors = Errors::default();
-    let krate = crate_path(attr, &mut errors);
-    let variants = model(&mut item, &mut errors);
+    let krate = crate_path(kind, attr, &mut errors);
+    let variants = model(kind, &mut item, &mut errors);
     let result = errors.finish();
     match result {
-        Ok(()) => generate(&item, &variants, &krate),
+        Ok(()) => generate(kind, &item, &variants, &krate),
         Err(e) => {
             // Emit the enum and a stub of what it would implement, so one mistake gives one
             // error, not a cascade at every use (`Events is not satisfied`, no `typescript`).
             let e = e.to_compile_error();
-            let stub = stub(&item, &krate);
+            let stub = stub(kind, &item, &krate);
             quote! { #item #stub #e }
         }
     }
 }
 
-fn crate_path(attr: TokenStream, errors: &mut Errors) -> syn::Path {
+fn crate_path(kind: &Kind, attr: TokenStream, errors: &mut Errors) -> syn::Path {
     let default: syn::Path = syn::parse_quote!(::taskflow);
     let args = match attr::parse_args(attr) {
         Ok(args) => args,
@@ -88,8 +129,8 @@ fn crate_path(attr: TokenStream, errors: &mut Errors) -> syn::Path {
             errors.at(
                 arg.key.span(),
                 format!(
-                    "unknown #[events] key `{}`; accepted keys: {ENUM_KEYS}",
-                    arg.key
+                    "unknown #[{}] key `{}`; accepted keys: {ENUM_KEYS}",
+                    kind.attr, arg.key
                 ),
             );
         }
@@ -97,29 +138,32 @@ fn crate_path(attr: TokenStream, errors: &mut Errors) -> syn::Path {
     path
 }
 
-fn model(item: &mut ItemEnum, errors: &mut Errors) -> Vec<Variant> {
+fn model(kind: &Kind, item: &mut ItemEnum, errors: &mut Errors) -> Vec<Variant> {
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
         errors.at(
             item.generics.span(),
-            "#[events] enums cannot be generic: every event needs one fixed wire shape; use concrete payload types",
+            format!(
+                "#[{}] enums cannot be generic: every {} needs one fixed wire shape; use concrete payload types",
+                kind.attr, kind.variant_attr
+            ),
         );
     }
     let mut variants: Vec<Variant> = Vec::new();
     for v in &mut item.variants {
-        let override_name = take_event_attr(&mut v.attrs, errors);
+        let override_name = take_variant_attr(kind, &mut v.attrs, errors);
         let (wire, wire_span) = match &override_name {
             Some(lit) => (lit.value(), lit.span()),
             None => (v.ident.to_string().to_snake_case(), v.ident.span()),
         };
-        if let Some(problem) = event_name_problem(&wire) {
+        if let Some(problem) = (kind.problem)(&wire) {
             errors.at(wire_span, problem);
         }
         if let Some(first) = variants.iter().find(|o| o.wire == wire) {
             errors.at(
                 wire_span,
                 format!(
-                    "two variants have the wire name `{wire}` (`{}` and `{}`); give one of them another #[event(name = \"...\")]",
-                    first.ident, v.ident
+                    "two variants have the wire name `{wire}` (`{}` and `{}`); give one of them another #[{}(name = \"...\")]",
+                    first.ident, v.ident, kind.variant_attr
                 ),
             );
         }
@@ -167,12 +211,16 @@ fn model(item: &mut ItemEnum, errors: &mut Errors) -> Vec<Variant> {
     variants
 }
 
-/// Removes `#[event(...)]` from a variant and returns its `name`.
-fn take_event_attr(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> Option<LitStr> {
+/// Removes `#[event(...)]` (`#[signal(...)]`) from a variant and returns its `name`.
+fn take_variant_attr(
+    kind: &Kind,
+    attrs: &mut Vec<Attribute>,
+    errors: &mut Errors,
+) -> Option<LitStr> {
     let mut name = None;
     let mut kept = Vec::new();
     for a in std::mem::take(attrs) {
-        if !a.path().is_ident("event") {
+        if !a.path().is_ident(kind.variant_attr) {
             kept.push(a);
             continue;
         }
@@ -190,11 +238,14 @@ fn take_event_attr(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> Option<Li
         attr::check_duplicates(&args, errors);
         for arg in &args {
             if arg.key == "name" {
-                name = attr::lit_str(arg, "the event's wire name", errors).cloned();
+                name = attr::lit_str(arg, "the wire name", errors).cloned();
             } else {
                 errors.at(
                     arg.key.span(),
-                    format!("unknown #[event] key `{}`; accepted keys: name", arg.key),
+                    format!(
+                        "unknown #[{}] key `{}`; accepted keys: name",
+                        kind.variant_attr, arg.key
+                    ),
                 );
             }
         }
@@ -203,9 +254,12 @@ fn take_event_attr(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> Option<Li
     name
 }
 
-fn generate(item: &ItemEnum, variants: &[Variant], krate: &syn::Path) -> TokenStream {
+fn generate(kind: &Kind, item: &ItemEnum, variants: &[Variant], krate: &syn::Path) -> TokenStream {
     let ident = &item.ident;
     let private = quote!(#krate::__private);
+    let trait_ident = Ident::new(kind.trait_name, Span::call_site());
+    let schema_fn = Ident::new(kind.schema_fn, Span::call_site());
+    let typescript_fn = Ident::new(kind.typescript_fn, Span::call_site());
     let serde_path = format!(
         "{}::__private::serde",
         quote!(#krate).to_string().replace(' ', "")
@@ -296,7 +350,7 @@ fn generate(item: &ItemEnum, variants: &[Variant], krate: &syn::Path) -> TokenSt
             #(#helpers)*
 
             #[automatically_derived]
-            impl #private::Events for #ident {
+            impl #private::#trait_ident for #ident {
                 const NAMES: &'static [&'static str] = &[#(#names),*];
 
                 fn name(&self) -> &'static str {
@@ -323,17 +377,17 @@ fn generate(item: &ItemEnum, variants: &[Variant], krate: &syn::Path) -> TokenSt
 
             #[automatically_derived]
             impl #ident {
-                /// JSON Schema of every event's payload, keyed by wire name.
+                /// JSON Schema of every variant's payload, keyed by wire name.
                 #[must_use]
                 pub fn json_schema() -> #private::serde_json::Value {
-                    #private::events_schema(#ident_str, &[#(#schema_entries),*])
+                    #private::#schema_fn(#ident_str, &[#(#schema_entries),*])
                 }
 
-                /// A TypeScript declaration of the event map (64-bit integers as
+                /// A TypeScript declaration of the name → payload map (64-bit integers as
                 /// `number | string`, as the bridge sends them with `js_safe_integers`).
                 #[must_use]
                 pub fn typescript() -> ::std::string::String {
-                    #private::typescript(#ident_str, &Self::json_schema(), true)
+                    #private::#typescript_fn(#ident_str, &Self::json_schema(), true)
                 }
             }
         };
@@ -341,18 +395,19 @@ fn generate(item: &ItemEnum, variants: &[Variant], krate: &syn::Path) -> TokenSt
 }
 
 /// What `generate` would implement, with bodies that do nothing: emitted beside the errors.
-fn stub(item: &ItemEnum, krate: &syn::Path) -> TokenStream {
+fn stub(kind: &Kind, item: &ItemEnum, krate: &syn::Path) -> TokenStream {
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
         // The generics are the error; a stub would need them and add errors of its own.
         return TokenStream::new();
     }
     let private = quote!(#krate::__private);
     let ident = &item.ident;
+    let trait_ident = Ident::new(kind.trait_name, Span::call_site());
     quote! {
         #[doc(hidden)]
         const _: () = {
             #[automatically_derived]
-            impl #private::Events for #ident {
+            impl #private::#trait_ident for #ident {
                 const NAMES: &'static [&'static str] = &[];
 
                 fn name(&self) -> &'static str {

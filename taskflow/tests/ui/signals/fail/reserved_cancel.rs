@@ -1,0 +1,9 @@
+// signal name `cancel` is reserved
+use taskflow::prelude::*;
+
+#[signals]
+enum Control {
+    Cancel,
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+// signal name `STOP` is reserved
+use taskflow::prelude::*;
+
+#[signals]
+enum Control {
+    #[signal(name = "STOP")]
+    Halt,
+}
+
+fn main() {}

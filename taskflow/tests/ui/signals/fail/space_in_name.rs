@@ -1,0 +1,10 @@
+// invalid signal name
+use taskflow::prelude::*;
+
+#[signals]
+enum Approval {
+    #[signal(name = "sign off")]
+    SignOff,
+}
+
+fn main() {}
