@@ -38,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let flow = store(TaskFlow::builder())?
         .register(tasks::count_to_n)
         .register(tasks::pipeline_with_steps)
+        .register(tasks::approval_flow)
         .stop_grace(Duration::from_secs(2))
         .build()
         .await?;

@@ -1,4 +1,4 @@
-//! The demo's two tasks.
+//! The demo's three tasks.
 
 use std::time::Duration;
 
@@ -184,4 +184,89 @@ pub async fn pipeline_with_steps(
             .unwrap_or_default()
             .to_owned(),
     })
+}
+
+fn children_range<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, 1, 100, "children_n").map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+/// Progress of `approval-flow` (its waits add `waiting` / `wait_ended` on their own).
+#[events]
+#[derive(Debug, Clone)]
+pub enum ApprovalProgress {
+    /// The `prepare` step is done; the run now waits for a decision.
+    Prepared,
+}
+
+/// What `approval-flow` waits for: `POST /api/tasks/{ik}/signals/decision`.
+#[signals]
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// `{"approve": bool, "by": string}`.
+    Decision {
+        /// Approve (`true`) or reject.
+        approve: bool,
+        /// Who decided.
+        by: String,
+    },
+}
+
+/// Input of `approval-flow`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalInput {
+    /// Distinguishes runs with otherwise equal input.
+    pub run_key: String,
+    /// How far each child counts (1..=100, default 3).
+    #[serde(default = "default_children", deserialize_with = "children_range")]
+    pub children_n: u32,
+    /// How long the run sleeps after an approval (10..=60000 ms, default 1000).
+    #[serde(default = "default_sleep", deserialize_with = "ms_range")]
+    pub sleep_ms: u64,
+}
+
+fn default_children() -> u32 {
+    3
+}
+
+/// Prepares, waits for a person's decision, then (approved) sleeps durably and joins two
+/// child `count-to-n` runs. Every wait survives a restart; nobody needs to watch it.
+#[task(
+    name = "approval-flow",
+    events = ApprovalProgress,
+    signals = Decision,
+    on_disconnect = "continue"
+)]
+pub async fn approval_flow(
+    ctx: TaskContext<ApprovalProgress>,
+    input: ApprovalInput,
+) -> Result<serde_json::Value, TaskError> {
+    let key = input.run_key.clone();
+    ctx.step("prepare", || async move {
+        Ok::<_, TaskError>(format!("prepared {key}"))
+    })
+    .await?;
+    ctx.emit(ApprovalProgress::Prepared).await?;
+    let Decision::Decision { approve, by } = ctx.next_signal::<Decision>().await?;
+    if !approve {
+        return Ok(serde_json::json!({ "rejected_by": by }));
+    }
+    ctx.sleep(Duration::from_millis(input.sleep_ms)).await?;
+    let mut children = Vec::new();
+    for i in 1..=2 {
+        let child = CountInput {
+            run_key: format!("{}/child-{i}", input.run_key),
+            n: input.children_n,
+            sleep_ms: 10,
+        };
+        children.push(ctx.start_child(count_to_n, child).await?);
+    }
+    let outputs = ctx.join_all(&children).await?;
+    Ok(serde_json::json!({
+        "approved_by": by,
+        "children": outputs
+            .iter()
+            .map(|o| serde_json::json!({ "final": o.final_value }))
+            .collect::<Vec<_>>(),
+    }))
 }

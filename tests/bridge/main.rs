@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod app;
+mod approval;
 mod caps;
 mod client;
 mod cut;

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::support::*;
 
 #[path = "../common/demo_process.rs"]
-mod demo_process;
+pub(crate) mod demo_process;
 use demo_process::start_demo;
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {

@@ -25,6 +25,7 @@
 //! Frames larger than the payload limit + 64 KiB are refused.
 
 mod lenient;
+mod signal;
 mod stream;
 
 use std::time::Duration;

@@ -381,6 +381,7 @@ impl AttemptState {
         let mut patch = TaskPatch::at(now);
         patch.waiting = Some(Some(waiting));
         patch.park_for = Some(wake_at.map_or(Duration::MAX, |at| at.since(now)));
+        let fresh = start.is_some();
         let mut writes: Vec<Write> = start
             .into_iter()
             .map(|(key, json)| self.step_write(key, json))
@@ -389,7 +390,11 @@ impl AttemptState {
             task: self.task_id,
             patch,
         });
-        writes.push(self.lifecycle_write(&event));
+        // Only the wait's first park tells the stream: a run woken to look (a child ended,
+        // a start-up wake) that parks again is still in the same wait.
+        if fresh {
+            writes.push(self.lifecycle_write(&event));
+        }
         self.commit_after_emits(writes).await?;
         Metrics::inc(&self.inner.metrics.runs_parked);
         let arrived = match recheck {
