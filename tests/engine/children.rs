@@ -11,7 +11,7 @@ use taskflow::prelude::*;
 use taskflow::testing::TempStore;
 use taskflow::{SubscribeFrom, TaskState, UserContext, UserId, Waiting};
 
-use crate::support::{assert_gapless, wait_status};
+use crate::support::{assert_gapless, until, wait_status};
 
 /// How often each child body ran, by tag.
 static RAN: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
@@ -96,14 +96,6 @@ fn family(tag: &str, gated: bool, pause: bool) -> Family {
         gated,
         pause,
         fail_second: false,
-    }
-}
-
-async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

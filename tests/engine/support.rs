@@ -331,3 +331,12 @@ pub fn run_alone_in_child(name: &str, marker: &str) -> String {
     );
     stdout
 }
+
+/// Polls `done` every 10 ms until it holds (at most 20 s), failing with `what`.
+pub async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: timed out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

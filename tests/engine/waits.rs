@@ -12,7 +12,7 @@ use taskflow::prelude::*;
 use taskflow::testing::TempStore;
 use taskflow::{ManualClock, SubscribeFrom, TaskState, Timestamp, WaitKind, Waiting};
 
-use crate::support::{all_events, assert_gapless};
+use crate::support::{all_events, assert_gapless, until};
 
 /// How often each tag's `prepare` body ran (the tests run at once in one process).
 static PREPARED: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
@@ -75,14 +75,6 @@ fn nap(tag: &str, secs: u64) -> Nap {
     Nap {
         tag: tag.to_owned(),
         secs,
-    }
-}
-
-async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
