@@ -3,7 +3,9 @@
 //! Clicks Run and sees the bar reach 100 %; reloads mid-run and sees the run finish; kills the
 //! server with SIGKILL mid-run, starts it again and sees the page finish. Each time it checks,
 //! on the ids the page recorded per connection, that every reconnect resumed at the last id + 1
-//! (no replay from the start) and that no tick is missing or doubled. Screenshots go to
+//! (no replay from the start) and that no tick is missing or doubled. An approval-flow run is
+//! approved with the page's button while the server is down (the page retries the signal) and
+//! finishes after the restart; another is rejected after a reload. Screenshots go to
 //! `target/browser-test/`.
 //!
 //! Chromium and chromedriver come from Debian (`chromium`, `chromium-driver`). When missing,
@@ -315,6 +317,29 @@ impl Browser {
         }
     }
 
+    /// Waits until `script` (a JavaScript expression) is true on the page.
+    async fn wait_for(&self, what: &str, script: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.js(&format!("return Boolean({script})")).await != json!(true) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: never became true: {script}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The text of a run's log on the page.
+    async fn log(&self, ik: &str) -> String {
+        self.js(&format!(
+            "return window.__taskflow.runs.get({ik:?}).el.querySelector('.log').textContent"
+        ))
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned()
+    }
+
     /// Checks the page's per-connection ids: each connection starts at its `from` + 1, ids are
     /// consecutive, and together they are 1..=last exactly once. Returns (connections, last).
     async fn check_ids(&self, ik: &str) -> (usize, u64) {
@@ -353,6 +378,15 @@ impl Browser {
         );
         (conns.len(), last)
     }
+}
+
+/// JavaScript expressions for an approval-flow run on the page: the run, its Approve button,
+/// its Reject button.
+fn approval_js(ik: &str) -> (String, String, String) {
+    let run = format!("window.__taskflow.runs.get({ik:?})");
+    let button = |d: &str| format!("{run}.el.querySelector('button[data-d={d}]')");
+    let (approve, reject) = (button("approve"), button("reject"));
+    (run, approve, reject)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,8 +500,8 @@ async fn the_demo_page_survives_reloads_and_server_kills() {
     );
     assert_eq!(
         finished[2],
-        json!([true, true, true]),
-        "no action is valid on a completed run"
+        json!([true, true, true, true, true]),
+        "no action (stop, resume, cancel, and the hidden approve and reject) is valid on a completed run"
     );
     let scripted = b
         .js("return [...window.__taskflow.runs.values()].filter(r => r.state === 'completed' && r.task === 'count-to-n' && r.done === 2).length")
@@ -478,6 +512,94 @@ async fn the_demo_page_survives_reloads_and_server_kills() {
         "the run a script started is on the page"
     );
     b.screenshot("5-after-reload").await;
+
+    // 6. approval-flow: the page asks for a decision while the run waits for one. The server
+    // is killed during the wait, Approve is clicked while it is down (the page retries the
+    // signal with one Idempotency-Key), and after the restart the run takes the decision
+    // once, sleeps and joins its two children.
+    let ik = b
+        .run("approval-flow", "3", "300")
+        .await
+        .expect("approval started");
+    let (run, approve, _) = approval_js(&ik);
+    b.wait_for(
+        "asked for a decision",
+        &format!("{run}.el.dataset.waiting === 'signal:decision' && !{approve}.disabled"),
+    )
+    .await;
+    assert!(b.log(&ik).await.contains("waiting for approval"));
+    b.screenshot("6-waiting-for-approval").await;
+    let mut killed = demo.take().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &killed.0.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = killed.0.wait();
+    b.wait_for(
+        "reconnecting banner while the server is down",
+        "document.getElementById('banner').classList.contains('on')",
+    )
+    .await;
+    b.js(&format!("{approve}.click(); return true")).await;
+    b.wait_for(
+        "the decision is pending",
+        &format!("{run}.decision && !{run}.decision.sent && {approve}.disabled"),
+    )
+    .await;
+    b.screenshot("6-approved-while-down").await;
+    let (restarted, _) = start_demo(data.path(), &addr);
+    demo = Some(restarted);
+    b.wait_until(&ik, "approved run", |s, p| s == "completed" && p == 100)
+        .await;
+    let log = b.log(&ik).await;
+    assert!(
+        log.contains(
+            r#"completed {"approved_by":"a reviewer","children":[{"final":3},{"final":3}]}"#
+        ),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("decision sent: approve by a reviewer").count(),
+        1,
+        "{log}"
+    );
+    for line in ["prepared", "signal over", "asleep until", "sleep over"] {
+        assert!(log.contains(line), "no `{line}` in {log}");
+    }
+    let (conns, last) = b.check_ids(&ik).await;
+    assert!(conns >= 2, "the page reconnected after the restart");
+    assert!(last >= 6, "prepared, two waits and the end: {last}");
+    let status: Value = reqwest::get(format!("{url}/api/tasks/{ik}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let children = status["children"].as_array().expect("children listed");
+    assert_eq!(children.len(), 2, "{status}");
+    assert!(
+        children.iter().all(|c| c["status"] == "completed"),
+        "{status}"
+    );
+    b.screenshot("6-approved-after-restart").await;
+
+    // A reload while a run waits keeps asking for its decision; Reject ends it.
+    let ik = b.run("approval-flow", "1", "10").await.unwrap();
+    let (run, _, reject) = approval_js(&ik);
+    let asked =
+        format!("{run} && {run}.el.dataset.waiting === 'signal:decision' && !{reject}.disabled");
+    b.wait_for("asked before the reload", &asked).await;
+    b.goto(&url).await;
+    b.wait_for("asked after the reload", &asked).await;
+    b.js(&format!("{reject}.click(); return true")).await;
+    b.wait_until(&ik, "rejected run", |s, _| s == "completed")
+        .await;
+    let log = b.log(&ik).await;
+    assert!(
+        log.contains(r#"completed {"rejected_by":"a reviewer"}"#),
+        "{log}"
+    );
+    b.screenshot("6-rejected").await;
     let shown = b
         .js("return [...window.__taskflow.runs.keys()].sort()")
         .await;
@@ -497,7 +619,7 @@ async fn the_demo_page_survives_reloads_and_server_kills() {
     assert_eq!(shown, json!(listed));
     drop(demo);
 
-    // 6. Nothing of the browser is left running.
+    // 7. Nothing of the browser is left running.
     let mut b = b;
     assert!(
         processes_using(b.profile.path()).len() > 1,

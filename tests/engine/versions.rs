@@ -4,17 +4,36 @@
 //! and the old code finishes it after a resume. On PostgreSQL a process claims only runs of
 //! the versions it has, so an old process finishes the old runs during a rolling deploy.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use taskflow::prelude::*;
 use taskflow::testing::{SimulateCrash, TempDataDir};
 use taskflow::{INCOMPATIBLE_VERSION, IncompatibleRuns, TaskState};
 
-static V1_STEPS: AtomicU32 = AtomicU32::new(0);
-static V2_BODIES: AtomicU32 = AtomicU32::new(0);
+/// How often something ran, counted per run tag: the tests run at once, and one test's runs
+/// must not move another's counts.
+struct Counts(Mutex<BTreeMap<String, u32>>);
+
+impl Counts {
+    const fn new() -> Self {
+        Self(Mutex::new(BTreeMap::new()))
+    }
+
+    fn bump(&self, tag: &str) {
+        *self.0.lock().unwrap().entry(tag.to_owned()).or_default() += 1;
+    }
+
+    fn get(&self, tag: &str) -> u32 {
+        self.0.lock().unwrap().get(tag).copied().unwrap_or(0)
+    }
+}
+
+/// Version 1's first step, per tag.
+static V1_STEPS: Counts = Counts::new();
+/// Bodies of the other versions, per tag.
+static V2_BODIES: Counts = Counts::new();
 /// Tags of runs whose handler waits after its first step (so a crash interrupts it).
 static HELD: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
@@ -40,7 +59,7 @@ fn is_held(tag: &str) -> bool {
 pub async fn deploy_v1(ctx: TaskContext<NoEvents>, tag: String) -> Result<u32, TaskError> {
     let n = ctx
         .step("prepare", || async {
-            V1_STEPS.fetch_add(1, Ordering::SeqCst);
+            V1_STEPS.bump(&tag);
             Ok::<_, TaskError>(1u32)
         })
         .await?;
@@ -52,8 +71,8 @@ pub async fn deploy_v1(ctx: TaskContext<NoEvents>, tag: String) -> Result<u32, T
 
 /// Version 2 of the same task: another body, which must never see version 1's runs.
 #[task(name = "deploy", version = 2)]
-pub async fn deploy_v2(ctx: TaskContext<NoEvents>, _tag: String) -> Result<u32, TaskError> {
-    V2_BODIES.fetch_add(1, Ordering::SeqCst);
+pub async fn deploy_v2(ctx: TaskContext<NoEvents>, tag: String) -> Result<u32, TaskError> {
+    V2_BODIES.bump(&tag);
     ctx.step("prepare_v2", || async { Ok::<_, TaskError>(2u32) })
         .await
 }
@@ -79,7 +98,7 @@ async fn interrupted_v1(dir: &TempDataDir, tag: &str) -> taskflow::IdempotencyKe
 async fn a_run_of_version_1_is_suspended_by_version_2_and_finished_by_version_1() {
     let dir = TempDataDir::new();
     let ik = interrupted_v1(&dir, "suspend-policy").await;
-    let bodies = V2_BODIES.load(Ordering::SeqCst);
+    let bodies = V2_BODIES.get("suspend-policy");
     let flow = dir.builder().register(deploy_v2).build().await.unwrap();
     let status = flow.status(&ik).await.unwrap();
     assert_eq!(status.status, TaskState::Suspended);
@@ -88,7 +107,7 @@ async fn a_run_of_version_1_is_suspended_by_version_2_and_finished_by_version_1(
         Some(INCOMPATIBLE_VERSION)
     );
     assert_eq!(
-        V2_BODIES.load(Ordering::SeqCst),
+        V2_BODIES.get("suspend-policy"),
         bodies,
         "version 2 never ran it"
     );
@@ -113,18 +132,18 @@ async fn a_run_of_version_1_is_suspended_by_version_2_and_finished_by_version_1(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies);
+    assert_eq!(V2_BODIES.get("suspend-policy"), bodies);
     flow.shutdown().await.unwrap();
 
     // The old code comes back and finishes it, replaying its committed step.
-    let steps = V1_STEPS.load(Ordering::SeqCst);
+    let steps = V1_STEPS.get("suspend-policy");
     hold("suspend-policy", false);
     let flow = dir.builder().register(deploy_v1).build().await.unwrap();
     assert!(flow.check_in_flight().await.unwrap().is_empty());
     flow.resume(&ik).await.unwrap();
     assert_eq!(flow.wait_json(&ik).await.unwrap(), serde_json::json!(1));
     assert_eq!(
-        V1_STEPS.load(Ordering::SeqCst),
+        V1_STEPS.get("suspend-policy"),
         steps,
         "its step was replayed"
     );
@@ -175,7 +194,7 @@ async fn on_postgres_a_process_claims_only_runs_of_the_versions_it_has() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     old.crash();
-    let bodies = V2_BODIES.load(Ordering::SeqCst);
+    let bodies = V2_BODIES.get("postgres");
     let new = fast(schema.builder())
         .register(deploy_v2)
         .build()
@@ -183,7 +202,7 @@ async fn on_postgres_a_process_claims_only_runs_of_the_versions_it_has() {
         .unwrap();
     // Well past the stale threshold: the new process could claim it, and does not.
     tokio::time::sleep(taskflow::testing::TEST_STALE_THRESHOLD * 3).await;
-    assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies);
+    assert_eq!(V2_BODIES.get("postgres"), bodies);
     assert_eq!(
         new.status(&run.idempotency_key).await.unwrap().status,
         TaskState::Running
@@ -192,7 +211,7 @@ async fn on_postgres_a_process_claims_only_runs_of_the_versions_it_has() {
     assert_eq!(found.len(), 1, "{found:?}");
     // A process of the old version takes it and finishes it, replaying its step.
     hold("postgres", false);
-    let steps = V1_STEPS.load(Ordering::SeqCst);
+    let steps = V1_STEPS.get("postgres");
     let again = fast(schema.builder())
         .register(deploy_v1)
         .build()
@@ -203,12 +222,8 @@ async fn on_postgres_a_process_claims_only_runs_of_the_versions_it_has() {
         .expect("the old version finished it")
         .unwrap();
     assert_eq!(output, 1);
-    assert_eq!(
-        V1_STEPS.load(Ordering::SeqCst),
-        steps,
-        "replayed, not re-run"
-    );
-    assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies);
+    assert_eq!(V1_STEPS.get("postgres"), steps, "replayed, not re-run");
+    assert_eq!(V2_BODIES.get("postgres"), bodies);
     again.shutdown().await.unwrap();
     new.shutdown().await.unwrap();
 }
@@ -216,8 +231,8 @@ async fn on_postgres_a_process_claims_only_runs_of_the_versions_it_has() {
 /// Version 1 again, with its step renamed and the version left as it was: the mistake the
 /// recorded step names catch.
 #[task(name = "deploy", version = 1)]
-pub async fn deploy_renamed(ctx: TaskContext<NoEvents>, _tag: String) -> Result<u32, TaskError> {
-    V2_BODIES.fetch_add(1, Ordering::SeqCst);
+pub async fn deploy_renamed(ctx: TaskContext<NoEvents>, tag: String) -> Result<u32, TaskError> {
+    V2_BODIES.bump(&tag);
     ctx.step("get_ready", || async { Ok::<_, TaskError>(3u32) })
         .await
 }
@@ -226,7 +241,7 @@ pub async fn deploy_renamed(ctx: TaskContext<NoEvents>, _tag: String) -> Result<
 async fn a_run_whose_step_was_renamed_is_set_aside_not_replayed() {
     let dir = TempDataDir::new();
     let ik = interrupted_v1(&dir, "renamed").await;
-    let bodies = V2_BODIES.load(Ordering::SeqCst);
+    let bodies = V2_BODIES.get("renamed");
     let flow = dir
         .builder()
         .register(deploy_renamed)
@@ -239,7 +254,7 @@ async fn a_run_whose_step_was_renamed_is_set_aside_not_replayed() {
         status.suspended_reason.as_deref(),
         Some(INCOMPATIBLE_VERSION)
     );
-    assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies, "never ran");
+    assert_eq!(V2_BODIES.get("renamed"), bodies, "never ran");
     assert_eq!(flow.metrics().runs_missing_step, 1);
     assert_eq!(flow.metrics().runs_incompatible, 0);
     let found = flow.check_in_flight().await.unwrap();
@@ -260,7 +275,7 @@ async fn a_run_whose_step_was_renamed_is_set_aside_not_replayed() {
         assert!(tokio::time::Instant::now() < deadline, "the resume ran");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies);
+    assert_eq!(V2_BODIES.get("renamed"), bodies);
     flow.shutdown().await.unwrap();
 
     // The fail policy fails it with the same words and code `incompatible_version`.
@@ -282,7 +297,7 @@ async fn a_run_whose_step_was_renamed_is_set_aside_not_replayed() {
         "{}",
         error.message
     );
-    assert_eq!(V2_BODIES.load(Ordering::SeqCst), bodies);
+    assert_eq!(V2_BODIES.get("renamed"), bodies);
     flow.shutdown().await.unwrap();
 }
 

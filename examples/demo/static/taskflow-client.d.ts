@@ -28,7 +28,8 @@ export type StreamedEvent<Events, Output> =
   | { seq: number; event: "cancelled"; data: { reason: string } }
   | { seq: number; event: "waiting"; data: { kind: "sleep"; until: string; until_ms: number } }
   | { seq: number; event: "waiting"; data: { kind: "signal"; name: string; until?: string; until_ms?: number } }
-  | { seq: number; event: "wait_ended"; data: { kind: "sleep" | "signal" } };
+  | { seq: number; event: "waiting"; data: { kind: "children" } }
+  | { seq: number; event: "wait_ended"; data: { kind: "sleep" | "signal" | "children" } };
 
 export interface StreamOptions {
   signal?: AbortSignal;
@@ -48,3 +49,29 @@ export declare function postAndStream<Events, Output = unknown>(
   input: unknown,
   options?: StreamOptions,
 ): AsyncGenerator<StreamedEvent<Events, Output>>;
+
+export interface SignalOptions {
+  signal?: AbortSignal;
+  headers?: Record<string, string>;
+  /** Sent as `Idempotency-Key` on every attempt (default: a fresh UUID per call). */
+  idempotencyKey?: string;
+  /** First retry delay (default 2000 ms; doubles, capped at 32×, +0–20 % jitter). */
+  backoffMs?: number;
+  /** Retries after the first attempt (default 7). */
+  retries?: number;
+  /** Called before each retry wait, with the delay in milliseconds. */
+  onRetry?: (delayMs: number) => void;
+}
+
+/**
+ * Sends signal `name` to the run of `ik` (POST `${base}/tasks/${ik}/signals/${name}`),
+ * retrying while the server is unreachable or answers 5xx / 429; resolves with the run's
+ * status JSON once the signal is durable, rejects with HttpError on a 4xx.
+ */
+export declare function sendSignal(
+  base: string,
+  ik: string,
+  name: string,
+  payload: unknown,
+  options?: SignalOptions,
+): Promise<unknown>;

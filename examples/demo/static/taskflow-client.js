@@ -111,3 +111,37 @@ export async function* postAndStream(url, input, options = {}) {
     await sleep(backoffMs * 2 ** Math.min(failures - 1, 5) * (1 + Math.random() * 0.2), signal, onReconnect);
   }
 }
+
+/**
+ * POSTs signal `name` with `payload` to the run of `ik` under `base` (e.g. "/api") and
+ * resolves with the run's status JSON once the server says the signal is durable (202).
+ * While the server cannot be reached or answers 5xx / 429, the same request, with the same
+ * `Idempotency-Key` (chosen once per call), is sent again after the backoff (like
+ * postAndStream's, up to `retries` retries), so a signal sent while the server restarts is
+ * delivered once. A 4xx answer rejects with an HttpError.
+ */
+export async function sendSignal(base, ik, name, payload, options = {}) {
+  const { signal, headers = {}, backoffMs = 2000, retries = 7, onRetry = () => {} } = options;
+  const key = options.idempotencyKey || crypto.randomUUID();
+  const url = `${base}/tasks/${encodeURIComponent(ik)}/signals/${encodeURIComponent(name)}`;
+  for (let failures = 0; ; ) {
+    let response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json", "idempotency-key": key, ...headers },
+        body: JSON.stringify(payload),
+        signal,
+      });
+    } catch (e) {
+      if (signal?.aborted || ++failures > retries) throw e;
+      await sleep(backoffMs * 2 ** Math.min(failures - 1, 5) * (1 + Math.random() * 0.2), signal, onRetry);
+      continue;
+    }
+    const body = await response.json().catch(() => null);
+    if (response.ok) return body;
+    const error = new HttpError(response.status, body);
+    if ((response.status < 500 && response.status !== 429) || ++failures > retries) throw error;
+    await sleep(backoffMs * 2 ** Math.min(failures - 1, 5) * (1 + Math.random() * 0.2), signal, onRetry);
+  }
+}
