@@ -11,11 +11,14 @@
 //! schema `TASKFLOW_PG_SCHEMA` (default `taskflow`), and several demo processes can share it;
 //! `TASKFLOW_STALE_THRESHOLD_MS` (default 30000) is how long a run whose process stopped
 //! renewing its lease waits before another process claims it.
-//! Routes: `GET /` (the page), `GET /metrics`, and the task API under `/api`
-//! (`taskflow::axum::routes_with`). Proxy identity headers (`X-Forwarded-User`, `-Email`,
+//! Routes: `GET /` (the page), `GET /metrics`, the task API under `/api`
+//! (`taskflow::axum::routes_with`), and the operator console under `/console` (every user's
+//! runs; operator: the demo user `admin`; in a browser, sign in with `/sign-in?user=admin`,
+//! which sets a demo-only cookie standing in for the proxy header; `/sign-out` leaves). Proxy identity headers (`X-Forwarded-User`, `-Email`,
 //! `-Access-Token`) are trusted; without them requests run as the service identity (the demo
 //! opts into anonymous access with `Anonymous::AsService`).
 
+mod sign_in;
 mod tasks;
 
 use std::time::Duration;
@@ -24,7 +27,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::Html;
 use axum::routing::get;
 use taskflow::TaskFlow;
-use taskflow::axum::{Anonymous, ProxyTrust};
+use taskflow::axum::{Anonymous, ConsoleAccess, ProxyTrust, console_with};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -79,7 +82,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             taskflow::axum::routes_with(flow.clone(), Anonymous::AsService)
                 .layer(ProxyTrust::new().layer(&flow)),
         )
-        .merge(taskflow::axum::metrics(flow.clone()));
+        // The operator console: every user's runs, for the demo user `admin` only.
+        .nest(
+            "/console",
+            console_with(flow.clone(), ConsoleAccess::users(["admin"]))
+                .layer(ProxyTrust::new().layer(&flow)),
+        )
+        .route(
+            "/console/",
+            get(|| async { axum::response::Redirect::permanent("/console") }),
+        )
+        .route("/sign-in", get(sign_in::sign_in))
+        .route("/sign-out", get(sign_in::sign_out))
+        .merge(taskflow::axum::metrics(flow.clone()))
+        .layer(axum::middleware::from_fn(sign_in::layer));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
     // Signals are handled from here on: a SIGTERM right after the line below drains.

@@ -93,6 +93,8 @@ metrics! {
     runs_woken: Counter "runs_woken_total",
     /// Step bodies that ran.
     steps_executed: Counter "steps_executed_total",
+    /// Events the store reported durable (on PostgreSQL also other processes' events of runs followed here).
+    events_committed: Counter "events_committed_total",
     /// Steps answered from the log.
     steps_replayed: Counter "steps_replayed_total",
     /// Durable WAL transactions.

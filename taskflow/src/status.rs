@@ -9,8 +9,8 @@ use crate::error::ErrorRecord;
 use crate::identity::UserId;
 use crate::ids::{IdempotencyKey, Seq, TaskId};
 
-/// The state of one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The state of one run (ordered as its lifecycle goes: created first, cancelled last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Admitted, waiting for a concurrency slot.
@@ -28,6 +28,16 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [Self; 6] = [
+        Self::Created,
+        Self::Running,
+        Self::Suspended,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     /// `completed`, `failed` or `cancelled`.
     #[must_use]
     pub fn is_terminal(self) -> bool {

@@ -45,6 +45,12 @@ impl HttpError {
         }
     }
 
+    /// 403 `forbidden`: the caller is known and not allowed (the operator console).
+    #[must_use]
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
     /// 404 `not_found`, byte-identical for every unknown task, key or route.
     #[must_use]
     pub fn not_found() -> Self {

@@ -8,6 +8,7 @@
 //! `Access-Control-Expose-Headers: X-Taskflow-Idempotency-Key` (the `ready` frame carries the
 //! key too, for clients that cannot read headers).
 
+mod console;
 mod disconnect;
 mod execute;
 mod http_error;
@@ -22,6 +23,7 @@ mod stream;
 mod stream_caps;
 mod writer;
 
+pub use self::console::{ConsoleAccess, console, console_with};
 pub use self::disconnect::CLIENT_DISCONNECTED;
 pub use self::execute::SseResponse;
 pub use self::http_error::HttpError;

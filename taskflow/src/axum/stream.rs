@@ -74,9 +74,9 @@ pub(crate) async fn execute(
         scope,
         started.idempotency_key,
         started.attached,
-        grace,
         settings,
         Some(slot),
+        Watch::Counts(grace),
     )
     .await
 }
@@ -92,7 +92,31 @@ pub(crate) async fn reattach(
         return HttpError::shutting_down().into_response();
     }
     arm_recovered(port);
-    open(port, scope, ik, true, None, settings, None).await
+    open(port, scope, ik, true, settings, None, Watch::Counts(None)).await
+}
+
+/// Streams a run's events to an observer (the operator console): like [`reattach`], but the
+/// stream is not one of the run's watchers, so it neither holds a run under the disconnect
+/// rule alive nor arms its timer when it ends.
+pub(crate) async fn observe(
+    port: &Port,
+    scope: Scope,
+    ik: IdempotencyKey,
+    settings: &ExecuteTaskSettings,
+) -> Response {
+    if port.is_shutting_down() {
+        return HttpError::shutting_down().into_response();
+    }
+    open(port, scope, ik, true, settings, None, Watch::Observes).await
+}
+
+/// Whether a stream counts as one of its run's watchers (the disconnect rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// It does, with this grace period (`None`: the one recorded with the run, if any).
+    Counts(Option<std::time::Duration>),
+    /// It only observes.
+    Observes,
 }
 
 async fn open(
@@ -100,9 +124,9 @@ async fn open(
     scope: Scope,
     ik: IdempotencyKey,
     attached: bool,
-    disconnect_grace: Option<std::time::Duration>,
     settings: &ExecuteTaskSettings,
     slot: Option<StreamSlot>,
+    watch: Watch,
 ) -> Response {
     let env = port.environment();
     let run = match port.run(&scope, &ik).await {
@@ -128,16 +152,20 @@ async fn open(
     };
     // A re-attach on a shared store may follow a run another process's bridge started: the
     // rule recorded with the run applies here too.
-    let disconnect_grace = match disconnect_grace {
-        None if port.is_shared() => port.recorded_disconnect_grace(run.id).await,
-        given => given,
-    };
-    port.extension::<Streams>()
-        .opened(port, run.id, disconnect_grace);
-    let ticket = StreamTicket {
-        id: run.id,
-        ik: ik.clone(),
-        owner: run.owner.clone(),
+    let ticket = match watch {
+        Watch::Observes => None,
+        Watch::Counts(grace) => {
+            let grace = match grace {
+                None if port.is_shared() => port.recorded_disconnect_grace(run.id).await,
+                given => given,
+            };
+            port.extension::<Streams>().opened(port, run.id, grace);
+            Some(StreamTicket {
+                id: run.id,
+                ik: ik.clone(),
+                owner: run.owner.clone(),
+            })
+        }
     };
     let (tx, rx) = mpsc::channel(BUFFERED_FRAMES);
     let writer = Writer {
@@ -158,7 +186,7 @@ async fn open(
         rx,
         _guard: StreamGuard {
             port: port.clone(),
-            ticket: Some(ticket),
+            ticket,
             writer: task.abort_handle(),
             _slot: slot,
         },

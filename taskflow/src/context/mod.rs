@@ -21,7 +21,7 @@ use crate::identity::UserContext;
 use crate::ids::{IdempotencyKey, StepKey, TaskId};
 use crate::names::{validate_event_name, validate_name};
 use crate::status::StoredEvent;
-use crate::store::StepRecord;
+use crate::store::{StepRecord, StepTiming};
 use crate::task::Events;
 
 /// Whether a step's value was computed now or read back from the log.
@@ -285,7 +285,14 @@ impl<E: Events> TaskContext<E> {
                 return Err(stopped());
             }
             let span = tracing::debug_span!("step", task = self.state.task_name(), key = %key);
+            let started = self.state.now();
             let value = body().instrument(span).await.map_err(Into::into)?;
+            let timing = StepTiming {
+                attempt: self.state.attempt(),
+                at: started,
+                duration_ms: u64::try_from(self.state.now().since(started).as_millis())
+                    .unwrap_or(u64::MAX),
+            };
             self.state.log_step(&key, StepOrigin::Executed);
             // Serialised once: the size check and the stored record use the same bytes.
             let json = serde_json::to_vec(&value)
@@ -293,7 +300,7 @@ impl<E: Events> TaskContext<E> {
             self.state
                 .check_payload_len(PayloadKind::StepResult, json.len())
                 .map_err(|e| TaskError::internal("payload_too_large", e.to_string()))?;
-            let json = StepRecord::encode(&key, &json, &site)
+            let json = StepRecord::encode_timed(&key, &json, &site, &timing)
                 .map_err(|e| TaskError::internal("invalid_step_result", e.to_string()))?;
             self.state
                 .commit_step(key, json)

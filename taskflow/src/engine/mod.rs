@@ -19,6 +19,7 @@ mod ik;
 mod key_lock;
 mod limits;
 mod open;
+mod operator;
 #[cfg(feature = "axum")]
 pub(crate) mod port;
 mod query;
@@ -59,6 +60,7 @@ pub use self::builder::{Environment, TaskFlowBuilder};
 pub(crate) use self::control::Action;
 pub use self::handle::{AnyTask, TaskHandle};
 pub use self::limits::MAX_REASON_CHARS;
+pub use self::operator::{MAX_PAGE, Operator, RunDetail, RunFilter, RunPage, StepView};
 pub(crate) use self::scope::Scope;
 pub use self::scope::{StartOptions, UserScope};
 pub use self::subscription::EventSubscription;

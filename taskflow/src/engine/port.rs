@@ -72,6 +72,11 @@ impl TaskFlow {
 }
 
 impl Port {
+    /// A copy of the flow's counters.
+    pub(crate) fn metrics(&self) -> crate::metrics::MetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+
     pub(crate) fn downgrade(&self) -> WeakPort {
         WeakPort {
             inner: Arc::downgrade(&self.inner),

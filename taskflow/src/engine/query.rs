@@ -1,7 +1,7 @@
 //! Reading runs back: ownership checks, status, lists, subscriptions and waiting for the end.
 
 use super::Inner;
-use super::scope::Scope;
+use super::scope::{Reach, Scope};
 use super::subscription::EventSubscription;
 use crate::error::{ControlError, ErrorRecord, WaitError};
 use crate::ids::{IdempotencyKey, Seq};
@@ -16,7 +16,11 @@ impl Inner {
         ik: &IdempotencyKey,
     ) -> Result<(TaskRecord, Seq), ControlError> {
         match self.store.current_run(ik).await? {
-            (Some(record), last) if record.owner == scope.owner => Ok((record, last)),
+            (Some(record), last)
+                if scope.reach == Reach::Everyone || record.owner == scope.owner =>
+            {
+                Ok((record, last))
+            }
             _ => Err(ControlError::NotFound),
         }
     }
@@ -47,6 +51,7 @@ impl Inner {
             limit: Some(filter.limit.unwrap_or(100)),
             before: filter.before,
             current_only: true,
+            key_prefix: None,
         };
         let mut out = Vec::new();
         for record in self.store.scan(scan).await? {

@@ -15,6 +15,18 @@ pub(crate) struct Scope {
     pub(crate) owner: Option<UserId>,
     /// The caller's live context (reaches the handler; never persisted).
     pub(crate) user: Option<UserContext>,
+    /// Whose runs the call may see and steer.
+    pub(crate) reach: Reach,
+}
+
+/// Whose runs a call may see and steer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Only the scope owner's.
+    #[default]
+    Own,
+    /// Every owner's (an [`Operator`](super::operator::Operator)).
+    Everyone,
 }
 
 impl Scope {
@@ -28,12 +40,26 @@ impl Scope {
         Self {
             owner: Some(user.id().clone()),
             user: Some(user.clone()),
+            reach: Reach::Own,
         }
     }
 
     /// One owner, without a live context (the bridge's disconnect rule acts for the owner).
     pub(crate) fn owner(owner: Option<UserId>) -> Self {
-        Self { owner, user: None }
+        Self {
+            owner,
+            user: None,
+            reach: Reach::Own,
+        }
+    }
+
+    /// An operator: every owner's runs (it creates none).
+    pub(crate) fn operator() -> Self {
+        Self {
+            owner: None,
+            user: None,
+            reach: Reach::Everyone,
+        }
     }
 }
 

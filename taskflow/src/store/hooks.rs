@@ -65,6 +65,10 @@ impl StoreHooks {
     /// `events` were committed to `ik`'s log and are durable. Call it in commit order, before
     /// the commit resolves.
     pub fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]) {
+        self.metrics.events_committed.fetch_add(
+            u64::try_from(events.len()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if let Some(listener) = &self.listener {
             listener.committed(ik, events);
         }

@@ -40,7 +40,7 @@ pub use self::hooks::StoreHooks;
 pub use self::postgres::{DEFAULT_SCHEMA, DEFAULT_STALE_THRESHOLD, PgConfig, PgStore};
 #[cfg(all(feature = "postgres", feature = "test-util"))]
 pub(crate) use self::postgres::{describe as postgres_describe, reason as postgres_reason};
-pub use self::record::{Claim, StepRecord, TaskPatch, TaskRecord};
+pub use self::record::{Claim, StepRecord, StepTiming, TaskPatch, TaskRecord};
 pub use self::redb::RedbStore;
 #[cfg(feature = "test-util")]
 pub use self::redb::StoreContents;
@@ -218,6 +218,8 @@ pub struct Scan {
     pub before: Option<TaskId>,
     /// Only runs that are their key's current run (a key shows once in a listing).
     pub current_only: bool,
+    /// Only runs whose idempotency key starts with this.
+    pub key_prefix: Option<String>,
 }
 
 /// Durable storage for runs, steps and events.
@@ -274,6 +276,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Runs matching `scan`.
     fn scan(&self, scan: Scan) -> StoreFuture<'_, Vec<TaskRecord>>;
+
+    /// How many runs (current or not) are in each state, every state listed once.
+    fn count_by_state(&self) -> StoreFuture<'_, Vec<(crate::status::TaskState, u64)>>;
 
     /// Gives space freed by deleted runs back to the file system.
     fn compact(&self) -> StoreFuture<'_, ()>;
@@ -407,6 +412,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn scan(&self, scan: Scan) -> StoreFuture<'_, Vec<TaskRecord>> {
         (**self).scan(scan)
+    }
+
+    fn count_by_state(&self) -> StoreFuture<'_, Vec<(crate::status::TaskState, u64)>> {
+        (**self).count_by_state()
     }
 
     fn compact(&self) -> StoreFuture<'_, ()> {

@@ -245,6 +245,24 @@ pub struct StepRecord {
     /// `file:line:col` of the call that recorded it.
     #[serde(rename = "s")]
     pub site: String,
+    /// When and by which attempt a `ctx.step` body ran (`None` on the engine's own records
+    /// and on records written before step timings existed).
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<StepTiming>,
+}
+
+/// When and by which attempt a step's body ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTiming {
+    /// The attempt (1 for the first).
+    #[serde(rename = "a")]
+    pub attempt: u32,
+    /// When the body started, by the flow's clock.
+    #[serde(rename = "t")]
+    pub at: crate::clock::Timestamp,
+    /// How long the body ran.
+    #[serde(rename = "d")]
+    pub duration_ms: u64,
 }
 
 impl StepRecord {
@@ -257,13 +275,39 @@ impl StepRecord {
         value_json: &[u8],
         site: &str,
     ) -> Result<Vec<u8>, serde_json::Error> {
-        let mut out = Vec::with_capacity(value_json.len() + key.as_str().len() + site.len() + 24);
+        Self::encode_with(key, value_json, site, None)
+    }
+
+    /// [`encode`](Self::encode) with the step body's timing.
+    ///
+    /// # Errors
+    /// As [`encode`](Self::encode).
+    pub fn encode_timed(
+        key: &crate::ids::StepKey,
+        value_json: &[u8],
+        site: &str,
+        timing: &StepTiming,
+    ) -> Result<Vec<u8>, serde_json::Error> {
+        Self::encode_with(key, value_json, site, Some(timing))
+    }
+
+    fn encode_with(
+        key: &crate::ids::StepKey,
+        value_json: &[u8],
+        site: &str,
+        timing: Option<&StepTiming>,
+    ) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = Vec::with_capacity(value_json.len() + key.as_str().len() + site.len() + 64);
         out.extend_from_slice(b"{\"k\":");
         serde_json::to_writer(&mut out, key)?;
         out.extend_from_slice(b",\"v\":");
         out.extend_from_slice(value_json);
         out.extend_from_slice(b",\"s\":");
         serde_json::to_writer(&mut out, site)?;
+        if let Some(timing) = timing {
+            out.extend_from_slice(b",\"m\":");
+            serde_json::to_writer(&mut out, timing)?;
+        }
         out.push(b'}');
         Ok(out)
     }
@@ -295,5 +339,15 @@ mod tests {
         assert_eq!(back.key, key);
         assert_eq!(back.value, value);
         assert_eq!(back.site, "src/x.rs:1:2");
+        assert_eq!(back.timing, None);
+        let timing = StepTiming {
+            attempt: 2,
+            at: crate::clock::Timestamp::from_millis(1_700_000_000_123),
+            duration_ms: 45,
+        };
+        let bytes = StepRecord::encode_timed(&key, b"[1]", "s", &timing).expect("encode");
+        let back: StepRecord = serde_json::from_slice(&bytes).expect("decode");
+        assert_eq!(back.timing, Some(timing));
+        assert_eq!(back.value, serde_json::json!([1]));
     }
 }

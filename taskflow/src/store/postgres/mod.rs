@@ -32,7 +32,7 @@ use super::{
 };
 use crate::error::{BuildError, StoreError};
 use crate::ids::{IdempotencyKey, Seq, StepKey, TaskId};
-use crate::status::StoredEvent;
+use crate::status::{StoredEvent, TaskState};
 use crate::sync::lock;
 
 /// State shared by the store handle, its committer and its listener.
@@ -529,6 +529,10 @@ impl Store for PgStore {
                     self.schema
                 ));
             }
+            if let Some(prefix) = &scan.key_prefix {
+                let n = param(Box::new(prefix.clone()));
+                conditions.push(format!("starts_with(ik, ${n})"));
+            }
             if let Some(before) = scan.updated_before {
                 let n = param(Box::new(to_i64(before.as_millis())));
                 conditions.push(format!("updated_at < ${n}"));
@@ -547,6 +551,27 @@ impl Store for PgStore {
                 params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
             let rows = self.reader.query(&sql, &refs).await.map_err(|e| db(&e))?;
             rows.iter().map(encode::record).collect()
+        })
+    }
+
+    fn count_by_state(&self) -> StoreFuture<'_, Vec<(TaskState, u64)>> {
+        Box::pin(async move {
+            self.check_open()?;
+            let sql = format!(
+                "SELECT status, count(*) FROM {}.runs GROUP BY status",
+                self.schema
+            );
+            let rows = self.reader.query(&sql, &[]).await.map_err(|e| db(&e))?;
+            let mut counts: Vec<(TaskState, u64)> =
+                TaskState::ALL.iter().map(|s| (*s, 0)).collect();
+            for row in rows {
+                let status: String = row.get(0);
+                let n: i64 = row.get(1);
+                if let Some(c) = counts.iter_mut().find(|(s, _)| s.as_str() == status) {
+                    c.1 = u64::try_from(n).unwrap_or(0);
+                }
+            }
+            Ok(counts)
         })
     }
 

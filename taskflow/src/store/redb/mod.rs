@@ -4,6 +4,7 @@ mod committer;
 #[cfg(feature = "test-util")]
 mod contents;
 mod file;
+mod scan;
 mod schema;
 mod tables;
 
@@ -261,13 +262,6 @@ fn build_indexes(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
 
 /// Whether a scan filters beyond its index (then the index yields more candidates than the
 /// limit).
-fn needs_filter(scan: &Scan) -> bool {
-    !scan.states.is_empty()
-        || scan.task.is_some()
-        || scan.updated_before.is_some()
-        || scan.current_only
-}
-
 fn storage(e: impl Into<redb::Error>) -> StoreError {
     StoreError::io(e.into())
 }
@@ -376,68 +370,11 @@ impl Store for RedbStore {
     }
 
     fn scan(&self, scan: Scan) -> StoreFuture<'_, Vec<TaskRecord>> {
-        self.read(move |txn| {
-            let tasks = txn.open_table(TASKS).map_err(storage)?;
-            let keys = txn.open_table(KEYS).map_err(storage)?;
-            let below = scan.before.map_or(u64::MAX, |b| b.0);
-            let is_current = |record: &TaskRecord| -> Result<bool, StoreError> {
-                Ok(keys
-                    .get(record.ik.as_str())
-                    .map_err(storage)?
-                    .is_some_and(|v| v.value().0 == record.id.0))
-            };
-            // The candidates' ids, newest first, from the narrowest index that serves the scan.
-            let ids: Vec<u64> = if let Some(owner) = &scan.owner {
-                let owners = txn.open_table(schema::OWNER_RUNS).map_err(storage)?;
-                let key = schema::owner_key(owner.as_ref());
-                let mut ids = Vec::new();
-                for entry in owners
-                    .range((key.as_str(), 0)..(key.as_str(), below))
-                    .map_err(storage)?
-                    .rev()
-                {
-                    ids.push(entry.map_err(storage)?.0.value().1);
-                    if scan.limit.is_some_and(|l| ids.len() >= l) && !needs_filter(&scan) {
-                        break;
-                    }
-                }
-                ids
-            } else if !scan.states.is_empty() {
-                let states = txn.open_table(schema::STATE_RUNS).map_err(storage)?;
-                let until = scan.updated_before.map_or(u64::MAX, |t| t.as_millis());
-                let mut ids = Vec::new();
-                for state in &scan.states {
-                    let s = state.as_str();
-                    for entry in states.range((s, 0, 0)..(s, until, 0)).map_err(storage)? {
-                        let id = entry.map_err(storage)?.0.value().2;
-                        if id < below {
-                            ids.push(id);
-                        }
-                    }
-                }
-                ids.sort_unstable_by(|a, b| b.cmp(a));
-                ids
-            } else {
-                let mut ids = Vec::new();
-                for entry in tasks.range(..below).map_err(storage)?.rev() {
-                    ids.push(entry.map_err(storage)?.0.value());
-                }
-                ids
-            };
-            let mut out = Vec::new();
-            for id in ids {
-                let Some(record) = tables::get_task(&tasks, id)? else {
-                    continue;
-                };
-                if tables::matches(&scan, &record) && (!scan.current_only || is_current(&record)?) {
-                    out.push(record);
-                    if scan.limit.is_some_and(|l| out.len() >= l) {
-                        break;
-                    }
-                }
-            }
-            Ok(out)
-        })
+        self.read(move |txn| scan::scan(txn, &scan))
+    }
+
+    fn count_by_state(&self) -> StoreFuture<'_, Vec<(crate::status::TaskState, u64)>> {
+        self.read(scan::count_by_state)
     }
 
     fn compact(&self) -> StoreFuture<'_, ()> {

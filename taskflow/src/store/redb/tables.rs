@@ -47,6 +47,10 @@ pub(super) fn matches(scan: &Scan, r: &TaskRecord) -> bool {
         && (scan.states.is_empty() || scan.states.contains(&r.status))
         && scan.task.as_ref().is_none_or(|t| *t == r.name)
         && scan.updated_before.is_none_or(|t| r.updated_at < t)
+        && scan
+            .key_prefix
+            .as_ref()
+            .is_none_or(|p| r.ik.as_str().starts_with(p.as_str()))
 }
 
 /// The tables of one write transaction, each opened on first use (a commit that writes only
