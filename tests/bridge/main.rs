@@ -7,6 +7,7 @@ mod app;
 mod approval;
 mod caps;
 mod client;
+mod console;
 mod cut;
 mod disconnect;
 mod errors;

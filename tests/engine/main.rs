@@ -13,6 +13,7 @@ mod emits;
 mod faults;
 mod limits;
 mod matrix;
+mod operator;
 mod postgres;
 mod power_loss;
 mod recovery;

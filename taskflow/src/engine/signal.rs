@@ -38,6 +38,20 @@ impl Inner {
         }
         let (record, _) = self.owned_run(scope, ik).await?;
         if record.status.is_terminal() {
+            // A retry of a signal that reached the run before it ended answers as the first
+            // call did: the sender cannot tell a lost answer from a lost request.
+            if let Some(key) = once {
+                let once_key = crate::store::signal_once_key(key);
+                let kept = self
+                    .store
+                    .steps_with_prefix(record.id, once_key.as_str())
+                    .await?
+                    .iter()
+                    .any(|(k, _)| *k == once_key);
+                if kept {
+                    return Ok(());
+                }
+            }
             return Err(ControlError::InvalidState {
                 state: record.status,
                 action: "signal",
