@@ -5,7 +5,10 @@
 //! on the ids the page recorded per connection, that every reconnect resumed at the last id + 1
 //! (no replay from the start) and that no tick is missing or doubled. An approval-flow run is
 //! approved with the page's button while the server is down (the page retries the signal) and
-//! finishes after the restart; another is rejected after a reload. Screenshots go to
+//! finishes after the restart; another is rejected after a reload. The operator console
+//! (`/console`, signed in as the demo's `admin`) lists two users' runs, filters them by state,
+//! shows a running run's events arriving, stops and resumes it; a non-operator gets 403 on
+//! the page and on every JSON route. Screenshots go to
 //! `target/browser-test/`.
 //!
 //! Chromium and chromedriver come from Debian (`chromium`, `chromium-driver`). When missing,
@@ -321,10 +324,10 @@ impl Browser {
     async fn wait_for(&self, what: &str, script: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.js(&format!("return Boolean({script})")).await != json!(true) {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: never became true: {script}"
-            );
+            if Instant::now() >= deadline {
+                let page = self.js("return document.body.innerText").await;
+                panic!("{what}: never became true: {script}\nthe page shows:\n{page}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -389,8 +392,12 @@ fn approval_js(ik: &str) -> (String, String, String) {
     (run, approve, reject)
 }
 
+/// One browser at a time: the two tests share two cores.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_survives_reloads_and_server_kills() {
+    let _one = ONE_BROWSER.lock().await;
     ensure_chromium();
     let data = tempfile::tempdir().unwrap();
     let (demo, url) = start_demo(data.path(), "127.0.0.1:0");
@@ -625,6 +632,266 @@ async fn the_demo_page_survives_reloads_and_server_kills() {
         processes_using(b.profile.path()).len() > 1,
         "the profile check sees the running browser (else it proves nothing)"
     );
+    let left = b.shut();
+    assert!(left.is_empty(), "Chromium processes left running: {left:?}");
+}
+
+/// Keeps re-attaching to `ik`'s events as `user` (a watcher under the disconnect rule, like
+/// the user's own browser), until aborted.
+fn keep_watching(url: &str, user: &'static str, ik: &str) -> tokio::task::JoinHandle<()> {
+    let url = format!("{url}/api/tasks/{ik}/events");
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(mut res) = http.get(&url).header("x-forwarded-user", user).send().await {
+                while let Ok(Some(_)) = res.chunk().await {}
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_lists_filters_and_steers_every_users_runs_for_the_operator_only() {
+    let _one = ONE_BROWSER.lock().await;
+    ensure_chromium();
+    let data = tempfile::tempdir().unwrap();
+    let (_demo, url) = start_demo(data.path(), "127.0.0.1:0");
+    let http = reqwest::Client::new();
+    let start = |user: &'static str, task: &str, input: Value| {
+        http.post(format!("{url}/api/tasks/{task}"))
+            .header("x-forwarded-user", user)
+            .json(&input)
+            .send()
+    };
+    // Two users' finished runs, and one of bob's that runs for a minute.
+    for (user, key) in [("alice", "a1"), ("alice", "a2"), ("bob", "b1")] {
+        let body = start(
+            user,
+            "count-to-n",
+            json!({"run_key": key, "n": 2, "sleep_ms": 10}),
+        )
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        assert!(body.contains("event: completed"), "{body}");
+    }
+    let long = start(
+        "bob",
+        "count-to-n",
+        json!({"run_key": "long", "n": 300, "sleep_ms": 200}),
+    )
+    .await
+    .unwrap();
+    let long_ik = long
+        .headers()
+        .get("x-taskflow-idempotency-key")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    drop(long);
+    let watcher = keep_watching(&url, "bob", &long_ik);
+
+    let b = Browser::start().await;
+    // 1. Not an operator: anonymous, then signed in as bob. The page and every JSON route
+    // answer 403.
+    let routes = json!([
+        "/console/api/runs",
+        "/console/api/runs?state=running",
+        "/console/api/counts",
+        "/console/api/health",
+        format!("/console/api/runs/{long_ik}"),
+        format!("/console/api/runs/{long_ik}/events"),
+        format!("/console/api/runs/{long_ik}/steps/tick%230"),
+    ]);
+    for who in ["anonymous", "bob"] {
+        if who == "bob" {
+            b.goto(&format!("{url}/sign-in?user=bob")).await;
+        } else {
+            b.goto(&format!("{url}/console")).await;
+        }
+        let text = b.js("return document.body.innerText").await;
+        assert!(
+            text.as_str().unwrap().contains("\"code\":\"forbidden\""),
+            "{who}: {text}"
+        );
+        let statuses = b
+            .js(&format!(
+                "return Promise.all({routes}.map(p => fetch(p).then(r => r.status)))
+                   .then(s => s.concat([]))
+                   .then(async s => s.concat(await Promise.all(['stop', 'resume', 'cancel', 'signals/go']
+                     .map(a => fetch('/console/api/runs/{long_ik}/' + a, {{method: 'POST'}}).then(r => r.status)))))"
+            ))
+            .await;
+        let statuses: Vec<u64> = statuses
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_u64().unwrap())
+            .collect();
+        assert_eq!(statuses.len(), 11);
+        assert!(statuses.iter().all(|s| *s == 403), "{who}: {statuses:?}");
+    }
+    b.screenshot("console-1-forbidden").await;
+
+    // 2. The operator sees every user's runs, newest first.
+    b.goto(&format!("{url}/sign-in?user=admin")).await;
+    b.wait_for(
+        "four runs listed",
+        "document.querySelectorAll('#runs tbody tr').length === 4",
+    )
+    .await;
+    let owners = b
+        .js("return [...document.querySelectorAll('#runs tbody tr td:nth-child(3)')].map(td => td.textContent)")
+        .await;
+    assert_eq!(owners, json!(["bob", "bob", "alice", "alice"]));
+    b.wait_for(
+        "counts by state",
+        "document.querySelector('#counts button[data-state=completed]')?.dataset.count === '3'",
+    )
+    .await;
+    b.wait_for(
+        "health drawn",
+        "document.getElementById('store').textContent === 'ok' && document.querySelectorAll('#latency-chart rect').length > 0",
+    )
+    .await;
+    b.screenshot("console-2-runs").await;
+
+    // 3. Filter by state: only the finished runs.
+    b.js("document.querySelector('#counts button[data-state=completed]').click(); return true")
+        .await;
+    b.wait_for(
+        "filtered to completed",
+        "(() => { const rows = [...document.querySelectorAll('#runs tbody tr')]; \
+           return rows.length === 3 && rows.every(r => r.dataset.state === 'completed'); })()",
+    )
+    .await;
+    b.screenshot("console-3-completed").await;
+    b.js("document.getElementById('clear').click(); return true")
+        .await;
+    b.wait_for(
+        "unfiltered again",
+        "document.querySelectorAll('#runs tbody tr').length === 4",
+    )
+    .await;
+
+    // 4. Open bob's running run: its events arrive live.
+    b.js(&format!(
+        "document.querySelector('#runs tbody tr[data-key={long_ik:?}]').click(); return true"
+    ))
+    .await;
+    b.wait_for(
+        "the run is open",
+        "document.getElementById('detail').dataset.state === 'running' && window.__console.events.length > 0",
+    )
+    .await;
+    let before = b
+        .js("return window.__console.events.length")
+        .await
+        .as_u64()
+        .unwrap();
+    b.wait_for(
+        "new events arrive",
+        &format!("window.__console.events.length >= {before} + 3"),
+    )
+    .await;
+    let ids = b.js("return window.__console.events.map(e => e.id)").await;
+    let ids: Vec<u64> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(
+        ids.iter().copied().eq(1..=ids.len() as u64),
+        "gapless, in order: {ids:?}"
+    );
+    assert!(
+        b.js("return document.querySelectorAll('#steps tbody tr').length")
+            .await
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "its steps are listed"
+    );
+    b.js("document.getElementById('detail').scrollIntoView(); return true")
+        .await;
+    b.screenshot("console-4-live").await;
+
+    // 5. Stop it with a reason: asked first, then the answer shown.
+    b.js("document.querySelector('#actions button[data-action=stop]').click(); return true")
+        .await;
+    b.wait_for(
+        "asks to confirm",
+        "document.getElementById('confirm').classList.contains('on')",
+    )
+    .await;
+    b.js(
+        "document.querySelector('#confirm-reason input').value = 'checking the warehouse'; \
+          document.getElementById('confirm-yes').click(); return true",
+    )
+    .await;
+    b.wait_for(
+        "stopped",
+        "document.getElementById('answer').textContent.includes('suspended') && \
+         document.getElementById('detail').dataset.state === 'suspended'",
+    )
+    .await;
+    let status: Value = http
+        .get(format!("{url}/api/tasks/{long_ik}"))
+        .header("x-forwarded-user", "bob")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "suspended");
+    assert_eq!(status["suspended_reason"], "checking the warehouse");
+    b.js("document.getElementById('detail').scrollIntoView(); return true")
+        .await;
+    b.screenshot("console-5-stopped").await;
+
+    // 6. Resume it: it runs again and its events go on arriving.
+    b.js("document.querySelector('#actions button[data-action=resume]').click(); return true")
+        .await;
+    b.wait_for(
+        "asks to confirm",
+        "document.getElementById('confirm').classList.contains('on')",
+    )
+    .await;
+    b.js("document.getElementById('confirm-yes').click(); return true")
+        .await;
+    b.wait_for(
+        "resumed",
+        "document.getElementById('answer').textContent.startsWith('resume: the run is now') && \
+         document.getElementById('detail').dataset.state === 'running'",
+    )
+    .await;
+    let after = b
+        .js("return Math.max(...window.__console.events.map(e => e.id))")
+        .await
+        .as_u64()
+        .unwrap();
+    b.wait_for(
+        "events after the resume",
+        &format!("Math.max(...window.__console.events.map(e => e.id)) >= {after} + 2"),
+    )
+    .await;
+    // The health charts draw the run's steps and events per second from the sampled history.
+    b.wait_for(
+        "steps/s and events/s drawn",
+        "document.querySelector('#steps-chart polyline') && document.querySelector('#events-chart polyline') \
+         && !document.getElementById('steps-rate').textContent.includes('max 0.0/s')",
+    )
+    .await;
+    b.screenshot("console-6-resumed").await;
+    watcher.abort();
+
+    let mut b = b;
     let left = b.shut();
     assert!(left.is_empty(), "Chromium processes left running: {left:?}");
 }

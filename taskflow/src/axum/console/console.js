@@ -181,7 +181,7 @@ async function showStep(key) {
 async function streamEvents(ik) {
   const abort = new AbortController();
   view.stream = abort;
-  let last = 0;
+  let last = view.events.at(-1)?.id || 0;
   for (let failures = 0; !abort.signal.aborted && failures < 20;) {
     $("#live").textContent = "(live)";
     try {
@@ -287,7 +287,8 @@ async function confirmed() {
       });
       answer.textContent = `${action}: the run is now ${status.status}`;
     }
-    if (action === "resume") { view.stream?.abort(); const open = view.open; view.open = null; openRun(open); }
+    // Re-attach at once (the stream of a suspended run ended), after the last id seen.
+    if (action === "resume" && view.open === ik) { view.stream?.abort(); streamEvents(ik); }
   } catch (e) {
     answer.className = "error";
     answer.textContent = `${action} refused: ${e.message}`;
