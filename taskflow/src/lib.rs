@@ -263,7 +263,9 @@ pub use crate::wait::{WaitKind, Waiting};
 /// Operator access to every owner's runs ([`TaskFlow::operator`]): what a console or an admin
 /// tool lists, inspects and steers.
 pub mod operator {
-    pub use crate::engine::{MAX_PAGE, Operator, RunDetail, RunFilter, RunPage, StepView};
+    pub use crate::engine::{
+        AttemptView, MAX_PAGE, Operator, RunDetail, RunFilter, RunPage, StepView,
+    };
 }
 
 /// The names most task code needs: `use taskflow::prelude::*;`.

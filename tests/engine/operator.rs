@@ -145,3 +145,33 @@ async fn an_operator_lists_filters_counts_and_steers_every_owners_runs() {
     assert_eq!(cancelled.status, TaskState::Cancelled);
     flow.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_failed_attempts_are_kept_with_their_errors() {
+    let dir = TempStore::new();
+    let flow = fast_builder(&dir).build().await.unwrap();
+    let mut s = Script::new("op-retries");
+    s.steps = 1;
+    s.fail_times = 2;
+    let run = flow.start(scripted, s).await.unwrap();
+    flow.wait(&run).await.unwrap();
+    let detail = flow.operator().run(&run.idempotency_key).await.unwrap();
+    assert_eq!(detail.status.attempt, 3);
+    let attempts: Vec<(u32, &str, &str)> = detail
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.code.as_str(), a.message.as_str()))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (1, "task_error", "scripted failure 1"),
+            (2, "task_error", "scripted failure 2")
+        ]
+    );
+    assert!(detail.attempts.iter().all(|a| a.at.is_some()));
+    // Attempt 3 replayed the step attempt 1 ran.
+    assert_eq!(detail.steps[0].origin, "replayed");
+    assert_eq!(detail.steps[0].attempt, Some(1));
+    flow.shutdown().await.unwrap();
+}

@@ -8,15 +8,17 @@ use tracing::Instrument;
 use super::Inner;
 use super::admission::Ticket;
 use super::attempt::{AttemptStart, AttemptState};
+use super::operator::ATTEMPT_STEP;
 use super::registry::Registered;
 use super::runs::Generation;
 use crate::clock::Timestamp;
 use crate::error::{StoreError, TaskError};
+use crate::ids::StepKey;
 use crate::ids::{Epoch, Seq};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::status::{StoredEvent, TaskState};
-use crate::store::{Committed, TaskPatch, TaskRecord};
+use crate::store::{Committed, StepRecord, TaskPatch, TaskRecord, Write};
 
 /// How an attempt ended.
 enum Attempt {
@@ -143,7 +145,7 @@ async fn drive(
                 break;
             }
             Attempt::Finished(result) => {
-                if !settle(&inner, &record, epoch, result).await {
+                if !settle(&inner, &record, epoch, attempt, result).await {
                     break;
                 }
             }
@@ -345,10 +347,12 @@ async fn settle(
     inner: &Arc<Inner>,
     record: &TaskRecord,
     epoch: Epoch,
+    attempt: u32,
     result: Result<serde_json::Value, TaskError>,
 ) -> bool {
     let now = inner.now();
     let mut patch = TaskPatch::at(now);
+    let mut extra = Vec::new();
     let (event, retry) = match result {
         Ok(output) => {
             patch.status = Some(TaskState::Completed);
@@ -362,6 +366,7 @@ async fn settle(
         Err(error) => {
             let failed = record.failed_attempts + 1;
             patch.failed_attempts = Some(failed);
+            extra.extend(attempt_record(record, attempt, &error, now));
             if error.is_permanent() || failed >= record.max_attempts {
                 tracing::warn!(
                     code = error.code(),
@@ -391,7 +396,7 @@ async fn settle(
     };
     let status = patch.status;
     match inner
-        .commit_fenced(record.id, &record.ik, epoch, patch, event)
+        .commit_fenced_with(record.id, &record.ik, epoch, patch, event, extra)
         .await
     {
         Ok(_) => {
@@ -412,6 +417,28 @@ async fn settle(
             false
         }
     }
+}
+
+/// The record of a failed attempt (`$attempt#{n}`, n = the attempt): its error and when, for
+/// the operator console's attempt history. Written with the outcome, in the same commit.
+fn attempt_record(
+    record: &TaskRecord,
+    attempt: u32,
+    error: &TaskError,
+    now: Timestamp,
+) -> Option<Write> {
+    let value = serde_json::json!({
+        "code": error.code(),
+        "message": error.message(),
+        "at": now,
+    });
+    let key = StepKey::new(ATTEMPT_STEP, attempt);
+    let json = StepRecord::encode(&key, value.to_string().as_bytes(), "engine").ok()?;
+    Some(Write::Step {
+        task: record.id,
+        key,
+        json,
+    })
 }
 
 /// The wait before the next attempt after `failed` failed attempts: `base × 2^(failed − 1)`,

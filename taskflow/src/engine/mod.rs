@@ -60,7 +60,9 @@ pub use self::builder::{Environment, TaskFlowBuilder};
 pub(crate) use self::control::Action;
 pub use self::handle::{AnyTask, TaskHandle};
 pub use self::limits::MAX_REASON_CHARS;
-pub use self::operator::{MAX_PAGE, Operator, RunDetail, RunFilter, RunPage, StepView};
+pub use self::operator::{
+    AttemptView, MAX_PAGE, Operator, RunDetail, RunFilter, RunPage, StepView,
+};
 pub(crate) use self::scope::Scope;
 pub use self::scope::{StartOptions, UserScope};
 pub use self::subscription::EventSubscription;

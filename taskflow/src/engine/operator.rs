@@ -18,6 +18,9 @@ use crate::ids::{IdempotencyKey, StepKey, TaskId};
 use crate::status::{SubscribeFrom, TaskState, TaskStatus};
 use crate::store::Scan;
 
+/// The internal step name of a failed attempt's record (`$attempt#{n}`).
+pub(crate) const ATTEMPT_STEP: &str = "$attempt";
+
 /// The largest page [`Operator::list`] returns.
 pub const MAX_PAGE: usize = 500;
 
@@ -72,6 +75,20 @@ pub struct StepView {
     pub site: String,
 }
 
+/// A failed attempt of a run, as [`Operator::run`] shows it.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct AttemptView {
+    /// The attempt (1 for the first).
+    pub attempt: u32,
+    /// Its error's code.
+    pub code: String,
+    /// Its error's message (unmasked: for operators).
+    pub message: String,
+    /// When it ended.
+    pub at: Option<crate::clock::Timestamp>,
+}
+
 /// A run in full, as [`Operator::run`] returns it.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
@@ -81,8 +98,11 @@ pub struct RunDetail {
     pub status: TaskStatus,
     /// Its input.
     pub input: serde_json::Value,
-    /// Its steps, in key order (the engine's own records, `$…`, left out).
+    /// Its steps, in the order they ran (the engine's own records, `$…`, left out).
     pub steps: Vec<StepView>,
+    /// Its failed attempts, in order (runs whose attempts failed before this history existed
+    /// show none).
+    pub attempts: Vec<AttemptView>,
 }
 
 /// Every owner's runs: list, inspect and steer them. Made by [`TaskFlow::operator`].
@@ -155,10 +175,22 @@ impl Operator {
         let (record, last) = inner.owned_run(&Scope::operator(), ik).await?;
         let mut status = status_of(&record, last);
         status.children = inner.children_status(record.id).await?;
-        let mut steps = inner
-            .store
-            .steps(record.id)
-            .await?
+        let recorded = inner.store.steps(record.id).await?;
+        let attempt_prefix = format!("{ATTEMPT_STEP}#");
+        let attempts = recorded
+            .iter()
+            .filter(|(key, _)| key.as_str().starts_with(&attempt_prefix))
+            .map(|(key, step)| AttemptView {
+                attempt: key.index().unwrap_or(0),
+                code: step.value["code"].as_str().unwrap_or_default().to_owned(),
+                message: step.value["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                at: serde_json::from_value(step.value["at"].clone()).ok(),
+            })
+            .collect::<Vec<_>>();
+        let mut steps = recorded
             .into_iter()
             .filter(|(key, _)| !key.as_str().starts_with('$'))
             .map(|(key, step)| {
@@ -182,10 +214,13 @@ impl Operator {
         steps.sort_by(|a, b| {
             (a.at.is_none(), a.at, a.key.as_str()).cmp(&(b.at.is_none(), b.at, b.key.as_str()))
         });
+        let mut attempts = attempts;
+        attempts.sort_by_key(|a| a.attempt);
         Ok(RunDetail {
             status,
             input: record.input,
             steps,
+            attempts,
         })
     }
 

@@ -22,7 +22,23 @@ impl Inner {
         patch: TaskPatch,
         event: Option<Lifecycle>,
     ) -> Result<Vec<Committed>, StoreError> {
+        self.commit_fenced_with(id, ik, epoch, patch, event, Vec::new())
+            .await
+    }
+
+    /// [`commit_fenced`](Self::commit_fenced) with more writes in the same batch (the failed
+    /// attempt's record).
+    pub(super) async fn commit_fenced_with(
+        &self,
+        id: TaskId,
+        ik: &IdempotencyKey,
+        epoch: Epoch,
+        patch: TaskPatch,
+        event: Option<Lifecycle>,
+        extra: Vec<Write>,
+    ) -> Result<Vec<Committed>, StoreError> {
         let mut writes = vec![Write::Update { task: id, patch }];
+        writes.extend(extra);
         if let Some(event) = event {
             writes.push(Write::Event {
                 ik: ik.clone(),

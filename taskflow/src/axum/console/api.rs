@@ -174,6 +174,18 @@ pub(super) async fn run(
             })
         })
         .collect();
+    v["attempts"] = detail
+        .attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "attempt": a.attempt,
+                "code": a.code,
+                "message": a.message,
+                "at": a.at.map(crate::clock::Timestamp::to_rfc3339),
+            })
+        })
+        .collect();
     crate::sse::js_safe_integers(&mut v);
     Ok(json_response(StatusCode::OK, &v))
 }

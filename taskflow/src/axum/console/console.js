@@ -150,6 +150,9 @@ async function loadDetail() {
   $("#d-result").textContent = d.error ? `${d.error.code}: ${d.error.message}`
     : d.output !== null && d.output !== undefined ? JSON.stringify(d.output, null, 2)
     : d.cancel_reason ? `cancelled: ${d.cancel_reason}` : d.suspended_reason ? `suspended: ${d.suspended_reason}` : "(not finished)";
+  const failed = d.attempts || [];
+  $("#attempts").replaceChildren(...(failed.length ? failed.map(a => el("li", `attempt ${a.attempt} at ${a.at ?? "?"}: ${a.code}: ${a.message}`))
+    : [el("li", "none", "muted")]));
   $("#steps tbody").replaceChildren(...d.steps.map(s => {
     const tr = el("tr");
     const key = el("td"); const a = el("a", s.key); a.href = "#"; key.append(a);
