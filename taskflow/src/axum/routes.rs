@@ -131,7 +131,7 @@ fn json_response(value: &serde_json::Value) -> Response {
 /// `Last-Event-ID` header, else the `last_event_id` query parameter (for a fresh EventSource).
 /// The query is read raw, so no malformed query string can produce a rejection; only digits
 /// are valid values, so no percent-decoding is needed.
-fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<crate::Seq> {
+pub(super) fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<crate::Seq> {
     match headers.get("last-event-id") {
         Some(v) => v.to_str().ok().and_then(parse_last_event_id),
         None => query?
@@ -201,10 +201,11 @@ async fn events(
     Ok(stream::reattach(port, scope, ik, &settings).await)
 }
 
+/// The optional body of stop, resume and cancel (here and in the console).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReasonBody {
-    reason: Option<String>,
+pub(super) struct ReasonBody {
+    pub(super) reason: Option<String>,
 }
 
 /// `POST /tasks/{ik}/stop|resume|cancel`, optional body `{"reason"}`.

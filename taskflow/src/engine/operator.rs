@@ -143,11 +143,7 @@ impl Operator {
         let more = records.len() > limit;
         records.truncate(limit);
         let next = more.then(|| records.last().map(|r| r.id)).flatten();
-        let mut runs = Vec::with_capacity(records.len());
-        for record in &records {
-            let (_, last) = inner.store.current_run(&record.ik).await?;
-            runs.push(status_of(record, last));
-        }
+        let runs = inner.statuses(&records).await?;
         Ok(RunPage { runs, next })
     }
 
@@ -177,7 +173,7 @@ impl Operator {
         status.children = inner.children_status(record.id).await?;
         let recorded = inner.store.steps(record.id).await?;
         let attempt_prefix = format!("{ATTEMPT_STEP}#");
-        let attempts = recorded
+        let mut attempts = recorded
             .iter()
             .filter(|(key, _)| key.as_str().starts_with(&attempt_prefix))
             .map(|(key, step)| AttemptView {
@@ -190,6 +186,7 @@ impl Operator {
                 at: serde_json::from_value(step.value["at"].clone()).ok(),
             })
             .collect::<Vec<_>>();
+        attempts.sort_by_key(|a| a.attempt);
         let mut steps = recorded
             .into_iter()
             .filter(|(key, _)| !key.as_str().starts_with('$'))
@@ -214,8 +211,6 @@ impl Operator {
         steps.sort_by(|a, b| {
             (a.at.is_none(), a.at, a.key.as_str()).cmp(&(b.at.is_none(), b.at, b.key.as_str()))
         });
-        let mut attempts = attempts;
-        attempts.sort_by_key(|a| a.attempt);
         Ok(RunDetail {
             status,
             input: record.input,

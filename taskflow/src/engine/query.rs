@@ -53,10 +53,19 @@ impl Inner {
             current_only: true,
             key_prefix: None,
         };
-        let mut out = Vec::new();
-        for record in self.store.scan(scan).await? {
+        let records = self.store.scan(scan).await?;
+        Ok(self.statuses(&records).await?)
+    }
+
+    /// The status of each listed run, with its key's last seq.
+    pub(super) async fn statuses(
+        &self,
+        records: &[TaskRecord],
+    ) -> Result<Vec<TaskStatus>, crate::error::StoreError> {
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
             let (_, last) = self.store.current_run(&record.ik).await?;
-            out.push(status_of(&record, last));
+            out.push(status_of(record, last));
         }
         Ok(out)
     }

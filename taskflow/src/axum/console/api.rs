@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::Console;
 use crate::axum::http_error::HttpError;
 use crate::axum::input::{body_bytes, json_body};
+use crate::axum::routes::{ReasonBody, last_event_id};
 use crate::axum::status_json::status_json;
 use crate::axum::stream;
 use crate::engine::{Environment, Scope};
@@ -18,7 +19,6 @@ use crate::engine::{MAX_PAGE, RunFilter};
 use crate::identity::UserId;
 use crate::ids::{IdempotencyKey, TaskId};
 use crate::settings::ExecuteTaskSettings;
-use crate::sse::parse_last_event_id;
 use crate::status::{TaskState, TaskStatus};
 
 /// Operators read real messages: the console renders as in development.
@@ -215,22 +215,9 @@ pub(super) async fn events(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let ik = parse_key(&ik)?;
-    let last = match headers.get("last-event-id") {
-        Some(v) => v.to_str().ok().and_then(parse_last_event_id),
-        None => query.as_deref().and_then(|q| {
-            q.split('&')
-                .find_map(|p| p.strip_prefix("last_event_id="))
-                .and_then(parse_last_event_id)
-        }),
-    };
-    let settings = ExecuteTaskSettings::default().last_event_id(last);
+    let settings =
+        ExecuteTaskSettings::default().last_event_id(last_event_id(&headers, query.as_deref()));
     Ok(stream::observe(&console.port, Scope::operator(), ik, &settings).await)
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReasonBody {
-    reason: Option<String>,
 }
 
 /// `POST /api/runs/{ik}/stop|resume|cancel`.
