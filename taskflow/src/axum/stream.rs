@@ -3,29 +3,20 @@
 //! Order: identity (already resolved into the scope) → submit → headers → `retry:` + `ready`
 //! → replay after `Last-Event-ID` → live events → terminal frame → end.
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 
 use super::disconnect::{StreamTicket, Streams, arm_recovered};
 use super::http_error::HttpError;
 use super::stream_caps::{OpenStreams, StreamSlot};
-use super::writer::Writer;
+use super::writer::{Opened, SseBody};
 use crate::engine::Scope;
 use crate::engine::port::Port;
 use crate::ids::IdempotencyKey;
 use crate::settings::ExecuteTaskSettings;
 use crate::status::SubscribeFrom;
 use crate::task::OnDisconnect;
-
-/// Writes buffered between the writer and a slow client before the writer waits.
-const BUFFERED_FRAMES: usize = 32;
 
 /// Starts (or attaches to) a run by task name and streams it.
 pub(crate) async fn execute(
@@ -167,30 +158,22 @@ async fn open(
             })
         }
     };
-    let (tx, rx) = mpsc::channel(BUFFERED_FRAMES);
-    let writer = Writer {
+    let span = tracing::info_span!("bridge_stream", ik = %ik, task_id = %run.id);
+    let opened = Opened {
         port: port.clone(),
         scope,
         ik: ik.clone(),
         attached,
         run_first_seq: run.first_seq,
-        settings: settings.clone(),
-        tx,
+        keep_alive: settings.get_keep_alive(),
+        js_safe: settings.get_js_safe_integers(),
     };
-    let span = tracing::info_span!("bridge_stream", ik = %ik, task_id = %run.id);
-    let task = tokio::spawn(tracing::Instrument::instrument(
-        writer.run(subscription),
-        span,
-    ));
-    let body = FrameStream {
-        rx,
-        _guard: StreamGuard {
-            port: port.clone(),
-            ticket,
-            writer: task.abort_handle(),
-            _slot: slot,
-        },
+    let guard = StreamGuard {
+        port: port.clone(),
+        ticket,
+        _slot: slot,
     };
+    let body = SseBody::new(opened, subscription, span, guard);
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(
@@ -209,34 +192,17 @@ async fn open(
     response
 }
 
-/// The response body: frames from the writer. Dropping it (the client went away) closes the
-/// stream: see [`StreamGuard`].
-struct FrameStream {
-    rx: mpsc::Receiver<Bytes>,
-    _guard: StreamGuard,
-}
-
-impl futures_core::Stream for FrameStream {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|frame| frame.map(Ok))
-    }
-}
-
-/// Tells the engine that a client left (arming the disconnect timer when it was the last one)
-/// and stops the writer.
-struct StreamGuard {
+/// Held by the body: when the client goes away (hyper drops the body), tells the engine that
+/// a client left (arming the disconnect timer when it was the last one) and gives the stream's
+/// place under the caps back.
+pub(super) struct StreamGuard {
     port: Port,
     ticket: Option<StreamTicket>,
-    writer: AbortHandle,
-    /// The stream's place under the caps, given back with the guard.
     _slot: StreamSlot,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.writer.abort();
         if let Some(ticket) = self.ticket.take() {
             self.port.extension::<Streams>().closed(&self.port, ticket);
         }

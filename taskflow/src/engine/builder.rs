@@ -371,7 +371,10 @@ impl TaskFlowBuilder {
 
     /// How long an SSE client may read nothing while frames wait for it before its stream is
     /// dropped (default 30 s): a client that never reads holds no memory or stream slot for
-    /// long, and the disconnect rule then applies as for any client that left.
+    /// long, and the disconnect rule then applies as for any client that left. The bridge's
+    /// `serve` (feature `axum`) enforces it by closing such a connection; under another server
+    /// a stream that is not read stops being polled once hyper's write buffer is full, and
+    /// holds its slot until that server drops the connection.
     pub fn stalled_stream_after(mut self, after: Duration) -> Self {
         self.config.stalled_stream_after = after;
         self

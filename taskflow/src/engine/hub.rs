@@ -17,13 +17,14 @@ use crate::sync::lock;
 /// Events buffered per key for slow subscribers; one that falls further behind reads the log.
 const CAPACITY: usize = 1024;
 
-/// A committed event as it is fanned out: the event, and a slot for its SSE frame, rendered
-/// once by the first SSE writer that needs the default rendering and shared by the others.
+/// A committed event as it is fanned out: the event, and slots for its SSE frame (without and
+/// with the JavaScript-safe integer rewrite), each rendered once by the first SSE stream that
+/// needs it and shared by the others.
 #[derive(Debug)]
 pub(crate) struct SharedEvent {
     pub(crate) event: StoredEvent,
     #[cfg(feature = "axum")]
-    pub(crate) frame: std::sync::OnceLock<String>,
+    pub(crate) frames: [std::sync::OnceLock<axum::body::Bytes>; 2],
 }
 
 impl SharedEvent {
@@ -31,7 +32,7 @@ impl SharedEvent {
         Arc::new(Self {
             event,
             #[cfg(feature = "axum")]
-            frame: std::sync::OnceLock::new(),
+            frames: Default::default(),
         })
     }
 }

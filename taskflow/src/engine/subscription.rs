@@ -102,19 +102,19 @@ impl EventSubscription {
         std::future::poll_fn(|cx| self.poll_next_shared(cx)).await
     }
 
-    /// The next event if it is at hand without waiting (buffered from a log read, or already
-    /// broadcast); `Pending` otherwise. A read it starts goes on at the next call. The SSE
-    /// bridge uses it to put many frames in one socket write when a client is behind.
-    #[cfg(feature = "axum")]
-    pub(crate) fn poll_ready(&mut self) -> Poll<Next> {
-        self.poll_next_shared(&mut Context::from_waker(std::task::Waker::noop()))
-    }
-
-    fn poll_next_shared(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
+    /// The next event, polled: the SSE body reads its subscription this way, taking every
+    /// event at hand for one socket write. Events already read from the log are returned
+    /// without starting a read.
+    pub(crate) fn poll_next_shared(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
         loop {
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Done => return Poll::Ready(None),
                 State::Idle(mut reader) => {
+                    if let Some(event) = reader.buffered() {
+                        self.cursor = reader.cursor;
+                        self.state = State::Idle(reader);
+                        return Poll::Ready(Some(Ok(event)));
+                    }
                     self.state = State::Reading(Box::pin(async move {
                         let next = reader.next().await;
                         (reader, next)
@@ -205,6 +205,12 @@ impl Reader {
                 Err(RecvError::Closed) => self.done = true,
             }
         }
+    }
+
+    /// The next event already read from the log, if any.
+    fn buffered(&mut self) -> Option<Arc<SharedEvent>> {
+        let event = self.buffer.pop_front()?;
+        Some(self.deliver(event))
     }
 
     fn deliver(&mut self, shared: Arc<SharedEvent>) -> Arc<SharedEvent> {

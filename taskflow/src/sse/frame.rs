@@ -61,6 +61,34 @@ pub fn write_event(
     Ok(())
 }
 
+/// Appends one event frame whose payload is `data` as compact JSON: the same bytes as
+/// [`write_event`] with `data.to_string()`, written straight into `out` (compact JSON escapes
+/// every line break inside strings, so the payload is always one `data:` line).
+///
+/// # Errors
+/// [`FrameError::InvalidName`] when `name` breaks the name grammar.
+pub fn write_json_event(
+    out: &mut Vec<u8>,
+    id: Option<Seq>,
+    name: &str,
+    data: &serde_json::Value,
+) -> Result<(), FrameError> {
+    use std::io::Write as _;
+    if !name_ok(name) {
+        return Err(FrameError::InvalidName(name.chars().take(80).collect()));
+    }
+    if let Some(id) = id {
+        let _ = writeln!(out, "id: {}", id.get());
+    }
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    // Writing a `Value` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, data);
+    out.extend_from_slice(b"\n\n");
+    Ok(())
+}
+
 /// Appends a comment frame (`: text`), used as the keep-alive. Line breaks in `text` are
 /// replaced by spaces so it stays one comment.
 pub fn write_comment(out: &mut String, text: &str) {
@@ -89,6 +117,21 @@ mod tests {
             s,
             "id: 7\nevent: tick\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
         );
+    }
+
+    #[test]
+    fn json_event_is_the_same_frame_on_one_data_line() {
+        let data =
+            serde_json::json!({"text": "two\nlines\r\n", "n": [1, 2.5, null], "s": "é\u{2028}"});
+        let mut expected = String::new();
+        write_event(&mut expected, Some(Seq::new(9)), "tick", &data.to_string()).expect("valid");
+        let mut out = Vec::new();
+        write_json_event(&mut out, Some(Seq::new(9)), "tick", &data).expect("valid");
+        assert_eq!(String::from_utf8(out).expect("utf-8"), expected);
+        assert_eq!(expected.matches("data: ").count(), 1);
+        let mut out = Vec::new();
+        assert!(write_json_event(&mut out, None, "a:b", &data).is_err());
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -5,17 +5,28 @@ use serde_json::Value;
 /// 2^53 − 1, the largest integer a JavaScript number holds exactly.
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
+fn is_unsafe_integer(n: &serde_json::Number) -> bool {
+    n.as_u64().is_some_and(|u| u > MAX_SAFE_INTEGER)
+        || n.as_i64()
+            .is_some_and(|i| i.unsigned_abs() > MAX_SAFE_INTEGER)
+}
+
+/// Whether `value` holds an integer outside ±(2^53 − 1), i.e. whether
+/// [`js_safe_integers`] would change it (read-only: nothing is copied).
+#[must_use]
+pub fn needs_js_safe_integers(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => is_unsafe_integer(n),
+        Value::Array(items) => items.iter().any(needs_js_safe_integers),
+        Value::Object(map) => map.values().any(needs_js_safe_integers),
+        _ => false,
+    }
+}
+
 /// Replaces every integer outside ±(2^53 − 1) in `value` by its decimal string, recursively.
 pub fn js_safe_integers(value: &mut Value) {
     match value {
-        Value::Number(n) => {
-            let unsafe_int = n.as_u64().is_some_and(|u| u > MAX_SAFE_INTEGER)
-                || n.as_i64()
-                    .is_some_and(|i| i.unsigned_abs() > MAX_SAFE_INTEGER);
-            if unsafe_int {
-                *value = Value::String(n.to_string());
-            }
-        }
+        Value::Number(n) if is_unsafe_integer(n) => *value = Value::String(n.to_string()),
         Value::Array(items) => items.iter_mut().for_each(js_safe_integers),
         Value::Object(map) => map.values_mut().for_each(js_safe_integers),
         _ => {}
@@ -35,7 +46,12 @@ mod tests {
             "neg": -9_007_199_254_740_993i64,
             "list": [u64::MAX, 1, 1.5],
         });
+        assert!(needs_js_safe_integers(&v));
         js_safe_integers(&mut v);
+        assert!(!needs_js_safe_integers(&v));
+        assert!(!needs_js_safe_integers(
+            &json!({"a": [1, -2, 9_007_199_254_740_991u64, "x"]})
+        ));
         assert_eq!(
             v,
             json!({
