@@ -27,9 +27,11 @@ impl fmt::Display for TaskId {
 ///
 /// Computed from the task name, the typed input and the owner (see [`crate::TaskFlow::start`]);
 /// two identical submissions by one owner share it, so the second attaches to the first.
+/// Cloning it shares the text (every open stream, subscription and hub entry of a run holds
+/// one).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct IdempotencyKey(String);
+pub struct IdempotencyKey(std::sync::Arc<str>);
 
 impl IdempotencyKey {
     /// Length of every key this crate produces.
@@ -42,11 +44,11 @@ impl IdempotencyKey {
         let ok = s.len() == Self::LEN
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Self(s.to_owned()))
+        ok.then(|| Self(s.into()))
     }
 
     pub(crate) fn from_trusted(s: String) -> Self {
-        Self(s)
+        Self(s.into())
     }
 
     /// The key as text.

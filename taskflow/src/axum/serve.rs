@@ -100,28 +100,15 @@ pub async fn serve_until(
         http.timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .max_header_size(MAX_REQUEST_HEAD);
-        let (stream, write_wait) = Watched::new(stream);
+        let stream = Watched::new(stream, stall_after, peer);
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        // Boxed before the task takes it: awaiting it inside the task would move it into a
+        // second slot of the task's state, and an idle connection would carry both.
+        let connection = Box::pin(graceful.watch(connection));
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            let mut check = tokio::time::interval((stall_after / 4).max(Duration::from_millis(50)));
-            loop {
-                tokio::select! {
-                    done = &mut connection => {
-                        if let Err(e) = done {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                        return;
-                    }
-                    _ = check.tick() => {
-                        if write_wait.waited() >= stall_after {
-                            tracing::info!(%peer, ?stall_after, "the client read nothing for the stall timeout; closing its connection");
-                            return;
-                        }
-                    }
-                }
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }

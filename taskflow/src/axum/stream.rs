@@ -161,7 +161,12 @@ async fn open(
     let span = tracing::info_span!("bridge_stream", ik = %ik, task_id = %run.id);
     let opened = Opened {
         port: port.clone(),
-        scope,
+        // The body only looks the run's status up (a `suspended` frame): the caller's live
+        // context is not needed for that, and is not kept for the stream's lifetime.
+        scope: Scope {
+            user: None,
+            ..scope
+        },
         ik: ik.clone(),
         attached,
         run_first_seq: run.first_seq,

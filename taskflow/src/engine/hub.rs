@@ -42,10 +42,12 @@ const POLL_WHILE_DEAF: Duration = Duration::from_millis(500);
 
 /// Whether followers must read the log themselves: `polling` while a shared store cannot
 /// hear other processes' commits; `generation` moves on when it can again (read back once).
+/// `closing` once the flow shuts down: every follower ends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Resync {
     generation: u64,
     polling: bool,
+    closing: bool,
 }
 
 /// One broadcast channel per key that has live subscribers.
@@ -63,6 +65,8 @@ pub(crate) enum Woken {
     Event(Result<Arc<SharedEvent>, RecvError>),
     /// The log may hold events that were not broadcast here: read it.
     ReadLog,
+    /// The flow shuts down.
+    Closing,
 }
 
 /// A follower's side of the hub for one key.
@@ -74,12 +78,28 @@ pub(crate) struct Live {
 impl Live {
     /// The next event, or the moment to read the log back.
     pub(crate) async fn next(&mut self) -> Woken {
-        let polling = self.resync.borrow_and_update().polling;
+        let Resync {
+            polling, closing, ..
+        } = *self.resync.borrow_and_update();
+        if closing {
+            return Woken::Closing;
+        }
+        // Boxed, and only while polling: every idle subscriber keeps this future, and a timer
+        // inline would cost each of them its size.
+        let deaf = async move {
+            match polling {
+                true => Box::pin(tokio::time::sleep(POLL_WHILE_DEAF)).await,
+                false => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             r = self.events.recv() => Woken::Event(r),
-            Ok(()) = self.resync.changed() => Woken::ReadLog,
-            () = tokio::time::sleep(POLL_WHILE_DEAF), if polling => Woken::ReadLog,
+            Ok(()) = self.resync.changed() => match self.resync.borrow().closing {
+                true => Woken::Closing,
+                false => Woken::ReadLog,
+            },
+            () = deaf => Woken::ReadLog,
         }
     }
 }
@@ -94,6 +114,11 @@ impl Hub {
             changed_elsewhere,
         };
         (hub, changes)
+    }
+
+    /// Ends every follower (the flow shuts down), now and for followers that come later.
+    pub(crate) fn close(&self) {
+        self.resync.send_modify(|r| r.closing = true);
     }
 
     /// A follower of every event committed to `ik` from now on.

@@ -88,7 +88,6 @@ impl Inner {
             self.store.clone(),
             ik.clone(),
             live,
-            self.shutdown.subscribe(),
             after,
             record.first_seq,
         ))

@@ -8,6 +8,7 @@ use crate::error::StoreError;
 impl Inner {
     pub(super) async fn shutdown(&self) -> Result<(), StoreError> {
         self.shutdown.send_replace(true);
+        self.hub.close();
         for handle in lock(&self.background).drain(..) {
             handle.abort();
         }
@@ -27,6 +28,7 @@ impl Inner {
     #[cfg(feature = "test-util")]
     pub(super) fn crash(&self) {
         self.shutdown.send_replace(true);
+        self.hub.close();
         self.store.crash();
         for handle in lock(&self.background).drain(..) {
             handle.abort();

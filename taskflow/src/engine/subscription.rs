@@ -58,7 +58,6 @@ impl EventSubscription {
         store: DynStore,
         ik: IdempotencyKey,
         live: Live,
-        shutdown: tokio::sync::watch::Receiver<bool>,
         after: Seq,
         run_first_seq: Seq,
     ) -> Self {
@@ -66,7 +65,6 @@ impl EventSubscription {
             store,
             ik: ik.clone(),
             live,
-            shutdown,
             cursor: after,
             run_first_seq,
             buffer: VecDeque::new(),
@@ -153,7 +151,6 @@ struct Reader {
     store: DynStore,
     ik: IdempotencyKey,
     live: Live,
-    shutdown: tokio::sync::watch::Receiver<bool>,
     cursor: Seq,
     /// Terminal events at or after this seq end the stream (the current run's).
     run_first_seq: Seq,
@@ -179,16 +176,12 @@ impl Reader {
                 }
                 continue;
             }
-            let woken = tokio::select! {
-                biased;
-                w = self.live.next() => w,
-                _ = self.shutdown.wait_for(|s| *s) => {
+            let received = match self.live.next().await {
+                Woken::Event(received) => received,
+                Woken::Closing => {
                     self.done = true;
                     continue;
                 }
-            };
-            let received = match woken {
-                Woken::Event(received) => received,
                 // Another process's commits may not have been broadcast here: read the log.
                 Woken::ReadLog => {
                     self.catching_up = true;
