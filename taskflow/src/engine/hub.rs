@@ -139,13 +139,13 @@ impl Hub {
 }
 
 impl CommitListener for Hub {
-    fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]) {
+    fn committed(&self, ik: &IdempotencyKey, events: &[&StoredEvent]) {
         let mut channels = lock(&self.channels);
         let Some(tx) = channels.get(ik) else {
             return;
         };
         for event in events {
-            if tx.send(SharedEvent::new(event.clone())).is_err() {
+            if tx.send(SharedEvent::new((*event).clone())).is_err() {
                 channels.remove(ik);
                 return;
             }

@@ -13,7 +13,7 @@ use crate::status::StoredEvent;
 /// store hears of other processes.
 pub(crate) trait CommitListener: Send + Sync + 'static {
     /// `events` were committed to `ik`'s log.
-    fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]);
+    fn committed(&self, ik: &IdempotencyKey, events: &[&StoredEvent]);
 
     /// Whether anyone here follows `ik` (a shared store reads other processes' events from
     /// the log only for keys someone follows).
@@ -65,6 +65,10 @@ impl StoreHooks {
     /// `events` were committed to `ik`'s log and are durable. Call it in commit order, before
     /// the commit resolves.
     pub fn committed(&self, ik: &IdempotencyKey, events: &[StoredEvent]) {
+        self.committed_refs(ik, &events.iter().collect::<Vec<_>>());
+    }
+
+    fn committed_refs(&self, ik: &IdempotencyKey, events: &[&StoredEvent]) {
         self.metrics.events_committed.fetch_add(
             u64::try_from(events.len()).unwrap_or(u64::MAX),
             std::sync::atomic::Ordering::Relaxed,
@@ -105,17 +109,17 @@ impl StoreHooks {
         if self.listener.is_none() || !committed.iter().any(|c| matches!(c, Committed::Event(_))) {
             return;
         }
-        let mut by_key: Vec<(&IdempotencyKey, Vec<StoredEvent>)> = Vec::new();
+        let mut by_key: Vec<(&IdempotencyKey, Vec<&StoredEvent>)> = Vec::new();
         for (write, done) in batch.writes.iter().zip(committed) {
             if let (Write::Event { ik, .. }, Committed::Event(event)) = (write, done) {
                 match by_key.iter_mut().find(|(k, _)| *k == ik) {
-                    Some((_, events)) => events.push(event.clone()),
-                    None => by_key.push((ik, vec![event.clone()])),
+                    Some((_, events)) => events.push(event),
+                    None => by_key.push((ik, vec![event])),
                 }
             }
         }
         for (ik, events) in by_key {
-            self.committed(ik, &events);
+            self.committed_refs(ik, &events);
         }
     }
 

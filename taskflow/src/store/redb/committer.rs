@@ -154,7 +154,7 @@ fn write_group(
         let mut applied = 0;
         loop {
             while applied < group.len() {
-                outcomes.push(tables.apply(&group[applied].batch)?);
+                outcomes.push(tables.apply(&mut group[applied].batch)?);
                 applied += 1;
             }
             if group.len() >= MAX_GROUP || !held_back.is_empty() {

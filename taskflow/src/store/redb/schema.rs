@@ -33,6 +33,18 @@ pub(crate) fn owner_key(owner: Option<&crate::identity::UserId>) -> String {
     owner.map_or_else(|| "s".to_owned(), |u| format!("u:{}", u.as_str()))
 }
 
+/// How an event is written: the same fields as [`StoredEventValue`], borrowed, so the
+/// committer serialises a payload without copying it first.
+#[derive(serde::Serialize)]
+pub(crate) struct StoredEventRef<'a> {
+    #[serde(rename = "t")]
+    pub(crate) task: u64,
+    #[serde(rename = "n")]
+    pub(crate) name: &'a str,
+    #[serde(rename = "d")]
+    pub(crate) data: &'a serde_json::Value,
+}
+
 /// The stored value of an event (the key holds ik and seq).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct StoredEventValue<'a> {
@@ -42,4 +54,25 @@ pub(crate) struct StoredEventValue<'a> {
     pub(crate) name: std::borrow::Cow<'a, str>,
     #[serde(rename = "d")]
     pub(crate) data: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_written_borrowed_reads_back_whole() {
+        let data = serde_json::json!({"i": 3, "text": "a\nb", "list": [1, null]});
+        let written = serde_json::to_vec(&StoredEventRef {
+            task: 7,
+            name: "tick",
+            data: &data,
+        })
+        .expect("encode");
+        let read: StoredEventValue<'_> = serde_json::from_slice(&written).expect("decode");
+        assert_eq!(
+            (read.task, read.name.as_ref(), &read.data),
+            (7, "tick", &data)
+        );
+    }
 }

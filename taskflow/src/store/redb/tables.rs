@@ -1,11 +1,10 @@
 //! Encoding of records and the application of one write batch inside a write transaction.
 
-use std::borrow::Cow;
-
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::schema::{
-    EPOCHS, EVENTS, KEYS, META, OWNER_RUNS, STATE_RUNS, STEPS, StoredEventValue, TASKS, owner_key,
+    EPOCHS, EVENTS, KEYS, META, OWNER_RUNS, STATE_RUNS, STEPS, StoredEventRef, StoredEventValue,
+    TASKS, owner_key,
 };
 use crate::error::StoreError;
 use crate::ids::{Epoch, Seq, TaskId};
@@ -135,9 +134,12 @@ impl<'txn> Tables<'txn> {
     /// Applies one batch. The outer `Err` is a storage failure (the whole group is lost); the
     /// inner one is this batch's refusal (fenced, or a write to a run that does not exist),
     /// decided before anything of the batch is written.
+    /// Applies `batch` inside the transaction. An event's payload moves from the batch into
+    /// its [`Committed::Event`] (the batch is spent once applied: only its keys are read
+    /// after, to fan the events out), so the committer copies no payload.
     pub(super) fn apply(
         &mut self,
-        batch: &WriteBatch,
+        batch: &mut WriteBatch,
     ) -> Result<Result<Vec<Committed>, StoreError>, redb::Error> {
         if let Some(fence) = batch.fence
             && self.epoch(fence.task)? != Some(fence.epoch.0)
@@ -164,7 +166,7 @@ impl<'txn> Tables<'txn> {
             }
         }
         let mut out = Vec::with_capacity(batch.writes.len());
-        for write in &batch.writes {
+        for write in &mut batch.writes {
             let done = match write {
                 Write::CreateRun { record, .. } => self.create_run(record)?,
                 Write::Update { task, patch } => {
@@ -189,10 +191,10 @@ impl<'txn> Tables<'txn> {
                     let (current, last) =
                         self.keys()?.get(ik.as_str())?.map_or((0, 0), |v| v.value());
                     let seq = last + 1;
-                    let value = StoredEventValue {
+                    let value = StoredEventRef {
                         task: task.0,
-                        name: Cow::Borrowed(name),
-                        data: data.clone(),
+                        name,
+                        data,
                     };
                     self.events()?.insert(
                         (ik.as_str(), seq),
@@ -202,7 +204,7 @@ impl<'txn> Tables<'txn> {
                     Committed::Event(StoredEvent {
                         seq: Seq(seq),
                         name: name.clone(),
-                        data: data.clone(),
+                        data: std::mem::take(data),
                     })
                 }
                 Write::Step { task, key, json } => {
