@@ -3,6 +3,7 @@
 //! notifications).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,19 +43,22 @@ const POLL_WHILE_DEAF: Duration = Duration::from_millis(500);
 
 /// Whether followers must read the log themselves: `polling` while a shared store cannot
 /// hear other processes' commits; `generation` moves on when it can again (read back once).
-/// `closing` once the flow shuts down: every follower ends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Resync {
     generation: u64,
     polling: bool,
-    closing: bool,
 }
 
 /// One broadcast channel per key that has live subscribers.
 #[derive(Debug)]
 pub(crate) struct Hub {
-    channels: Mutex<HashMap<IdempotencyKey, broadcast::Sender<Arc<SharedEvent>>>>,
+    /// `None` once the flow shuts down: the senders are dropped, so every follower ends after
+    /// what was broadcast to it, and a later follower ends at once.
+    channels: Mutex<Option<HashMap<IdempotencyKey, broadcast::Sender<Arc<SharedEvent>>>>>,
     resync: watch::Sender<Resync>,
+    /// Whether the store is shared: only then can commits happen that were not broadcast
+    /// here, and followers watch `resync` too.
+    shared: AtomicBool,
     /// Runs another process changed, for the engine to stop their drivers here.
     changed_elsewhere: mpsc::UnboundedSender<TaskId>,
 }
@@ -65,25 +69,23 @@ pub(crate) enum Woken {
     Event(Result<Arc<SharedEvent>, RecvError>),
     /// The log may hold events that were not broadcast here: read it.
     ReadLog,
-    /// The flow shuts down.
-    Closing,
 }
 
 /// A follower's side of the hub for one key.
 pub(crate) struct Live {
     events: broadcast::Receiver<Arc<SharedEvent>>,
-    resync: watch::Receiver<Resync>,
+    /// For a shared store only: a follower of a store nobody else writes needs no more than
+    /// its channel (and registers with nothing else while it waits).
+    resync: Option<watch::Receiver<Resync>>,
 }
 
 impl Live {
     /// The next event, or the moment to read the log back.
     pub(crate) async fn next(&mut self) -> Woken {
-        let Resync {
-            polling, closing, ..
-        } = *self.resync.borrow_and_update();
-        if closing {
-            return Woken::Closing;
-        }
+        let Some(resync) = &mut self.resync else {
+            return Woken::Event(self.events.recv().await);
+        };
+        let polling = resync.borrow_and_update().polling;
         // Boxed, and only while polling: every idle subscriber keeps this future, and a timer
         // inline would cost each of them its size.
         let deaf = async move {
@@ -95,10 +97,7 @@ impl Live {
         tokio::select! {
             biased;
             r = self.events.recv() => Woken::Event(r),
-            Ok(()) = self.resync.changed() => match self.resync.borrow().closing {
-                true => Woken::Closing,
-                false => Woken::ReadLog,
-            },
+            Ok(()) = resync.changed() => Woken::ReadLog,
             () = deaf => Woken::ReadLog,
         }
     }
@@ -109,31 +108,47 @@ impl Hub {
     pub(crate) fn new() -> (Self, mpsc::UnboundedReceiver<TaskId>) {
         let (changed_elsewhere, changes) = mpsc::unbounded_channel();
         let hub = Self {
-            channels: Mutex::default(),
+            channels: Mutex::new(Some(HashMap::new())),
             resync: watch::channel(Resync::default()).0,
+            shared: AtomicBool::new(false),
             changed_elsewhere,
         };
         (hub, changes)
     }
 
+    /// Tells the hub its store is shared with other processes; called once the store is
+    /// open, before anyone follows a key.
+    pub(crate) fn set_shared(&self, shared: bool) {
+        self.shared.store(shared, Ordering::Relaxed);
+    }
+
     /// Ends every follower (the flow shuts down), now and for followers that come later.
     pub(crate) fn close(&self) {
-        self.resync.send_modify(|r| r.closing = true);
+        lock(&self.channels).take();
     }
 
     /// A follower of every event committed to `ik` from now on.
     pub(crate) fn receiver(&self, ik: &IdempotencyKey) -> Live {
         let mut channels = lock(&self.channels);
-        if channels.len() > 4 * CAPACITY {
-            channels.retain(|_, tx| tx.receiver_count() > 0);
-        }
-        let events = channels
-            .entry(ik.clone())
-            .or_insert_with(|| broadcast::channel(CAPACITY).0)
-            .subscribe();
+        let events = match channels.as_mut() {
+            Some(channels) => {
+                if channels.len() > 4 * CAPACITY {
+                    channels.retain(|_, tx| tx.receiver_count() > 0);
+                }
+                channels
+                    .entry(ik.clone())
+                    .or_insert_with(|| broadcast::channel(CAPACITY).0)
+                    .subscribe()
+            }
+            // Shut down: a channel whose sender is gone, so the follower ends at once.
+            None => broadcast::channel(1).0.subscribe(),
+        };
         Live {
             events,
-            resync: self.resync.subscribe(),
+            resync: self
+                .shared
+                .load(Ordering::Relaxed)
+                .then(|| self.resync.subscribe()),
         }
     }
 }
@@ -141,6 +156,9 @@ impl Hub {
 impl CommitListener for Hub {
     fn committed(&self, ik: &IdempotencyKey, events: &[&StoredEvent]) {
         let mut channels = lock(&self.channels);
+        let Some(channels) = channels.as_mut() else {
+            return;
+        };
         let Some(tx) = channels.get(ik) else {
             return;
         };
@@ -154,7 +172,8 @@ impl CommitListener for Hub {
 
     fn wants(&self, ik: &IdempotencyKey) -> bool {
         lock(&self.channels)
-            .get(ik)
+            .as_ref()
+            .and_then(|channels| channels.get(ik))
             .is_some_and(|tx| tx.receiver_count() > 0)
     }
 
@@ -164,6 +183,8 @@ impl CommitListener for Hub {
     }
 
     fn listening(&self, on: bool) {
+        // Only a shared store reports this (it returns a lease too, so the hub knew already).
+        self.shared.store(true, Ordering::Relaxed);
         self.resync.send_if_modified(|r| {
             let was = r.polling;
             r.polling = !on;

@@ -53,6 +53,7 @@ impl TaskFlow {
                 Arc::new(RedbStore::open_with_backend(&dir, backend)?)
             }
         };
+        hub.set_shared(store.lease().is_some());
         store.attach(StoreHooks::new(hub.clone(), metrics.clone()));
         let inner = Arc::new(Inner {
             store,

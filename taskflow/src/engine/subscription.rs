@@ -178,10 +178,6 @@ impl Reader {
             }
             let received = match self.live.next().await {
                 Woken::Event(received) => received,
-                Woken::Closing => {
-                    self.done = true;
-                    continue;
-                }
                 // Another process's commits may not have been broadcast here: read the log.
                 Woken::ReadLog => {
                     self.catching_up = true;
