@@ -141,9 +141,9 @@ async fn a_replay_goes_out_in_few_writes_of_many_frames() {
     for (k, frame) in f[1..].iter().enumerate() {
         assert_eq!(frame.id, (k + 1).to_string(), "ids gapless from 1");
     }
-    // One write for `retry` + `ready`, then up to 256 frames per write (one per frame before).
+    // One write for `retry` + `ready`, then up to 512 frames per write (one per frame before).
     assert!(
-        writes <= 1 + 1001_usize.div_ceil(256) + 1,
+        writes <= 1 + 1001_usize.div_ceil(512) + 1,
         "{writes} writes"
     );
     s.shutdown().await;
@@ -191,6 +191,77 @@ async fn a_silent_stream_gets_keep_alive_comments() {
     let frames = parse_text(&text).await;
     assert_eq!(names(&frames), ["ready", "tick"]);
     gate("fr-hb").release.send_replace(true);
+    drop(body);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_keeps_sending_gets_no_keep_alive() {
+    use futures_util::StreamExt;
+    let s = server().await;
+    // A tick every 30 ms for ~600 ms, with a 100 ms keep-alive: never 100 ms of silence.
+    let input = CountIn {
+        tag: "fr-busy".into(),
+        n: 20,
+        sleep_ms: 30,
+        ..CountIn::default()
+    };
+    let response = s
+        .flow
+        .execute_task(
+            count,
+            input,
+            taskflow::ExecuteTaskSettings::default().keep_alive(Duration::from_millis(100)),
+        )
+        .await;
+    let mut body = axum::response::IntoResponse::into_response(response)
+        .into_body()
+        .into_data_stream();
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .expect("the stream ends within 10 s")
+    {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert_eq!(text.matches("event: tick").count(), 20, "{text}");
+    assert!(text.contains("event: completed"), "{text}");
+    assert!(
+        !text.contains(": hb"),
+        "a keep-alive came while events flowed: {text}"
+    );
+    // And silence after events still gets its keep-alive (the timer is rearmed, not lost).
+    let input = CountIn {
+        tag: "fr-busy-then-idle".into(),
+        n: 5,
+        sleep_ms: 30,
+        hold: true,
+        ..CountIn::default()
+    };
+    let response = s
+        .flow
+        .execute_task(
+            count,
+            input,
+            taskflow::ExecuteTaskSettings::default().keep_alive(Duration::from_millis(100)),
+        )
+        .await;
+    let mut body = axum::response::IntoResponse::into_response(response)
+        .into_body()
+        .into_data_stream();
+    let mut text = String::new();
+    while !text.contains(": hb") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("no keep-alive within 5 s of the last tick")
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let last_tick = text.rfind("event: tick").expect("ticks came first");
+    assert_eq!(text.matches("event: tick").count(), 5, "{text}");
+    assert!(text.find(": hb").unwrap() > last_tick, "{text}");
+    gate("fr-busy-then-idle").release.send_replace(true);
     drop(body);
     s.shutdown().await;
 }

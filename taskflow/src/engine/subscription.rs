@@ -15,8 +15,8 @@ use crate::store::DynStore;
 
 use super::hub::{Live, SharedEvent, Woken};
 
-/// Events read from the log per store round trip.
-const CHUNK: usize = 256;
+/// Events read from the log per store round trip (as many as the SSE body puts in one write).
+const CHUNK: usize = 512;
 
 /// An ordered stream of one key's events: first what the log holds after the start position,
 /// then live events as they commit. Ends after the current run's terminal event
