@@ -15,8 +15,10 @@ use super::Shared;
 use super::encode::{GroupArgs, outcomes};
 use super::migrate::reason;
 use crate::error::StoreError;
+use crate::ids::Seq;
+use crate::status::StoredEvent;
 use crate::store::state::{Pending, StoreState};
-use crate::store::{Committed, WriteBatch};
+use crate::store::{Committed, Write, WriteBatch};
 
 /// Upper bound on batches per statement, so one huge group cannot starve fan-out.
 const MAX_GROUP: usize = 1024;
@@ -39,6 +41,12 @@ pub(super) struct Committer {
     /// The common case, a lone fenced step: one `INSERT ... SELECT ... FOR UPDATE` that writes
     /// nothing unless the run's epoch is the writer's ($1 task, $2 key, $3 record, $4 epoch).
     pub(super) lone_step: Statement,
+    /// A group of one run's events only (queued emits), every batch fenced by the run's
+    /// epoch: one statement that fences, numbers, writes and notifies them all ($1 task,
+    /// $2 epoch, $3 key, $4 names, $5 payloads as JSON texts, $6 channel, $7 owner).
+    pub(super) event_run: Statement,
+    /// The schema's notification channel.
+    pub(super) channel: String,
     pub(super) receiver: mpsc::UnboundedReceiver<Request>,
 }
 
@@ -87,23 +95,26 @@ impl Committer {
             return;
         }
         let batches: Vec<&WriteBatch> = group.iter().map(|p| &p.batch).collect();
-        let args = match GroupArgs::new(batches.iter().copied()) {
-            Ok(args) => args,
-            Err(e) => {
-                let message = e.to_string();
-                StoreState::refuse(group, || StoreError::Corrupt(message.clone()));
-                return;
-            }
-        };
         let started = Instant::now();
-        let decoded = match lone_step(&batches) {
-            Some(step) => self.commit_lone_step(step).await.map(|one| vec![one]),
-            None => self.apply_with_retries(&args).await.and_then(|text| {
+        let decoded = if let Some(step) = lone_step(&batches) {
+            self.commit_lone_step(step).await.map(|one| vec![one])
+        } else if let Some(events) = event_run(&batches) {
+            self.commit_event_run(&events, &batches).await
+        } else {
+            let args = match GroupArgs::new(batches.iter().copied()) {
+                Ok(args) => args,
+                Err(e) => {
+                    let message = e.to_string();
+                    StoreState::refuse(group, || StoreError::Corrupt(message.clone()));
+                    return;
+                }
+            };
+            self.apply_with_retries(&args).await.and_then(|text| {
                 outcomes(&text, &batches).map_err(|e| {
                     tracing::error!(error = %e, "the PostgreSQL store's answer did not decode");
                     e
                 })
-            }),
+            })
         };
         match decoded {
             Ok(outcomes) => state.answer(group, outcomes, started),
@@ -140,6 +151,63 @@ impl Committer {
         }
     }
 
+    /// A group of one run's events in one statement: each batch's events with their seqs,
+    /// or every batch `Fenced` when the run's epoch moved on (or the run is gone).
+    async fn commit_event_run(
+        &self,
+        events: &EventRun<'_>,
+        batches: &[&WriteBatch],
+    ) -> Result<Vec<Result<Vec<Committed>, StoreError>>, StoreError> {
+        let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let (task, epoch) = (to_i64(events.task), to_i64(events.epoch));
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &task,
+            &epoch,
+            &events.ik,
+            &events.names,
+            &events.data,
+            &self.channel,
+            &self.shared.owner,
+        ];
+        let mut tries = 0;
+        let last = loop {
+            match self.client.query_one(&self.event_run, &params).await {
+                Ok(row) => {
+                    break row
+                        .try_get::<_, Option<i64>>(0)
+                        .map_err(|e| StoreError::Corrupt(format!("event commit: {e}")))?;
+                }
+                Err(e) if tries < RACE_RETRIES && is_race(&e) => tries += 1,
+                Err(e) => return Err(StoreError::io(std::io::Error::other(reason(&e)))),
+            }
+        };
+        let Some(last) = last.and_then(|l| u64::try_from(l).ok()) else {
+            return Ok(batches.iter().map(|_| Err(StoreError::Fenced)).collect());
+        };
+        let count = u64::try_from(events.names.len()).unwrap_or(u64::MAX);
+        let mut seq = last.saturating_sub(count);
+        Ok(batches
+            .iter()
+            .map(|batch| {
+                Ok(batch
+                    .writes
+                    .iter()
+                    .filter_map(|write| match write {
+                        Write::Event { name, data, .. } => {
+                            seq += 1;
+                            Some(Committed::Event(StoredEvent {
+                                seq: Seq::new(seq),
+                                name: name.clone(),
+                                data: data.clone(),
+                            }))
+                        }
+                        _ => None,
+                    })
+                    .collect())
+            })
+            .collect())
+    }
+
     /// One `apply_group` call; a deadlock or serialisation failure (the whole statement
     /// rolled back) is tried again, anything else is the store's failure.
     async fn apply_with_retries(&self, args: &GroupArgs) -> Result<String, StoreError> {
@@ -172,6 +240,51 @@ fn is_race(e: &tokio_postgres::Error) -> bool {
     )
 }
 
+/// The parts of a group that holds only events of one run and key, every batch fenced by
+/// that run's epoch (what queued emits make).
+struct EventRun<'a> {
+    task: u64,
+    epoch: u64,
+    ik: &'a str,
+    names: Vec<&'a str>,
+    /// The payloads as JSON texts (a text cast to `json` keeps a `\u0000` in a string).
+    data: Vec<String>,
+}
+
+fn event_run<'a>(batches: &[&'a WriteBatch]) -> Option<EventRun<'a>> {
+    let fence = batches.first()?.fence?;
+    let mut run = EventRun {
+        task: fence.task.0,
+        epoch: fence.epoch.0,
+        ik: "",
+        names: Vec::new(),
+        data: Vec::new(),
+    };
+    for batch in batches {
+        if batch.fence != Some(fence) {
+            return None;
+        }
+        for write in &batch.writes {
+            let Write::Event {
+                ik,
+                task,
+                name,
+                data,
+            } = write
+            else {
+                return None;
+            };
+            if *task != fence.task || !(run.names.is_empty() || run.ik == ik.as_str()) {
+                return None;
+            }
+            run.ik = ik.as_str();
+            run.names.push(name.as_str());
+            run.data.push(serde_json::to_string(data).ok()?);
+        }
+    }
+    (!run.names.is_empty()).then_some(run)
+}
+
 /// The parts of a group that is one fenced batch of one step of the fenced run.
 struct LoneStep<'a> {
     task: u64,
@@ -184,7 +297,7 @@ fn lone_step<'a>(batches: &[&'a WriteBatch]) -> Option<LoneStep<'a>> {
     let [batch] = batches else { return None };
     let fence = batch.fence?;
     match batch.writes.as_slice() {
-        [crate::store::Write::Step { task, key, json }] if *task == fence.task => Some(LoneStep {
+        [Write::Step { task, key, json }] if *task == fence.task => Some(LoneStep {
             task: task.0,
             epoch: fence.epoch.0,
             key: key.as_str(),
