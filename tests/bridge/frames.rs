@@ -149,16 +149,11 @@ async fn a_replay_goes_out_in_few_writes_of_many_frames() {
     s.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_stream_gets_keep_alive_comments() {
-    use futures_util::StreamExt;
-    let s = server().await;
-    let input = CountIn {
-        tag: "fr-hb".into(),
-        n: 1,
-        hold: true,
-        ..CountIn::default()
-    };
+/// The SSE body of `execute_task(count, input)` with a 100 ms keep-alive.
+async fn body_with_fast_keep_alive(
+    s: &Server,
+    input: CountIn,
+) -> impl futures_util::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin + use<> {
     let response = s
         .flow
         .execute_task(
@@ -167,20 +162,42 @@ async fn a_silent_stream_gets_keep_alive_comments() {
             taskflow::ExecuteTaskSettings::default().keep_alive(Duration::from_millis(100)),
         )
         .await;
-    let mut body = axum::response::IntoResponse::into_response(response)
+    axum::response::IntoResponse::into_response(response)
         .into_body()
-        .into_data_stream();
-    // ready, the tick, then silence while the run holds: a `: hb` comment per 100 ms.
-    let mut text = String::new();
-    let started = tokio::time::Instant::now();
-    while text.matches(": hb\n\n").count() < 2 {
+        .into_data_stream()
+}
+
+/// Reads `body` into `text` until `done(text)`; fails after 5 s without a chunk.
+async fn read_until(
+    body: &mut (impl futures_util::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin),
+    text: &mut String,
+    done: impl Fn(&str) -> bool,
+) {
+    use futures_util::StreamExt;
+    while !done(text) {
         let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
             .await
-            .expect("no keep-alive within 5 s")
-            .unwrap()
+            .expect("nothing within 5 s")
+            .expect("the stream ended first")
             .unwrap();
         text.push_str(std::str::from_utf8(&chunk).unwrap());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_gets_keep_alive_comments() {
+    let s = server().await;
+    let input = CountIn {
+        tag: "fr-hb".into(),
+        n: 1,
+        hold: true,
+        ..CountIn::default()
+    };
+    let mut body = body_with_fast_keep_alive(&s, input).await;
+    // ready, the tick, then silence while the run holds: a `: hb` comment per 100 ms.
+    let mut text = String::new();
+    let started = tokio::time::Instant::now();
+    read_until(&mut body, &mut text, |t| t.matches(": hb\n\n").count() >= 2).await;
     assert!(
         started.elapsed() >= Duration::from_millis(150),
         "keep-alives came too soon"
@@ -197,7 +214,6 @@ async fn a_silent_stream_gets_keep_alive_comments() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_keeps_sending_gets_no_keep_alive() {
-    use futures_util::StreamExt;
     let s = server().await;
     // A tick every 30 ms for ~600 ms, with a 100 ms keep-alive: never 100 ms of silence.
     let input = CountIn {
@@ -206,26 +222,10 @@ async fn a_stream_that_keeps_sending_gets_no_keep_alive() {
         sleep_ms: 30,
         ..CountIn::default()
     };
-    let response = s
-        .flow
-        .execute_task(
-            count,
-            input,
-            taskflow::ExecuteTaskSettings::default().keep_alive(Duration::from_millis(100)),
-        )
-        .await;
-    let mut body = axum::response::IntoResponse::into_response(response)
-        .into_body()
-        .into_data_stream();
+    let mut body = body_with_fast_keep_alive(&s, input).await;
     let mut text = String::new();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.next())
-        .await
-        .expect("the stream ends within 10 s")
-    {
-        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-    }
+    read_until(&mut body, &mut text, |t| t.contains("event: completed")).await;
     assert_eq!(text.matches("event: tick").count(), 20, "{text}");
-    assert!(text.contains("event: completed"), "{text}");
     assert!(
         !text.contains(": hb"),
         "a keep-alive came while events flowed: {text}"
@@ -238,26 +238,9 @@ async fn a_stream_that_keeps_sending_gets_no_keep_alive() {
         hold: true,
         ..CountIn::default()
     };
-    let response = s
-        .flow
-        .execute_task(
-            count,
-            input,
-            taskflow::ExecuteTaskSettings::default().keep_alive(Duration::from_millis(100)),
-        )
-        .await;
-    let mut body = axum::response::IntoResponse::into_response(response)
-        .into_body()
-        .into_data_stream();
+    let mut body = body_with_fast_keep_alive(&s, input).await;
     let mut text = String::new();
-    while !text.contains(": hb") {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
-            .await
-            .expect("no keep-alive within 5 s of the last tick")
-            .unwrap()
-            .unwrap();
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
+    read_until(&mut body, &mut text, |t| t.contains(": hb")).await;
     let last_tick = text.rfind("event: tick").expect("ticks came first");
     assert_eq!(text.matches("event: tick").count(), 5, "{text}");
     assert!(text.find(": hb").unwrap() > last_tick, "{text}");
