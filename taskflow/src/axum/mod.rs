@@ -8,6 +8,7 @@
 //! `Access-Control-Expose-Headers: X-Taskflow-Idempotency-Key` (the `ready` frame carries the
 //! key too, for clients that cannot read headers).
 
+mod body;
 mod console;
 mod disconnect;
 mod execute;
@@ -21,7 +22,6 @@ mod stall;
 mod status_json;
 mod stream;
 mod stream_caps;
-mod writer;
 
 pub use self::console::{ConsoleAccess, console, console_with};
 pub use self::disconnect::CLIENT_DISCONNECTED;

@@ -1,4 +1,5 @@
-//! `execute_task` and re-attach: the SSE response, written by taskflow's own frame writer.
+//! `execute_task` and re-attach: the SSE response, its body written by taskflow's own frame
+//! writer (`body.rs`).
 //!
 //! Order: identity (already resolved into the scope) → submit → headers → `retry:` + `ready`
 //! → replay after `Last-Event-ID` → live events → terminal frame → end.
@@ -7,10 +8,10 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::body::{Opened, SseBody};
 use super::disconnect::{StreamTicket, Streams, arm_recovered};
 use super::http_error::HttpError;
 use super::stream_caps::{OpenStreams, StreamSlot};
-use super::writer::{Opened, SseBody};
 use crate::engine::Scope;
 use crate::engine::port::Port;
 use crate::ids::IdempotencyKey;

@@ -3,9 +3,9 @@
 //!
 //! The body is a stream that hyper polls when the socket can take more: it reads the run's
 //! subscription itself, with no task or channel of its own, so an idle stream costs its
-//! subscription, one timer and this struct. A live frame that fits one write goes out as the
-//! bytes rendered once for every subscriber of the run (no copy); a client that is behind (a
-//! replay, a burst) gets up to [`BATCH_FRAMES`] frames per write.
+//! subscription, one timer and this struct. A lone live frame goes out as the bytes rendered
+//! once for every subscriber of the run (no copy); a client that is behind (a replay, a
+//! burst) gets up to [`BATCH_FRAMES`] frames per write.
 
 use std::future::Future;
 use std::pin::Pin;
