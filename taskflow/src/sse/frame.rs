@@ -17,10 +17,13 @@ pub enum FrameError {
     InvalidName(String),
 }
 
-fn name_ok(name: &str) -> bool {
-    // The runtime's name grammar, plus the bridge's own frames (`ready`, `error`, ...), which
-    // follow it too. It rules out CR, LF, NUL and ':'.
-    crate::names::validate_name(name).is_ok()
+/// Refuses a name that breaks the runtime's name grammar, which the bridge's own frames
+/// (`ready`, `error`, ...) follow too. It rules out CR, LF, NUL and ':'.
+fn check_name(name: &str) -> Result<(), FrameError> {
+    match crate::names::validate_name(name) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(FrameError::InvalidName(name.chars().take(80).collect())),
+    }
 }
 
 /// Appends one event frame: `id:` (when given), `event:`, one `data:` line per line of `data`,
@@ -34,9 +37,7 @@ pub fn write_event(
     name: &str,
     data: &str,
 ) -> Result<(), FrameError> {
-    if !name_ok(name) {
-        return Err(FrameError::InvalidName(name.chars().take(80).collect()));
-    }
+    check_name(name)?;
     if let Some(id) = id {
         let _ = writeln!(out, "id: {}", id.get());
     }
@@ -74,9 +75,7 @@ pub fn write_json_event(
     data: &serde_json::Value,
 ) -> Result<(), FrameError> {
     use std::io::Write as _;
-    if !name_ok(name) {
-        return Err(FrameError::InvalidName(name.chars().take(80).collect()));
-    }
+    check_name(name)?;
     if let Some(id) = id {
         let _ = writeln!(out, "id: {}", id.get());
     }

@@ -42,8 +42,7 @@ pub(super) struct Committer {
     /// nothing unless the run's epoch is the writer's ($1 task, $2 key, $3 record, $4 epoch).
     pub(super) lone_step: Statement,
     /// A group of one run's events only (queued emits), every batch fenced by the run's
-    /// epoch: one statement that fences, numbers, writes and notifies them all ($1 task,
-    /// $2 epoch, $3 key, $4 names, $5 payloads as JSON texts, $6 channel, $7 owner).
+    /// epoch: `event_run.sql`, one statement that fences, numbers, writes and notifies them.
     pub(super) event_run: Statement,
     /// The schema's notification channel.
     pub(super) channel: String,

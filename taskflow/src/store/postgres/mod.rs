@@ -243,25 +243,7 @@ impl PgStore {
             .await
             .map_err(|e| config.error(format!("cannot prepare the commit: {}", reason(&e))))?;
         let event_run = writer
-            .prepare(&format!(
-                "WITH fence AS ( \
-                     SELECT id FROM {schema}.runs WHERE id = $1 AND epoch = $2 FOR UPDATE \
-                 ), counted AS ( \
-                     INSERT INTO {schema}.keys AS k (ik, last_seq) \
-                     SELECT $3::text, cardinality($4::text[]) FROM fence \
-                     ON CONFLICT (ik) DO UPDATE SET last_seq = k.last_seq + EXCLUDED.last_seq \
-                     RETURNING last_seq \
-                 ), written AS ( \
-                     INSERT INTO {schema}.events (ik, seq, task, name, data) \
-                     SELECT $3::text, counted.last_seq - cardinality($4::text[]) + e.ord, $1, e.name, e.data::json \
-                     FROM counted, unnest($4::text[], $5::text[]) WITH ORDINALITY AS e(name, data, ord) \
-                     RETURNING seq \
-                 ), notified AS ( \
-                     SELECT pg_notify($6::text, json_build_object('o', $7::text, 'k', $3::text, \
-                         'f', min(seq), 'l', max(seq))::text) FROM written HAVING count(*) > 0 \
-                 ) \
-                 SELECT (SELECT last_seq FROM counted), (SELECT count(*) FROM notified)"
-            ))
+            .prepare(&include_str!("event_run.sql").replace("{s}", &schema))
             .await
             .map_err(|e| config.error(format!("cannot prepare the commit: {}", reason(&e))))?;
         let shared = Arc::new(Shared {
