@@ -5,8 +5,8 @@
 //! 2. emit-to-client latency with 1,000 concurrent SSE subscribers, against a raw
 //!    `tokio::sync::broadcast` fan-out to 1,000 receivers plus a raw redb commit
 //!    (target p99 ≤ 1.5 × (broadcast p99 + commit p99));
-//! 3. server memory per idle SSE connection, measured on the demo server process
-//!    (target ≤ 64 KiB; issue 9: ≤ 12 KiB);
+//! 3. server memory per idle SSE connection, measured on the demo server process, which runs on
+//!    jemalloc (target ≤ 64 KiB; issue 9: ≤ 12 KiB);
 //! 4. live burst: one task emitting 100,000 small events as fast as it can to one SSE client
 //!    over a real socket: events/s received and fsyncs per 1,000 events (targets ≥ 100,000/s
 //!    and ≤ 10), with raw axum streaming pre-made frames as the ceiling;
