@@ -22,12 +22,18 @@ async fn group_commit_64_tasks_x_100_steps_share_fsyncs() {
     let lone = flow.start(scripted, Script::new("gc-lone")).await.unwrap();
     flow.wait(&lone).await.unwrap();
     let s0 = probe_io.syncs();
+    let (w0, b0) = (probe_io.writes(), probe_io.written_bytes());
     let c0 = flow.metrics().wal_commits;
     let single = flow
         .start(scripted, Script::new("gc-single"))
         .await
         .unwrap();
     flow.wait(&single).await.unwrap();
+    let (writes, bytes) = (probe_io.writes() - w0, probe_io.written_bytes() - b0);
+    assert!(
+        writes > 0 && bytes >= 4096,
+        "a committed run rewrote at least one 4 KiB B-tree page: {writes} writes, {bytes} bytes"
+    );
     let syncs_per_commit =
         (probe_io.syncs() - s0) as f64 / (flow.metrics().wal_commits - c0) as f64;
 

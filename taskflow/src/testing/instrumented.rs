@@ -24,6 +24,7 @@ const ENOSPC: i32 = 28;
 struct ProbeState {
     syncs: AtomicU64,
     writes: AtomicU64,
+    written_bytes: AtomicU64,
     /// Every `read`, `write`, `set_len` and `sync_data` call so far.
     operations: AtomicU64,
     /// The operation index that fails with EIO (`u64::MAX`: none), and whether every later
@@ -43,6 +44,7 @@ impl Default for ProbeState {
         Self {
             syncs: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            written_bytes: AtomicU64::new(0),
             operations: AtomicU64::new(0),
             fail_at: AtomicU64::new(u64::MAX),
             fail_sticky: AtomicBool::new(false),
@@ -94,6 +96,13 @@ impl BackendProbe {
     #[must_use]
     pub fn writes(&self) -> u64 {
         self.0.writes.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of the completed `write` calls: what the commits handed to the file system for
+    /// their fsyncs to make durable.
+    #[must_use]
+    pub fn written_bytes(&self) -> u64 {
+        self.0.written_bytes.load(Ordering::SeqCst)
     }
 
     /// Makes the next `sync_data` (only that one) fail with an I/O error: the disk works
@@ -238,6 +247,10 @@ impl StorageBackend for InstrumentedBackend {
         self.probe.check()?;
         self.file.write(offset, data)?;
         self.probe.0.writes.fetch_add(1, Ordering::SeqCst);
+        self.probe
+            .0
+            .written_bytes
+            .fetch_add(data.len() as u64, Ordering::SeqCst);
         Ok(())
     }
 
