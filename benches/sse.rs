@@ -392,9 +392,23 @@ async fn burst_over_http(flow: &TaskFlow) -> f64 {
     f64::from(BURST_EVENTS) / took.as_secs_f64()
 }
 
+/// What the many-streams phase measured besides its latencies.
+struct StreamsOutcome {
+    latency: Histogram<u64>,
+    lost: u64,
+    /// Bytes and `write` calls the commits handed to the file system, per commit.
+    bytes_per_commit: f64,
+    writes_per_commit: f64,
+}
+
 /// Many streams: `STREAMS` runs, each emitting every 100 ms to its own client.
-async fn many_streams(flow: &TaskFlow, addr: std::net::SocketAddr) -> (Histogram<u64>, u64) {
+async fn many_streams(
+    flow: &TaskFlow,
+    probe: &taskflow::testing::BackendProbe,
+    addr: std::net::SocketAddr,
+) -> StreamsOutcome {
     let before = flow.metrics();
+    let (bytes_before, writes_before) = (probe.written_bytes(), probe.writes());
     let gate = *START.borrow() + 1;
     let mut paths = Vec::new();
     for run in 0..STREAMS {
@@ -426,13 +440,21 @@ async fn many_streams(flow: &TaskFlow, addr: std::net::SocketAddr) -> (Histogram
         .map(|r| u64::from(STREAM_EVENTS).saturating_sub(*r))
         .sum();
     let after = flow.metrics();
-    let commits = after.wal_commits - before.wal_commits;
+    let commits = (after.wal_commits - before.wal_commits).max(1) as f64;
+    let outcome = StreamsOutcome {
+        latency: hist,
+        lost,
+        bytes_per_commit: (probe.written_bytes() - bytes_before) as f64 / commits,
+        writes_per_commit: (probe.writes() - writes_before) as f64 / commits,
+    };
     eprintln!(
-        "[5] {commits} commits: {:.1} batches per commit, {:.0} µs per commit on average",
-        (after.wal_batches - before.wal_batches) as f64 / commits.max(1) as f64,
-        (after.wal_commit_micros - before.wal_commit_micros) as f64 / commits.max(1) as f64
+        "[5] {commits} commits: {:.1} batches, {:.1} KiB in {:.1} writes and {:.0} µs per commit on average",
+        (after.wal_batches - before.wal_batches) as f64 / commits,
+        outcome.bytes_per_commit / 1024.0,
+        outcome.writes_per_commit,
+        (after.wal_commit_micros - before.wal_commit_micros) as f64 / commits
     );
-    (hist, lost)
+    outcome
 }
 
 /// Raw axum on the same cadence: `STREAMS` sockets, each fed pre-made stamped frames every
@@ -475,15 +497,24 @@ fn raw_stream_body(gate: u32, phase_ms: u64) -> Body {
     Body::from_stream(futures_util::StreamExt::chain(ready, ticks))
 }
 
-/// Raw `fdatasync` of one 4 KiB page, on the same file system.
-fn fdatasync_baseline(dir: &std::path::Path) -> Histogram<u64> {
-    use std::io::{Seek, Write};
+/// Raw `fdatasync` after rewriting `pages` 4 KiB pages scattered over a 16 MiB file (one page:
+/// the baseline of the latency target; a commit's page count: what its fsync alone costs).
+fn fdatasync_baseline(dir: &std::path::Path, pages: u64) -> Histogram<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    const FILE_PAGES: u64 = 4096;
     let mut file = std::fs::File::create(dir.join("fdatasync.bin")).expect("file");
+    file.set_len(FILE_PAGES * 4096).expect("size");
+    file.sync_all().expect("fsync");
     let page = vec![1u8; 4096];
     let mut h = hist();
+    // A fixed stride through the file: every round lands on other pages, none on a neighbour.
+    let mut at = 0u64;
     for _ in 0..500 {
-        file.rewind().expect("seek");
-        file.write_all(&page).expect("write");
+        for _ in 0..pages {
+            at = (at + 997) % FILE_PAGES;
+            file.seek(SeekFrom::Start(at * 4096)).expect("seek");
+            file.write_all(&page).expect("write");
+        }
         let t = Instant::now();
         file.sync_data().expect("fdatasync");
         h.record(u64::try_from(t.elapsed().as_micros()).expect("fits").max(1))
@@ -706,8 +737,12 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
+        // Instrumented only to count the bytes the many-streams commits write.
+        let flow_dir = dir.path().join("flow");
+        let (backend, probe) =
+            taskflow::testing::InstrumentedBackend::create(&flow_dir).expect("instrumented backend");
         let flow = TaskFlow::builder()
-            .data_dir(dir.path().join("flow"))
+            .storage_backend(&flow_dir, backend)
             .register(emitter)
             .payload_limit(1024 * 1024)
             .max_concurrent(STREAMS + 10)
@@ -779,9 +814,12 @@ fn main() {
             None
         };
         let streams = if phases.has("streams") {
-            let (streams, lost) = many_streams(&flow, addr).await;
+            let outcome = many_streams(&flow, &probe, addr).await;
             let raw_streams = raw_many_streams(addr).await;
-            Some((streams, lost, raw_streams, fdatasync_baseline(dir.path())))
+            let pages = (outcome.bytes_per_commit / 4096.0).round().max(1.0) as u64;
+            let fdatasync = fdatasync_baseline(dir.path(), 1);
+            let commit_sized = fdatasync_baseline(dir.path(), pages);
+            Some((outcome, raw_streams, fdatasync, (pages, commit_sized)))
         } else {
             None
         };
@@ -855,7 +893,8 @@ fn main() {
                 "| live burst on PostgreSQL: commit round trips per 1,000 events | {pg_commits:.1} | | | |"
             );
         }
-        if let Some((streams, lost, raw_streams, fdatasync)) = streams {
+        if let Some((outcome, raw_streams, fdatasync, (pages, commit_sized))) = streams {
+            let (streams, lost) = (outcome.latency, outcome.lost);
             let (s50, s99) = (streams.value_at_quantile(0.5), streams.value_at_quantile(0.99));
             let (d50, d99) = (fdatasync.value_at_quantile(0.5), fdatasync.value_at_quantile(0.99));
             println!(
@@ -871,6 +910,13 @@ fn main() {
                 raw_streams.value_at_quantile(0.5),
                 raw_streams.value_at_quantile(0.99),
                 s99 as f64 / raw_streams.value_at_quantile(0.99) as f64
+            );
+            println!(
+                "| {STREAMS} streams: bytes a commit writes | {:.1} KiB in {:.1} writes | fdatasync after {pages} scattered pages: p50 {} µs, p99 {} µs | | (context) |",
+                outcome.bytes_per_commit / 1024.0,
+                outcome.writes_per_commit,
+                commit_sized.value_at_quantile(0.5),
+                commit_sized.value_at_quantile(0.99)
             );
             println!(
                 "| {STREAMS} streams: events lost | {lost} of {} | | | 0 |",
