@@ -693,7 +693,19 @@ async fn memory_per_connection(dir: &std::path::Path) -> Option<f64> {
     Some(after.saturating_sub(before) as f64 / SUBSCRIBERS as f64)
 }
 
+/// Raises the open-files limit when the soft one is below what the subscribers need.
 fn raise_fd_limit() {
+    let needed = SUBSCRIBERS * 2 + 100;
+    // The soft limit now, from the `Max open files` row of /proc/self/limits.
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let row = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            row.split_whitespace().nth(3)?.parse::<usize>().ok()
+        });
+    if soft.is_some_and(|soft| soft >= needed) {
+        return;
+    }
     let pid = std::process::id().to_string();
     let status = std::process::Command::new("prlimit")
         .args(["--pid", &pid, "--nofile=65536:65536"])
@@ -701,8 +713,7 @@ fn raise_fd_limit() {
     match status {
         Ok(s) if s.success() => eprintln!("fd limit raised to 65536"),
         _ => eprintln!(
-            "could not raise the fd limit (prlimit); {SUBSCRIBERS} subscribers need ~{} fds",
-            SUBSCRIBERS * 2 + 100
+            "could not raise the fd limit (prlimit) above {soft:?}; {SUBSCRIBERS} subscribers need ~{needed} fds"
         ),
     }
 }
