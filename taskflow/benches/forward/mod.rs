@@ -8,58 +8,55 @@ use std::process::{Command, ExitCode};
 /// did.
 pub fn run(name: &str, needs_demo: bool) -> ExitCode {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let status = |command: &mut Command| {
-        command
-            .current_dir(workspace)
+    // Runs one cargo command in the workspace; `Err` says what failed.
+    let cargo_step = |args: &[&str], what: &str| -> Result<(), String> {
+        let status = Command::new(&cargo)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(args)
             .status()
-            .map_err(|e| format!("could not run {cargo}: {e}"))
-    };
-    if needs_demo {
-        // The memory phase measures the demo server process.
-        match status(Command::new(&cargo).args([
-            "build",
-            "--release",
-            "-p",
-            "taskflow-tests",
-            "--all-features",
-            "--example",
-            "demo",
-        ])) {
-            Ok(s) if s.success() => {}
-            Ok(s) => {
-                eprintln!("building the demo for the {name} benchmark failed: {s}");
-                return ExitCode::FAILURE;
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
+            .map_err(|e| format!("could not run {cargo}: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{what} failed: {status}"))
         }
-    }
+    };
+    // The memory phase measures the demo server process.
+    let demo = [
+        "build",
+        "--release",
+        "-p",
+        "taskflow-tests",
+        "--all-features",
+        "--example",
+        "demo",
+    ];
     // cargo hands a benchmark `--bench`; the inner `cargo bench` adds its own.
     let passed: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let mut bench = Command::new(&cargo);
-    bench
-        .args([
-            "bench",
-            "-p",
-            "taskflow-tests",
-            "--all-features",
-            "--bench",
-            name,
-        ])
-        .arg("--")
-        .args(passed);
-    match status(&mut bench) {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        Ok(s) => {
-            eprintln!("the {name} benchmark failed: {s}");
-            ExitCode::FAILURE
-        }
+    let mut bench = vec![
+        "bench",
+        "-p",
+        "taskflow-tests",
+        "--all-features",
+        "--bench",
+        name,
+        "--",
+    ];
+    bench.extend(passed.iter().map(String::as_str));
+    let outcome = if needs_demo {
+        cargo_step(
+            &demo,
+            &format!("building the demo for the {name} benchmark"),
+        )
+    } else {
+        Ok(())
+    }
+    .and_then(|()| cargo_step(&bench, &format!("the {name} benchmark")));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
