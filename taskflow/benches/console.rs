@@ -1,5 +1,5 @@
-//! `cargo bench -p taskflow --bench console`: the operator console over 100,000 runs (the benchmark itself is
-//! `benches/console.rs` at the workspace root, in the `taskflow-tests` package).
+//! `cargo bench -p taskflow --bench console`: the operator console over 100,000 runs (the benchmark
+//! itself is `benches/console.rs` at the workspace root, in the `taskflow-tests` package).
 
 mod forward;
 

@@ -1,5 +1,5 @@
-//! `cargo bench -p taskflow --bench sse`: the SSE bridge against raw axum and a raw fdatasync (the benchmark itself is
-//! `benches/sse.rs` at the workspace root, in the `taskflow-tests` package).
+//! `cargo bench -p taskflow --bench sse`: the SSE bridge against raw axum and a raw fdatasync (the
+//! benchmark itself is `benches/sse.rs` at the workspace root, in the `taskflow-tests` package).
 
 mod forward;
 

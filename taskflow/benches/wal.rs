@@ -1,5 +1,5 @@
-//! `cargo bench -p taskflow --bench wal`: the write-ahead log against raw redb (the benchmark itself is
-//! `benches/wal.rs` at the workspace root, in the `taskflow-tests` package).
+//! `cargo bench -p taskflow --bench wal`: the write-ahead log against raw redb (the benchmark
+//! itself is `benches/wal.rs` at the workspace root, in the `taskflow-tests` package).
 
 mod forward;
 
