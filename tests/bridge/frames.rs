@@ -149,7 +149,10 @@ async fn a_replay_goes_out_in_few_writes_of_many_frames() {
     s.shutdown().await;
 }
 
-/// The SSE body of `execute_task(count, input)` with a 100 ms keep-alive.
+/// The keep-alive period of [`body_with_fast_keep_alive`].
+const FAST_KEEP_ALIVE: Duration = Duration::from_millis(100);
+
+/// The SSE body of `execute_task(count, input)` with a [`FAST_KEEP_ALIVE`] keep-alive.
 async fn body_with_fast_keep_alive(
     s: &Server,
     input: CountIn,
@@ -159,7 +162,7 @@ async fn body_with_fast_keep_alive(
         .execute_task(
             count,
             input,
-            taskflow::ExecuteTaskSettings::default().keep_alive(Duration::from_millis(100)),
+            taskflow::ExecuteTaskSettings::default().keep_alive(FAST_KEEP_ALIVE),
         )
         .await;
     axum::response::IntoResponse::into_response(response)
@@ -167,20 +170,44 @@ async fn body_with_fast_keep_alive(
         .into_data_stream()
 }
 
-/// Reads `body` into `text` until `done(text)`; fails after 5 s without a chunk.
+/// Reads `body` into `text` until `done(text)`; fails after 5 s without a chunk. Returns each
+/// chunk with the moment it arrived: the body is polled right here, so that is the moment the
+/// bridge wrote it.
 async fn read_until(
     body: &mut (impl futures_util::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin),
     text: &mut String,
     done: impl Fn(&str) -> bool,
-) {
+) -> Vec<(tokio::time::Instant, String)> {
     use futures_util::StreamExt;
+    let mut chunks = Vec::new();
     while !done(text) {
         let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
             .await
             .expect("nothing within 5 s")
             .expect("the stream ended first")
             .unwrap();
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        let chunk = std::str::from_utf8(&chunk).unwrap().to_owned();
+        text.push_str(&chunk);
+        chunks.push((tokio::time::Instant::now(), chunk));
+    }
+    chunks
+}
+
+/// Every `: hb` in `chunks` came after at least `FAST_KEEP_ALIVE` (less a scheduling margin)
+/// in which nothing was written: a keep-alive answers silence, never a schedule. Whether the
+/// run had such a silence (a slow fsync can hold an event back) is the disk's business, so the
+/// rule is checked per keep-alive rather than by counting them.
+fn assert_keep_alives_follow_silence(chunks: &[(tokio::time::Instant, String)]) {
+    let margin = Duration::from_millis(20);
+    for pair in chunks.windows(2) {
+        let ((before, _), (at, chunk)) = (&pair[0], &pair[1]);
+        if chunk.contains(": hb") {
+            let quiet = at.duration_since(*before);
+            assert!(
+                quiet + margin >= FAST_KEEP_ALIVE,
+                "a keep-alive {quiet:?} after the previous write: {chunks:?}"
+            );
+        }
     }
 }
 
@@ -213,9 +240,10 @@ async fn a_silent_stream_gets_keep_alive_comments() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_that_keeps_sending_gets_no_keep_alive() {
+async fn a_stream_that_keeps_sending_gets_keep_alives_only_after_silence() {
     let s = server().await;
-    // A tick every 30 ms for ~600 ms, with a 100 ms keep-alive: never 100 ms of silence.
+    // A tick every 30 ms for ~600 ms, with a 100 ms keep-alive: a keep-alive on a schedule
+    // would fall within 30 ms of a tick; one that answers silence comes only after a stall.
     let input = CountIn {
         tag: "fr-busy".into(),
         n: 20,
@@ -224,12 +252,9 @@ async fn a_stream_that_keeps_sending_gets_no_keep_alive() {
     };
     let mut body = body_with_fast_keep_alive(&s, input).await;
     let mut text = String::new();
-    read_until(&mut body, &mut text, |t| t.contains("event: completed")).await;
+    let chunks = read_until(&mut body, &mut text, |t| t.contains("event: completed")).await;
     assert_eq!(text.matches("event: tick").count(), 20, "{text}");
-    assert!(
-        !text.contains(": hb"),
-        "a keep-alive came while events flowed: {text}"
-    );
+    assert_keep_alives_follow_silence(&chunks);
     // And silence after events still gets its keep-alive (the timer is rearmed, not lost).
     let input = CountIn {
         tag: "fr-busy-then-idle".into(),
@@ -240,10 +265,11 @@ async fn a_stream_that_keeps_sending_gets_no_keep_alive() {
     };
     let mut body = body_with_fast_keep_alive(&s, input).await;
     let mut text = String::new();
-    read_until(&mut body, &mut text, |t| t.contains(": hb")).await;
-    let last_tick = text.rfind("event: tick").expect("ticks came first");
-    assert_eq!(text.matches("event: tick").count(), 5, "{text}");
-    assert!(text.find(": hb").unwrap() > last_tick, "{text}");
+    let chunks = read_until(&mut body, &mut text, |t| {
+        t.matches("event: tick").count() == 5 && t.rfind(": hb") > t.rfind("event: tick")
+    })
+    .await;
+    assert_keep_alives_follow_silence(&chunks);
     gate("fr-busy-then-idle").release.send_replace(true);
     drop(body);
     s.shutdown().await;
