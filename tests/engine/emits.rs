@@ -192,15 +192,37 @@ async fn a_stopped_attempts_queued_emits_never_reach_the_log_after_the_stop() {
     p.wait_progress(10).await;
     flow.stop(&run.idempotency_key, None).await.unwrap();
     wait_status(&flow, &run.idempotency_key, |s| s == TaskState::Suspended).await;
-    // Let anything still queued drain, then read the whole log.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The handler queues nothing once one of its emits failed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while p.after_stop.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the handler never saw the stop"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A barrier instead of a wait: the store commits batches in the order they were queued, so
+    // once another run has finished, everything the stopped attempt queued was committed or
+    // refused.
+    let barrier = BurstIn {
+        tag: "emit-stop-barrier".into(),
+        n: 1,
+        ..BurstIn::default()
+    };
+    let barrier = flow.start(burst, barrier).await.unwrap();
+    flow.wait(&barrier).await.unwrap();
+    let last = flow.status(&run.idempotency_key).await.unwrap().last_seq;
     let mut sub = flow
         .subscribe(&run.idempotency_key, SubscribeFrom::Start)
         .await
         .unwrap();
-    let mut events = Vec::new();
-    // A suspended run's stream does not end: read what the log holds.
-    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
+    let mut events: Vec<StoredEvent> = Vec::new();
+    // A suspended run's stream does not end: read up to the log's last seq.
+    while events.last().is_none_or(|e| e.seq < last) {
+        let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
+            .await
+            .expect("the log's events come")
+            .expect("the stream stays open");
         events.push(e.unwrap());
     }
     assert_gapless(&events, 1);
