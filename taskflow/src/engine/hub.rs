@@ -3,7 +3,7 @@
 //! notifications).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,12 +49,30 @@ pub(crate) struct Resync {
     polling: bool,
 }
 
+/// A commit's events for one key's followers, with the key's channel.
+type Delivery = (broadcast::Sender<Arc<SharedEvent>>, Vec<Arc<SharedEvent>>);
+
+/// Up to this many followers of a key are woken by the thread that reports the commit;
+/// a key with more goes through [`fan_out`]. One follower gains nothing from the extra hop
+/// (it cost the 500-stream bench, one follower per key, ~100 µs at p50).
+const DIRECT_WAKES: usize = 4;
+
+/// The queue of [`fan_out`] and how many deliveries it holds that are not broadcast yet.
+#[derive(Debug)]
+struct FanOut {
+    queue: mpsc::UnboundedSender<Delivery>,
+    queued: Arc<AtomicUsize>,
+}
+
 /// One broadcast channel per key that has live subscribers.
 #[derive(Debug)]
 pub(crate) struct Hub {
     /// `None` once the flow shuts down: the senders are dropped, so every follower ends after
-    /// what was broadcast to it, and a later follower ends at once.
+    /// what was broadcast to it (deliveries still queued included), and a later follower ends
+    /// at once.
     channels: Mutex<Option<HashMap<IdempotencyKey, broadcast::Sender<Arc<SharedEvent>>>>>,
+    /// `None` outside a runtime, where every commit is broadcast where it is reported.
+    fan_out: Option<FanOut>,
     resync: watch::Sender<Resync>,
     /// Whether the store is shared: only then can commits happen that were not broadcast
     /// here, and followers watch `resync` too.
@@ -104,11 +122,19 @@ impl Live {
 }
 
 impl Hub {
-    /// A hub, and the receiver of the runs other processes change.
+    /// A hub, and the receiver of the runs other processes change. Inside a tokio runtime
+    /// it spawns its [`fan_out`] task, which ends with the hub.
     pub(crate) fn new() -> (Self, mpsc::UnboundedReceiver<TaskId>) {
         let (changed_elsewhere, changes) = mpsc::unbounded_channel();
+        let fan_out = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let (queue, deliveries) = mpsc::unbounded_channel();
+            let queued = Arc::new(AtomicUsize::new(0));
+            runtime.spawn(fan_out(deliveries, queued.clone()));
+            FanOut { queue, queued }
+        });
         let hub = Self {
             channels: Mutex::new(Some(HashMap::new())),
+            fan_out,
             resync: watch::channel(Resync::default()).0,
             shared: AtomicBool::new(false),
             changed_elsewhere,
@@ -155,6 +181,8 @@ impl Hub {
 
 impl CommitListener for Hub {
     fn committed(&self, ik: &IdempotencyKey, events: &[&StoredEvent]) {
+        // Under the lock, so commits reported on two threads (a shared store's committer and
+        // listener) are broadcast, or queued, in the order they took it.
         let mut channels = lock(&self.channels);
         let Some(channels) = channels.as_mut() else {
             return;
@@ -162,12 +190,32 @@ impl CommitListener for Hub {
         let Some(tx) = channels.get(ik) else {
             return;
         };
-        for event in events {
-            if tx.send(SharedEvent::new((*event).clone())).is_err() {
-                channels.remove(ik);
-                return;
-            }
+        let followers = tx.receiver_count();
+        if followers == 0 {
+            channels.remove(ik);
+            return;
         }
+        let events = events.iter().map(|e| SharedEvent::new((*e).clone()));
+        let delivery = (tx.clone(), events.collect());
+        let delivery = match &self.fan_out {
+            // Woken from here only when nothing is still queued, so no event overtakes one
+            // committed before it.
+            Some(fan_out)
+                if followers > DIRECT_WAKES || fan_out.queued.load(Ordering::Acquire) > 0 =>
+            {
+                fan_out.queued.fetch_add(1, Ordering::AcqRel);
+                match fan_out.queue.send(delivery) {
+                    Ok(()) => return,
+                    // The runtime is gone, and the task with it.
+                    Err(mpsc::error::SendError(delivery)) => {
+                        fan_out.queued.fetch_sub(1, Ordering::AcqRel);
+                        delivery
+                    }
+                }
+            }
+            _ => delivery,
+        };
+        broadcast_all(delivery);
     }
 
     fn wants(&self, ik: &IdempotencyKey) -> bool {
@@ -193,5 +241,93 @@ impl CommitListener for Hub {
             }
             was != r.polling
         });
+    }
+}
+
+/// Broadcasts the queued commits of keys with many followers, in order. The store reports
+/// commits on its own thread (the redb committer) or task; broadcasting here, on a runtime
+/// worker, puts the followers' wake-ups on that worker's run queue instead of sending each
+/// of them across threads into the runtime's shared queue (BENCHMARKS.md, issue 9, fourth
+/// session: 1,000 followers of one key).
+async fn fan_out(mut deliveries: mpsc::UnboundedReceiver<Delivery>, queued: Arc<AtomicUsize>) {
+    while let Some(delivery) = deliveries.recv().await {
+        broadcast_all(delivery);
+        queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn broadcast_all((tx, events): Delivery) {
+    for event in events {
+        // No follower left: the next commit removes the channel.
+        if tx.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Seq;
+
+    fn event(seq: u64) -> StoredEvent {
+        StoredEvent {
+            seq: Seq(seq),
+            name: "tick".into(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    fn try_seq(live: &mut Live) -> Option<u64> {
+        live.events.try_recv().ok().map(|e| e.event.seq.0)
+    }
+
+    /// A key whose followers shrink below `DIRECT_WAKES` while a commit of it is still queued
+    /// waits behind it; once the queue is empty, commits are broadcast in place again. (The
+    /// test's runtime has one thread: the fan-out task runs only when the test awaits.)
+    #[tokio::test]
+    async fn a_commit_never_overtakes_one_still_queued() {
+        let (hub, _changes) = Hub::new();
+        let queued = || {
+            hub.fan_out
+                .as_ref()
+                .map(|f| f.queued.load(Ordering::Acquire))
+        };
+        let ik = IdempotencyKey::from_trusted("k".into());
+        let mut first = hub.receiver(&ik);
+        let crowd: Vec<Live> = (0..DIRECT_WAKES).map(|_| hub.receiver(&ik)).collect();
+        hub.committed(&ik, &[&event(1)]);
+        assert_eq!((try_seq(&mut first), queued()), (None, Some(1)), "queued");
+        drop(crowd);
+        hub.committed(&ik, &[&event(2)]);
+        assert_eq!(
+            (try_seq(&mut first), queued()),
+            (None, Some(2)),
+            "behind the first"
+        );
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            match tokio::time::timeout(Duration::from_secs(10), first.next()).await {
+                Ok(Woken::Event(Ok(shared))) => got.push(shared.event.seq.0),
+                _ => panic!("after {got:?}: no event"),
+            }
+        }
+        assert_eq!((got, queued()), (vec![1, 2], Some(0)));
+        hub.committed(&ik, &[&event(3)]);
+        assert_eq!(try_seq(&mut first), Some(3), "broadcast in place");
+    }
+
+    /// Outside a runtime there is no task: commits are broadcast where they are reported.
+    #[test]
+    fn without_a_runtime_commits_are_broadcast_in_place() {
+        let (hub, _changes) = Hub::new();
+        assert!(hub.fan_out.is_none());
+        let ik = IdempotencyKey::from_trusted("k".into());
+        let mut followers: Vec<Live> = (0..=DIRECT_WAKES).map(|_| hub.receiver(&ik)).collect();
+        hub.committed(&ik, &[&event(1), &event(2)]);
+        for live in &mut followers {
+            assert_eq!(live.events.try_recv().map(|e| e.event.seq.0), Ok(1));
+            assert_eq!(live.events.try_recv().map(|e| e.event.seq.0), Ok(2));
+        }
     }
 }
