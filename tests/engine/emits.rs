@@ -193,14 +193,10 @@ async fn a_stopped_attempts_queued_emits_never_reach_the_log_after_the_stop() {
     flow.stop(&run.idempotency_key, None).await.unwrap();
     wait_status(&flow, &run.idempotency_key, |s| s == TaskState::Suspended).await;
     // The handler queues nothing once one of its emits failed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while p.after_stop.lock().unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the handler never saw the stop"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("the handler saw the stop", async || {
+        !p.after_stop.lock().unwrap().is_empty()
+    })
+    .await;
     // A barrier instead of a wait: the store commits batches in the order they were queued, so
     // once another run has finished, everything the stopped attempt queued was committed or
     // refused.
