@@ -16,6 +16,8 @@
 //!    axum pushing pre-made frames on the same cadence to 500 sockets is the floor of this
 //!    load generator, and one loop appending and fdatasyncing the same 5,000 events/s to a
 //!    plain file is the durable floor of this disk (what no durable stream can beat here);
+//!    the same load then runs on a second flow with the event journal (experimental, opt-in)
+//!    against the same baselines;
 //! 6. the live burst of 4. on the PostgreSQL store (a schema of its own, dropped after):
 //!    events/s and commit round trips per 1,000 events.
 //!
@@ -411,14 +413,17 @@ struct StreamsOutcome {
     writes_per_commit: f64,
 }
 
-/// Many streams: `STREAMS` runs, each emitting every 100 ms to its own client.
+/// Many streams: `STREAMS` runs, each emitting every 100 ms to its own client, on the flow
+/// whose routes are under `prefix` (the probe counts what its database file is written).
 async fn many_streams(
     flow: &TaskFlow,
-    probe: &taskflow::testing::BackendProbe,
+    probe: Option<&taskflow::testing::BackendProbe>,
     addr: std::net::SocketAddr,
+    prefix: &str,
 ) -> StreamsOutcome {
     let before = flow.metrics();
-    let (bytes_before, writes_before) = (probe.written_bytes(), probe.writes());
+    let written = || probe.map_or((0, 0), |p| (p.written_bytes(), p.writes()));
+    let (bytes_before, writes_before) = written();
     let gate = *START.borrow() + 1;
     let mut paths = Vec::new();
     for run in 0..STREAMS {
@@ -436,11 +441,11 @@ async fn many_streams(
             )
             .await
             .expect("start");
-        paths.push(format!("/api/tasks/{}/events", handle.idempotency_key));
+        paths.push(format!("{prefix}/tasks/{}/events", handle.idempotency_key));
     }
     let (hist, received) = measure_clients_on(addr, &paths, || async {
         eprintln!(
-            "[5] {STREAMS} streams attached; each emits {STREAM_EVENTS} events, 100 ms apart"
+            "[5] {prefix}: {STREAMS} streams attached; each emits {STREAM_EVENTS} events, 100 ms apart"
         );
         next_start();
     })
@@ -451,11 +456,12 @@ async fn many_streams(
         .sum();
     let after = flow.metrics();
     let commits = (after.wal_commits - before.wal_commits).max(1) as f64;
+    let (bytes_after, writes_after) = written();
     let outcome = StreamsOutcome {
         latency: hist,
         lost,
-        bytes_per_commit: (probe.written_bytes() - bytes_before) as f64 / commits,
-        writes_per_commit: (probe.writes() - writes_before) as f64 / commits,
+        bytes_per_commit: (bytes_after - bytes_before) as f64 / commits,
+        writes_per_commit: (writes_after - writes_before) as f64 / commits,
     };
     eprintln!(
         "[5] {commits} commits: {:.1} batches, {:.1} KiB in {:.1} writes and {:.0} µs per commit on average",
@@ -744,10 +750,23 @@ fn main() {
             .build()
             .await
             .expect("build");
+        // The same store with the event journal in front of it, for the many-streams phase.
+        let journaled = TaskFlow::builder()
+            .data_dir(dir.path().join("flow-journal"))
+            .event_journal(true)
+            .register(emitter)
+            .max_concurrent(STREAMS + 10)
+            .build()
+            .await
+            .expect("build the journaled flow");
         let (fan_tx, _) = tokio::sync::broadcast::channel::<Bytes>(1024);
         let fan_for_route = fan_tx.clone();
         let app = axum::Router::new()
             .nest("/api", taskflow::axum::routes_with(flow.clone(), taskflow::axum::Anonymous::AsService))
+            .nest(
+                "/journal/api",
+                taskflow::axum::routes_with(journaled.clone(), taskflow::axum::Anonymous::AsService),
+            )
             .route("/raw", axum::routing::get(|| async { raw_frames() }))
             .route(
                 "/raw-stream/{gate}/{phase}",
@@ -809,8 +828,9 @@ fn main() {
             None
         };
         let streams = if phases.has("streams") {
-            let outcome = many_streams(&flow, &probe, addr).await;
+            let outcome = many_streams(&flow, Some(&probe), addr, "/api").await;
             let raw_streams = raw_many_streams(addr).await;
+            let with_journal = many_streams(&journaled, None, addr, "/journal/api").await;
             let pages = (outcome.bytes_per_commit / 4096.0).round().max(1.0) as u64;
             let fdatasync = disk::fdatasync_baseline(dir.path(), 1, hist());
             let commit_sized = disk::fdatasync_baseline(dir.path(), pages, hist());
@@ -842,12 +862,13 @@ fn main() {
                 })
                 .min_by_key(|(h, _)| h.value_at_quantile(0.99))
                 .expect("spacings");
-            Some((outcome, raw_streams, fdatasync, (pages, commit_sized), floor))
+            Some((outcome, raw_streams, with_journal, fdatasync, (pages, commit_sized), floor))
         } else {
             None
         };
         server.abort();
         flow.shutdown().await.expect("shutdown");
+        journaled.shutdown().await.expect("shutdown the journaled flow");
 
         println!();
         println!("## SSE bridge results (baselines measured in this run)");
@@ -916,8 +937,14 @@ fn main() {
                 "| live burst on PostgreSQL: commit round trips per 1,000 events | {pg_commits:.1} | | | |"
             );
         }
-        if let Some((outcome, raw_streams, fdatasync, (pages, commit_sized), (floor, spacing))) =
-            streams
+        if let Some((
+            outcome,
+            raw_streams,
+            with_journal,
+            fdatasync,
+            (pages, commit_sized),
+            (floor, spacing),
+        )) = streams
         {
             let (streams, lost) = (outcome.latency, outcome.lost);
             let (s50, s99) = (streams.value_at_quantile(0.5), streams.value_at_quantile(0.99));
@@ -951,6 +978,26 @@ fn main() {
             );
             println!(
                 "| {STREAMS} streams: events lost | {lost} of {} | | | 0 |",
+                STREAMS as u64 * u64::from(STREAM_EVENTS)
+            );
+            let journal = &with_journal.latency;
+            let (j50, j99) = (journal.value_at_quantile(0.5), journal.value_at_quantile(0.99));
+            println!(
+                "| {STREAMS} streams with the event journal: emit→client p50 | {j50} µs | fdatasync p50 {d50} µs | | |"
+            );
+            println!(
+                "| {STREAMS} streams with the event journal: emit→client p99 | {j99} µs | fdatasync p99 {d99} µs + 1 ms = {} µs | {:.2}× | ≤ 1.0× |",
+                d99 + 1000,
+                j99 as f64 / (d99 + 1000) as f64
+            );
+            println!(
+                "| {STREAMS} streams with the event journal: p99 against the durable floor | {j99} µs | floor p99 {} µs | {:.2}× | (context) |",
+                floor.value_at_quantile(0.99),
+                j99 as f64 / floor.value_at_quantile(0.99) as f64
+            );
+            println!(
+                "| {STREAMS} streams with the event journal: events lost | {} of {} | | | 0 |",
+                with_journal.lost,
                 STREAMS as u64 * u64::from(STREAM_EVENTS)
             );
             samples.push(format!(

@@ -113,6 +113,7 @@ async fn burst(ctx: TaskContext<Tick>, n: u32) -> Result<u32, TaskError> {
 async fn burst_child(dir: &Path) {
     let flow = TaskFlow::builder()
         .data_dir(dir.join("burst-data"))
+        .event_journal(std::env::var("TASKFLOW_CRASH_JOURNAL").is_ok_and(|v| v == "1"))
         .register(burst)
         .build()
         .await
@@ -356,12 +357,16 @@ fn life(dir: &Path, n: u32, kill_after_ms: Option<u64>) -> Vec<String> {
     lines
 }
 
-/// One life of the burst child; killed `kill_after_ms` after it started (or left to finish).
-fn burst_life(dir: &Path, kill_after_ms: Option<u64>) -> Vec<String> {
+/// One life of the burst child (on the event journal with `journal`); killed `kill_after_ms`
+/// after it started (or left to finish).
+fn burst_life(dir: &Path, kill_after_ms: Option<u64>, journal: bool) -> Vec<String> {
     let started: fn(&str) -> bool = |line| line == "started";
     let (lines, status) = run_child(
         dir,
-        &[("TASKFLOW_CRASH_MODE", "burst".to_owned())],
+        &[
+            ("TASKFLOW_CRASH_MODE", "burst".to_owned()),
+            ("TASKFLOW_CRASH_JOURNAL", u8::from(journal).to_string()),
+        ],
         kill_after_ms.map(|ms| (ms, started)),
         "burst life",
     );
@@ -371,8 +376,10 @@ fn burst_life(dir: &Path, kill_after_ms: Option<u64>) -> Vec<String> {
     lines
 }
 
-/// Kill -9 mid-burst: nothing a subscriber saw is lost or changed, nothing is doubled.
-fn burst_part(rng: &mut Rng) {
+/// Kill -9 mid-burst (on the event journal with `journal`): nothing a subscriber saw is lost
+/// or changed, nothing is doubled.
+fn burst_part(rng: &mut Rng, journal: bool) {
+    let store = if journal { "the event journal" } else { "redb" };
     let dir = tempfile::tempdir().unwrap();
     let parse = |lines: &[String]| -> Vec<(u64, String)> {
         lines
@@ -388,18 +395,18 @@ fn burst_part(rng: &mut Rng) {
     let mut finished_early = 0;
     for n in 0..BURST_KILLS {
         let delay = 20 + rng.next() % 150;
-        let lines = burst_life(dir.path(), Some(delay));
+        let lines = burst_life(dir.path(), Some(delay), journal);
         if lines.iter().any(|l| l.starts_with("done")) {
             finished_early += 1;
         }
         let saw = parse(&lines);
         let last = saw.last().map_or(0, |e| e.0);
         println!(
-            "crash: burst life {n}: killed {delay} ms in; its subscriber saw up to seq {last}"
+            "crash: burst on {store}, life {n}: killed {delay} ms in; its subscriber saw up to seq {last}"
         );
         seen.push(saw);
     }
-    let lines = burst_life(dir.path(), None);
+    let lines = burst_life(dir.path(), None, journal);
     let log = parse(&lines);
     assert!(
         lines.iter().any(|l| l == &format!("done {BURST}")),
@@ -431,7 +438,7 @@ fn burst_part(rng: &mut Rng) {
         .max()
         .unwrap_or(0);
     println!(
-        "crash: burst: {BURST_KILLS} kills ({finished_early} lives finished before their kill), {BURST} events once each; subscribers saw up to seq {seen_max} before the last kill"
+        "crash: burst on {store}: {BURST_KILLS} kills ({finished_early} lives finished before their kill), {BURST} events once each; subscribers saw up to seq {seen_max} before the last kill"
     );
 }
 
@@ -530,7 +537,8 @@ fn parent() {
         "crash: {kills} kills, {} step executions for {steps} steps ({reruns} re-executions of uncommitted steps)",
         executions.values().sum::<u32>()
     );
-    burst_part(&mut rng);
+    burst_part(&mut rng, false);
+    burst_part(&mut rng, true);
     sleep_part();
 }
 

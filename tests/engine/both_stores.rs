@@ -1,6 +1,7 @@
-//! The suite on both stores: this binary runs its tests on the store `TASKFLOW_TEST_STORE`
-//! names (redb when unset), and this test runs the binary again on the other one, so
-//! `cargo test` proves every engine test on redb and on PostgreSQL (the server on
+//! The suite on every store: this binary runs its tests on the store `TASKFLOW_TEST_STORE`
+//! names (redb when unset), and this test runs the binary again on the others, so
+//! `cargo test` proves every engine test on redb, on redb with the event journal and on
+//! PostgreSQL (the server on
 //! 127.0.0.1:5432, or `TASKFLOW_TEST_DATABASE_URL`; a missing server fails the run saying how
 //! to start one).
 
@@ -8,10 +9,20 @@ use std::process::Command;
 
 use taskflow::testing::{TEST_STORE, TempStore};
 
+/// One after the other (two suites at once would halve each one's cores): with the store this
+/// run is on, all three are covered. The event journal changes how redb commits events and
+/// how reads find them, so the whole suite runs on it too.
 #[test]
-fn the_suite_passes_on_the_other_store() {
+fn the_suite_passes_on_the_other_stores() {
     let this = TempStore::new().kind();
-    let other = if this == "redb" { "postgres" } else { "redb" };
+    for other in ["redb", "redb-journal", "postgres"] {
+        if other != this {
+            run_the_suite_on(other);
+        }
+    }
+}
+
+fn run_the_suite_on(other: &str) {
     let output = Command::new(std::env::current_exe().unwrap())
         .env(TEST_STORE, other)
         // `storage` and `faults` are about the redb file itself (their own TempDataDir, never

@@ -282,7 +282,7 @@ async fn ten_thousand_sleeping_runs_hold_no_task_and_no_slot_and_all_wake_after_
     let n: u32 = std::env::var("TASKFLOW_SLEEPING_RUNS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(if store.kind() == "redb" {
+        .unwrap_or(if store.kind().starts_with("redb") {
             10_000
         } else {
             1_000

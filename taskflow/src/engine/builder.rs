@@ -69,6 +69,8 @@ pub(crate) struct Config {
     pub(crate) header_read_timeout: Duration,
     /// What happens to an in-flight run of another version of its task.
     pub(crate) incompatible_runs: super::IncompatibleRuns,
+    /// Whether the data dir's store puts the event journal in front of its redb file.
+    pub(crate) event_journal: bool,
     /// Every step's origin, for tests.
     #[cfg(feature = "test-util")]
     pub(crate) step_log: Option<crate::testing::StepLog>,
@@ -100,6 +102,7 @@ impl Default for Config {
             step_log: None,
             #[cfg(feature = "test-util")]
             crash_at: None,
+            event_journal: false,
         }
     }
 }
@@ -164,6 +167,27 @@ impl TaskFlowBuilder {
     /// The directory of the redb file `taskflow.redb` (default `.taskflow`; created if missing).
     pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.store = StoreChoice::DataDir(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Puts the event journal (experimental) in front of the [`data_dir`](Self::data_dir)'s
+    /// redb file: queued emits are acknowledged after one append and one fdatasync of
+    /// `taskflow.journal` instead of a database commit, which cuts an emit's latency when many
+    /// runs emit at once. Guarantees are unchanged (an event reaches subscribers only once it
+    /// is durable; seqs stay gapless; a crash loses nothing acknowledged). Off by default; no
+    /// effect on the other stores. See [`RedbStore::open_with_event_journal`](crate::store::RedbStore::open_with_event_journal).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), taskflow::Error> {
+    /// let flow = taskflow::TaskFlow::builder()
+    ///     .data_dir(".taskflow")
+    ///     .event_journal(true)
+    ///     .build()
+    ///     .await?;
+    /// # flow.shutdown().await?; Ok(()) }
+    /// ```
+    pub fn event_journal(mut self, on: bool) -> Self {
+        self.config.event_journal = on;
         self
     }
 

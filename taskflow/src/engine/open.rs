@@ -29,9 +29,16 @@ impl TaskFlow {
         let hub = Arc::new(hub);
         let store: DynStore = match choice {
             StoreChoice::DataDir(dir) => {
-                let store = tokio::task::spawn_blocking(move || RedbStore::open(dir))
-                    .await
-                    .map_err(|e| BuildError::Storage(StoreError::io(e)))??;
+                let journal = config.event_journal;
+                let store = tokio::task::spawn_blocking(move || {
+                    if journal {
+                        RedbStore::open_with_event_journal(dir)
+                    } else {
+                        RedbStore::open(dir)
+                    }
+                })
+                .await
+                .map_err(|e| BuildError::Storage(StoreError::io(e)))??;
                 #[cfg(feature = "test-util")]
                 if let Some(trigger) = &config.crash_at {
                     store.arm_crash_at(trigger.clone());

@@ -442,7 +442,7 @@ async fn durable_steps(
     };
     let failed = |e: crate::error::StoreError| MatrixError::Events(e.to_string());
     let reader: DynStore = match store {
-        TempStore::Redb(dir) => {
+        TempStore::Redb(dir) | TempStore::RedbJournal(dir) => {
             let path = dir.path().to_owned();
             let redb = tokio::task::spawn_blocking(move || RedbStore::open(path))
                 .await

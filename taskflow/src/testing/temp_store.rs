@@ -6,8 +6,8 @@ use std::path::Path;
 use super::TempDataDir;
 use crate::TaskFlowBuilder;
 
-/// The environment variable choosing the store [`TempStore::new`] makes: `redb` (or unset)
-/// or `postgres` (needs feature `postgres`).
+/// The environment variable choosing the store [`TempStore::new`] makes: `redb` (or unset),
+/// `redb-journal` (redb with the event journal) or `postgres` (needs feature `postgres`).
 pub const TEST_STORE: &str = "TASKFLOW_TEST_STORE";
 
 /// Where a test's flows keep their log: a temp redb data dir or (feature `postgres`) a temp
@@ -17,6 +17,8 @@ pub const TEST_STORE: &str = "TASKFLOW_TEST_STORE";
 pub enum TempStore {
     /// A redb file in a temp dir.
     Redb(TempDataDir),
+    /// A redb file with the event journal in front of it, in a temp dir.
+    RedbJournal(TempDataDir),
     /// A PostgreSQL schema of its own.
     #[cfg(feature = "postgres")]
     Postgres(super::TempSchema),
@@ -32,11 +34,12 @@ impl TempStore {
     pub fn new() -> Self {
         match std::env::var(TEST_STORE).ok().as_deref() {
             None | Some("" | "redb") => Self::Redb(TempDataDir::new()),
+            Some("redb-journal") => Self::RedbJournal(TempDataDir::new()),
             #[cfg(feature = "postgres")]
             Some("postgres") => Self::Postgres(super::TempSchema::new()),
             Some(other) => panic!(
-                "{TEST_STORE}={other}: expected `redb` or `postgres` (postgres needs taskflow's \
-                 `postgres` feature)"
+                "{TEST_STORE}={other}: expected `redb`, `redb-journal` or `postgres` (postgres \
+                 needs taskflow's `postgres` feature)"
             ),
         }
     }
@@ -45,6 +48,7 @@ impl TempStore {
     pub fn builder(&self) -> TaskFlowBuilder {
         match self {
             Self::Redb(dir) => dir.builder(),
+            Self::RedbJournal(dir) => dir.builder().event_journal(true),
             #[cfg(feature = "postgres")]
             Self::Postgres(schema) => schema.builder(),
         }
@@ -54,7 +58,7 @@ impl TempStore {
     #[must_use]
     pub fn data_dir(&self) -> Option<&Path> {
         match self {
-            Self::Redb(dir) => Some(dir.path()),
+            Self::Redb(dir) | Self::RedbJournal(dir) => Some(dir.path()),
             #[cfg(feature = "postgres")]
             Self::Postgres(_) => None,
         }
@@ -73,11 +77,12 @@ impl TempStore {
         }
     }
 
-    /// `"redb"` or `"postgres"`.
+    /// `"redb"`, `"redb-journal"` or `"postgres"`.
     #[must_use]
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Redb(_) => "redb",
+            Self::RedbJournal(_) => "redb-journal",
             #[cfg(feature = "postgres")]
             Self::Postgres(_) => "postgres",
         }

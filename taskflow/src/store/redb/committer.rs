@@ -18,7 +18,7 @@ use crate::store::Committed;
 use crate::store::state::{Pending, StoreState};
 
 /// Upper bound on batches per transaction, so one huge group cannot starve fan-out.
-const MAX_GROUP: usize = 1024;
+pub(super) const MAX_GROUP: usize = 1024;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 

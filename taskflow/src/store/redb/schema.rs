@@ -7,7 +7,10 @@ use redb::TableDefinition;
 /// is opened).
 pub(crate) const SCHEMA_VERSION: u64 = 2;
 
-/// `schema_version`, `next_task_id`.
+/// The [`META`] entry naming the last journal record the file holds.
+pub(crate) const JOURNAL_APPLIED: &str = "journal_applied";
+
+/// `schema_version`, `next_task_id`, [`JOURNAL_APPLIED`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Task id → JSON [`TaskRecord`](crate::store::TaskRecord).
 pub(crate) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");

@@ -2,9 +2,10 @@
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use super::journal::JournaledGroup;
 use super::schema::{
-    EPOCHS, EVENTS, KEYS, META, OWNER_RUNS, STATE_RUNS, STEPS, StoredEventRef, StoredEventValue,
-    TASKS, owner_key,
+    EPOCHS, EVENTS, JOURNAL_APPLIED, KEYS, META, OWNER_RUNS, STATE_RUNS, STEPS, StoredEventRef,
+    StoredEventValue, TASKS, owner_key,
 };
 use crate::error::StoreError;
 use crate::ids::{Epoch, Seq, TaskId};
@@ -29,6 +30,19 @@ pub(super) fn get_task(
         Some(v) => decode_task(id, v.value()).map(Some),
         None => Ok(None),
     }
+}
+
+/// An event's stored value.
+pub(super) fn encode_event(
+    task: TaskId,
+    name: &str,
+    data: &serde_json::Value,
+) -> Result<Vec<u8>, StoreError> {
+    encode(&StoredEventRef {
+        task: task.0,
+        name,
+        data,
+    })
 }
 
 pub(super) fn decode_event(seq: u64, bytes: &[u8]) -> Result<StoredEvent, StoreError> {
@@ -191,14 +205,9 @@ impl<'txn> Tables<'txn> {
                     let (current, last) =
                         self.keys()?.get(ik.as_str())?.map_or((0, 0), |v| v.value());
                     let seq = last + 1;
-                    let value = StoredEventRef {
-                        task: task.0,
-                        name,
-                        data,
-                    };
                     self.events()?.insert(
                         (ik.as_str(), seq),
-                        encode(&value).map_err(to_redb)?.as_slice(),
+                        encode_event(*task, name, data).map_err(to_redb)?.as_slice(),
                     )?;
                     self.keys()?.insert(ik.as_str(), (current, seq))?;
                     Committed::Event(StoredEvent {
@@ -257,6 +266,28 @@ impl<'txn> Tables<'txn> {
             out.push(done);
         }
         Ok(Ok(out))
+    }
+
+    /// Writes the events of journal records, in order, and records the last one as applied.
+    /// Each event must follow its key's last seq (the journal decided them against this
+    /// very state); anything else means the journal and the file do not belong together.
+    pub(super) fn fold(&mut self, groups: &[JournaledGroup]) -> Result<(), redb::Error> {
+        for event in groups.iter().flat_map(|g| &g.events) {
+            let ik = event.ik.as_str();
+            let (current, last) = self.keys()?.get(ik)?.map_or((0, 0), |v| v.value());
+            if event.seq != last + 1 {
+                return Err(corrupt(&format!(
+                    "the journal's event {} of key {ik:?} does not follow the database's last                      seq {last}: taskflow.journal does not belong to this taskflow.redb",
+                    event.seq
+                )));
+            }
+            self.events()?.insert((ik, event.seq), &*event.value)?;
+            self.keys()?.insert(ik, (current, event.seq))?;
+        }
+        if let Some(last) = groups.last() {
+            self.meta()?.insert(JOURNAL_APPLIED, last.jseq)?;
+        }
+        Ok(())
     }
 
     fn task(&mut self, id: TaskId) -> Result<Option<TaskRecord>, redb::Error> {

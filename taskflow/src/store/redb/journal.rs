@@ -1,0 +1,354 @@
+//! The event journal: `taskflow.journal` beside the database, an append-only file of event
+//! groups, each made durable by one write and one fdatasync (docs/design/event-journal.md).
+//!
+//! A record is `len u32 | crc32c u32 | jseq u64 | payload` (little-endian; the checksum covers
+//! `jseq` and the payload). `jseq` counts records and never resets; the database remembers the
+//! last record it holds (`journal_applied`), so a record is applied exactly once. Records are
+//! read from the start of the file while each is whole and follows the one before: the first
+//! torn, zeroed or older record ends the journal (a record is overwritten only once the
+//! database holds it durably, so whatever follows the newest records is older than them).
+//!
+//! The file grows in written-out chunks, so an append's fdatasync commits data, not a block
+//! allocation: only the append that grows it also commits a size change, once per chunk.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The journal's size before it starts again from the beginning.
+pub(super) const CAPACITY: u64 = 64 << 20;
+/// How much the file grows at a time, written out as zeros.
+const CHUNK: u64 = 1 << 20;
+/// `len`, `crc`, `jseq`.
+const HEADER: usize = 16;
+
+/// One event as the journal and the fold carry it: its key, its seq and its stored value,
+/// encoded once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct JournaledEvent {
+    pub(super) ik: String,
+    pub(super) seq: u64,
+    pub(super) value: Arc<[u8]>,
+}
+
+/// The events of one journal record, in commit order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct JournaledGroup {
+    pub(super) jseq: u64,
+    pub(super) events: Vec<JournaledEvent>,
+}
+
+impl JournaledGroup {
+    /// The whole record: header and payload.
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let size: usize = self
+            .events
+            .iter()
+            .map(|e| 16 + e.ik.len() + e.value.len())
+            .sum();
+        let mut out = Vec::with_capacity(HEADER + 4 + size);
+        out.extend_from_slice(&[0; HEADER]);
+        put_u32(&mut out, self.events.len());
+        for e in &self.events {
+            put_u32(&mut out, e.ik.len());
+            out.extend_from_slice(e.ik.as_bytes());
+            out.extend_from_slice(&e.seq.to_le_bytes());
+            put_u32(&mut out, e.value.len());
+            out.extend_from_slice(&e.value);
+        }
+        let len = u32::try_from(out.len() - HEADER).expect("a record is smaller than 4 GiB");
+        out[8..16].copy_from_slice(&self.jseq.to_le_bytes());
+        let crc = crc32c(&out[8..]);
+        out[0..4].copy_from_slice(&len.to_le_bytes());
+        out[4..8].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// The record at the start of `bytes` and its length, if one is whole there.
+    fn decode(bytes: &[u8]) -> Option<(Self, usize)> {
+        let header = bytes.get(..HEADER)?;
+        let len = usize::try_from(u32::from_le_bytes(header[0..4].try_into().ok()?)).ok()?;
+        let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+        if len < 4 {
+            return None;
+        }
+        let end = HEADER.checked_add(len)?;
+        let body = bytes.get(8..end)?;
+        if crc32c(body) != crc {
+            return None;
+        }
+        let jseq = u64::from_le_bytes(body[0..8].try_into().ok()?);
+        let mut reader = Reader(&body[8..]);
+        let count = reader.u32()?;
+        let mut events = Vec::with_capacity(count.min(1 << 16));
+        for _ in 0..count {
+            let ik_len = reader.u32()?;
+            let ik = String::from_utf8(reader.take(ik_len)?.to_vec()).ok()?;
+            let seq = u64::from_le_bytes(reader.take(8)?.try_into().ok()?);
+            let value_len = reader.u32()?;
+            let value = Arc::from(reader.take(value_len)?);
+            events.push(JournaledEvent { ik, seq, value });
+        }
+        reader.0.is_empty().then_some((Self { jseq, events }, end))
+    }
+}
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    let n = u32::try_from(n).expect("a field is smaller than 4 GiB");
+    out.extend_from_slice(&n.to_le_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u32(&mut self) -> Option<usize> {
+        let bytes = self.take(4)?;
+        usize::try_from(u32::from_le_bytes(bytes.try_into().ok()?)).ok()
+    }
+}
+
+/// The records at the start of `bytes`: each whole and numbered one after the one before.
+pub(super) fn read_records(bytes: &[u8]) -> Vec<JournaledGroup> {
+    let mut out: Vec<JournaledGroup> = Vec::new();
+    let mut at = 0;
+    while let Some((group, len)) = bytes.get(at..).and_then(JournaledGroup::decode) {
+        if out.last().is_some_and(|last| last.jseq + 1 != group.jseq) {
+            break;
+        }
+        at += len;
+        out.push(group);
+    }
+    out
+}
+
+/// The journal file open for appending, from its beginning.
+#[derive(Debug)]
+pub(super) struct Journal {
+    path: PathBuf,
+    file: File,
+    /// Where the next record goes.
+    pos: u64,
+    /// How much of the file is written out.
+    written: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path` and reads its records; appends then start at
+    /// the beginning (call it only once the database holds every record it returns).
+    pub(super) fn open(path: &Path) -> io::Result<(Self, Vec<JournaledGroup>)> {
+        let (records, file) = Self::read(path)?;
+        let written = file.metadata()?.len();
+        let journal = Self {
+            path: path.to_owned(),
+            file,
+            pos: 0,
+            written,
+        };
+        Ok((journal, records))
+    }
+
+    /// The records of the journal at `path` (none when there is no file).
+    pub(super) fn records(path: &Path) -> io::Result<Vec<JournaledGroup>> {
+        match std::fs::File::open(path) {
+            Ok(mut file) => {
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes)?;
+                Ok(read_records(&bytes))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read(path: &Path) -> io::Result<(Vec<JournaledGroup>, File)> {
+        let created = !path.exists();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if created {
+            // The new name is durable only once the directory is.
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok((read_records(&bytes), file))
+    }
+
+    /// The file's path, for messages.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether a record of `len` bytes fits before the end of the journal's capacity.
+    pub(super) fn fits(&self, len: usize) -> bool {
+        self.pos + len as u64 <= CAPACITY
+    }
+
+    /// Starts again from the beginning; only once the database durably holds every record.
+    pub(super) fn rewind(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Writes `record` and makes it durable (one fdatasync; the first append past the
+    /// written-out part also writes out the next chunk of zeros).
+    pub(super) fn append(&mut self, record: &[u8]) -> io::Result<()> {
+        let end = self.pos + record.len() as u64;
+        if end > self.written {
+            let grown = end.div_ceil(CHUNK) * CHUNK;
+            self.file.seek(SeekFrom::Start(self.written))?;
+            let zeros = vec![0; usize::try_from(grown - self.written).unwrap_or(usize::MAX)];
+            self.file.write_all(&zeros)?;
+            self.written = grown;
+        }
+        self.file.seek(SeekFrom::Start(self.pos))?;
+        self.file.write_all(record)?;
+        self.file.sync_data()?;
+        self.pos = end;
+        Ok(())
+    }
+}
+
+/// CRC-32C (Castagnoli), the checksum of a record.
+fn crc32c(bytes: &[u8]) -> u32 {
+    !bytes.iter().fold(!0u32, |c, &b| {
+        CRC_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8)
+    })
+}
+
+static CRC_TABLE: [u32; 256] = crc_table();
+
+const fn crc_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        #[allow(clippy::cast_possible_truncation)] // i < 256
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 == 0 {
+                c >> 1
+            } else {
+                0x82F6_3B78 ^ (c >> 1)
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(jseq: u64, n: u64) -> JournaledGroup {
+        JournaledGroup {
+            jseq,
+            events: (0..n)
+                .map(|k| JournaledEvent {
+                    ik: format!("key-{k}"),
+                    seq: jseq * 10 + k,
+                    value: Arc::from(format!("{{\"d\":{k}}}").into_bytes()),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_checksum_is_crc32c() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn records_read_back_in_order_and_stop_at_a_torn_one() {
+        let mut bytes = Vec::new();
+        for jseq in 1..=3 {
+            bytes.extend(group(jseq, jseq).encode());
+        }
+        let whole = bytes.len();
+        bytes.extend(group(4, 2).encode());
+        assert_eq!(
+            read_records(&bytes),
+            vec![group(1, 1), group(2, 2), group(3, 3), group(4, 2)]
+        );
+        // Every cut inside the fourth record leaves the first three.
+        for cut in whole..bytes.len() {
+            assert_eq!(read_records(&bytes[..cut]).len(), 3, "cut at {cut}");
+        }
+        // A flipped byte anywhere in it too.
+        for at in whole..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x40;
+            assert_eq!(read_records(&flipped).len(), 3, "flip at {at}");
+        }
+    }
+
+    #[test]
+    fn an_older_record_after_the_newest_ends_the_journal() {
+        // Records 7 and 8 were written over the start of a journal that held 1..=3.
+        let mut old = Vec::new();
+        for jseq in 1..=3 {
+            old.extend(group(jseq, 1).encode());
+        }
+        let mut bytes = group(7, 1).encode();
+        bytes.extend(group(8, 1).encode());
+        let keep = bytes.len();
+        bytes.extend_from_slice(&old[keep.min(old.len())..]);
+        bytes.extend(group(2, 1).encode());
+        let read: Vec<u64> = read_records(&bytes).iter().map(|g| g.jseq).collect();
+        assert_eq!(read, vec![7, 8]);
+    }
+
+    #[test]
+    fn zeros_are_no_record() {
+        assert!(read_records(&[0; 4096]).is_empty());
+    }
+
+    #[test]
+    fn appends_survive_a_reopen_and_a_rewind_overwrites_from_the_start() {
+        let dir = tempfile_dir();
+        let path = dir.join("taskflow.journal");
+        let (mut journal, records) = Journal::open(&path).expect("open");
+        assert!(records.is_empty());
+        for jseq in 1..=5 {
+            journal.append(&group(jseq, 3).encode()).expect("append");
+        }
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), CHUNK);
+        drop(journal);
+        let (mut journal, records) = Journal::open(&path).expect("reopen");
+        assert_eq!(
+            records.iter().map(|g| g.jseq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        journal.append(&group(6, 1).encode()).expect("append");
+        let records = Journal::records(&path).expect("read");
+        assert_eq!(records.iter().map(|g| g.jseq).collect::<Vec<_>>(), [6]);
+        std::fs::remove_dir_all(dir).expect("clean up");
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "taskflow-journal-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+}

@@ -1,0 +1,231 @@
+//! The redb store with the event journal, through the `Store` trait: fences, seqs, reads of
+//! the unfolded tail and the replay after a crash, with the fold held back so that events
+//! exist only in the journal.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use super::RedbStore;
+use crate::clock::Timestamp;
+use crate::error::StoreError;
+use crate::ids::{Epoch, IdempotencyKey, Seq, TaskId};
+use crate::store::{Committed, Fence, Store, TaskPatch, TaskRecord, Write, WriteBatch};
+use crate::task::ExecuteMode;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn open(dir: &Path) -> RedbStore {
+    RedbStore::open_with_event_journal(dir).expect("open with the journal")
+}
+
+fn key(name: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(&format!("{name:_<43}")).expect("a 43-character key")
+}
+
+async fn create(store: &RedbStore, ik: &IdempotencyKey) -> (TaskId, Epoch) {
+    let record = TaskRecord::new_run(
+        "t",
+        ik.clone(),
+        None,
+        serde_json::Value::Null,
+        3,
+        ExecuteMode::AtLeastOnce,
+        false,
+        Timestamp::from_millis(1),
+    );
+    let replaces = store.current_run(ik).await.expect("read").0.map(|r| r.id);
+    let done = store
+        .enqueue(WriteBatch::new(vec![Write::CreateRun {
+            record: Box::new(record),
+            replaces,
+        }]))
+        .await
+        .expect("create");
+    match done.as_slice() {
+        [Committed::Run { id, epoch, .. }] => (*id, *epoch),
+        other => panic!("created {other:?}"),
+    }
+}
+
+fn emit(
+    store: &RedbStore,
+    ik: &IdempotencyKey,
+    task: TaskId,
+    epoch: Epoch,
+    n: u64,
+) -> crate::store::PendingCommit {
+    store.enqueue(WriteBatch::fenced(
+        Fence { task, epoch },
+        vec![Write::Event {
+            ik: ik.clone(),
+            task,
+            name: "tick".into(),
+            data: serde_json::json!({ "n": n }),
+        }],
+    ))
+}
+
+fn seqs(committed: &[Committed]) -> Vec<u64> {
+    committed
+        .iter()
+        .map(|c| match c {
+            Committed::Event(e) => e.seq.0,
+            other => panic!("not an event: {other:?}"),
+        })
+        .collect()
+}
+
+async fn read(store: &RedbStore, ik: &IdempotencyKey, after: u64, limit: usize) -> Vec<(u64, u64)> {
+    store
+        .events(ik, Seq(after), limit)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| (e.seq.0, e.data["n"].as_u64().expect("n")))
+        .collect()
+}
+
+#[test]
+fn acknowledged_events_only_in_the_journal_survive_a_crash_and_read_the_same_before_and_after() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    rt().block_on(async {
+        let store = open(dir.path());
+        let ik = key("a");
+        let (task, epoch) = create(&store, &ik).await;
+        store.shared.hold_fold.store(true, Ordering::SeqCst);
+        let pending: Vec<_> = (1..=20)
+            .map(|n| emit(&store, &ik, task, epoch, n))
+            .collect();
+        let mut acknowledged = Vec::new();
+        for p in pending {
+            acknowledged.extend(seqs(&p.await.expect("emit")));
+        }
+        assert_eq!(acknowledged, (1..=20).collect::<Vec<_>>());
+        // Served from memory: the database holds none of them yet.
+        let before = read(&store, &ik, 0, 100).await;
+        assert_eq!(before, (1..=20).map(|n| (n, n)).collect::<Vec<_>>());
+        assert_eq!(read(&store, &ik, 5, 3).await, vec![(6, 6), (7, 7), (8, 8)]);
+        assert_eq!(store.current_run(&ik).await.expect("run").1, Seq(20));
+        store.crash();
+        drop(store);
+
+        let store = open(dir.path());
+        assert_eq!(read(&store, &ik, 0, 100).await, before);
+        assert_eq!(store.current_run(&ik).await.expect("run").1, Seq(20));
+        // The next event follows them, and a plain open (no journal) keeps all of them.
+        assert_eq!(
+            seqs(&emit(&store, &ik, task, epoch, 21).await.expect("emit")),
+            vec![21]
+        );
+        store.crash();
+        drop(store);
+        let plain = RedbStore::open(dir.path()).expect("open without the journal");
+        assert_eq!(read(&plain, &ik, 0, 100).await.len(), 21);
+        assert!(
+            !dir.path().join("taskflow.journal").exists(),
+            "applied, then removed"
+        );
+        plain.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_stale_fence_refuses_journaled_events_and_seqs_stay_gapless_across_other_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    rt().block_on(async {
+        let store = open(dir.path());
+        let ik = key("b");
+        let (task, epoch) = create(&store, &ik).await;
+        let first = emit(&store, &ik, task, epoch, 1);
+        let bump = store.enqueue(WriteBatch::new(vec![Write::Update {
+            task,
+            patch: TaskPatch {
+                bump_epoch: true,
+                ..TaskPatch::at(Timestamp::from_millis(2))
+            },
+        }]));
+        let stale = emit(&store, &ik, task, epoch, 2);
+        assert_eq!(seqs(&first.await.expect("before the bump")), vec![1]);
+        let bumped = match bump.await.expect("bump").as_slice() {
+            [Committed::Epoch(e)] => *e,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(stale.await, Err(StoreError::Fenced)));
+        // Alone, so the journal (not a database commit behind the bump) decides it.
+        assert!(matches!(
+            emit(&store, &ik, task, epoch, 2).await,
+            Err(StoreError::Fenced)
+        ));
+        assert_eq!(
+            seqs(&emit(&store, &ik, task, bumped, 3).await.expect("after")),
+            vec![2]
+        );
+        // A new run of the key continues the key's seqs.
+        let (second, epoch2) = create(&store, &ik).await;
+        assert_eq!(
+            seqs(&emit(&store, &ik, second, epoch2, 4).await.expect("emit")),
+            vec![3]
+        );
+        assert_eq!(read(&store, &ik, 0, 10).await, vec![(1, 1), (2, 3), (3, 4)]);
+        store.close().await.expect("close");
+    });
+}
+
+async fn emit_held(dir: &Path, ik: &IdempotencyKey, n: u64) {
+    let store = open(dir);
+    let (task, epoch) = create(&store, ik).await;
+    store.shared.hold_fold.store(true, Ordering::SeqCst);
+    for n in 1..=n {
+        emit(&store, ik, task, epoch, n).await.expect("emit");
+    }
+    store.crash();
+}
+
+#[test]
+fn a_torn_record_after_the_last_whole_one_is_not_applied() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    rt().block_on(async {
+        let ik = key("c");
+        emit_held(dir.path(), &ik, 3).await;
+        // The start of a fourth record (a copy of the third's first bytes, renumbered), cut
+        // short: never acknowledged.
+        let path = dir.path().join("taskflow.journal");
+        let mut bytes = std::fs::read(&path).expect("journal");
+        let records = super::journal::read_records(&bytes);
+        assert_eq!(records.len(), 3);
+        let end: usize = records.iter().map(|g| g.encode().len()).sum();
+        let mut fourth = records[2].clone();
+        fourth.jseq = 4;
+        let fourth = fourth.encode();
+        bytes[end..end + fourth.len() - 1].copy_from_slice(&fourth[..fourth.len() - 1]);
+        std::fs::write(&path, &bytes).expect("write");
+        let store = open(dir.path());
+        assert_eq!(read(&store, &ik, 0, 10).await, vec![(1, 1), (2, 2), (3, 3)]);
+        store.close().await.expect("close");
+    });
+}
+
+#[test]
+fn a_journal_that_does_not_continue_the_database_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let other = tempfile::tempdir().expect("temp dir");
+    rt().block_on(async {
+        let ik = key("d");
+        // `other`'s journal holds records 4 to 6 (1 to 3 were applied at its second open).
+        emit_held(other.path(), &ik, 3).await;
+        let store = open(other.path());
+        store.close().await.expect("close");
+        emit_held(other.path(), &ik, 3).await;
+        // `dir`'s database holds no record: 4 to 6 cannot follow it.
+        emit_held(dir.path(), &ik, 0).await;
+        let path = dir.path().join("taskflow.journal");
+        std::fs::copy(other.path().join("taskflow.journal"), &path).expect("copy");
+        let refused = RedbStore::open_with_event_journal(dir.path()).expect_err("foreign journal");
+        assert!(refused.to_string().contains("does not belong"), "{refused}");
+    });
+}
