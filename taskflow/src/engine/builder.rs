@@ -171,9 +171,9 @@ impl TaskFlowBuilder {
     }
 
     /// Puts the event journal (experimental) in front of the [`data_dir`](Self::data_dir)'s
-    /// redb file: queued emits are acknowledged after one append and one fdatasync of
-    /// `taskflow.journal` instead of a database commit, which cuts an emit's latency when many
-    /// runs emit at once. Guarantees are unchanged (an event reaches subscribers only once it
+    /// redb file: queued emits, steps and heartbeats are acknowledged after one append and one
+    /// fdatasync of `taskflow.journal` instead of a database commit, which cuts an emit's
+    /// latency when many runs emit at once. Guarantees are unchanged (an event reaches subscribers only once it
     /// is durable; seqs stay gapless; a crash loses nothing acknowledged). Off by default; no
     /// effect on the other stores. See [`RedbStore::open_with_event_journal`](crate::store::RedbStore::open_with_event_journal).
     ///

@@ -1,13 +1,15 @@
-//! The fold: the thread that moves journaled events into the database, off the path that
-//! acknowledges them, and commits every batch that is not only events (steps, state changes,
-//! new runs, removals) after the events queued before it.
+//! The fold: the thread that moves journaled writes (events, steps, heartbeats) into the
+//! database, off the path that acknowledges them, and commits every batch the journal does
+//! not take (state changes, new runs, removals, signals) after the writes queued before it.
 //!
 //! Whatever is queued goes into one transaction, in queue order: journaled groups, and the
-//! other groups (a burst of 500 runs' heartbeats is one commit, not 500). Journaled groups
-//! alone wait up to [`FOLD_EVERY`] for company and are committed without an fsync (the journal
-//! holds them); they are made durable with the other groups, at least every
-//! [`DURABLE_EVERY`], before the journal reuses its space and at close. Each commit records the last journal record it holds (`journal_applied`), so
-//! after a crash the journal is replayed from exactly there.
+//! other groups. Journaled groups alone wait up to [`FOLD_EVERY`] for company and are
+//! committed without an fsync (the journal holds them); they are made durable with the other
+//! groups, at least every [`DURABLE_EVERY`], when the journal moves to its other half and at
+//! close. A durable commit writes every page changed since the last one and flushes the disk
+//! the journal syncs to, so they are kept rare: it is what the journal's latency waits behind.
+//! Each commit records the last journal record it holds (`journal_applied`), so after a crash
+//! the journal is replayed from exactly there.
 
 use std::sync::{Arc, PoisonError, mpsc};
 use std::time::{Duration, Instant};
@@ -24,7 +26,7 @@ use crate::store::state::{Pending, StoreState};
 
 /// How long folded events may stay non-durable in the database (they are durable in the
 /// journal meanwhile); a durable commit frees the pages earlier commits replaced.
-const DURABLE_EVERY: Duration = Duration::from_secs(1);
+const DURABLE_EVERY: Duration = Duration::from_secs(30);
 /// How long journaled groups wait to be folded together (the tail serves them meanwhile;
 /// a transaction costs about the same CPU however few events it holds).
 const FOLD_EVERY: Duration = Duration::from_millis(5);
@@ -42,8 +44,10 @@ pub(super) enum FoldJob {
         started: Instant,
         done: Option<mpsc::SyncSender<()>>,
     },
-    /// Make everything folded durable; `done` hears whether it is.
-    Durable { done: mpsc::SyncSender<bool> },
+    /// Make everything folded durable; `done` (if someone waits) hears whether it is.
+    Durable {
+        done: Option<mpsc::SyncSender<bool>>,
+    },
     Compact {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -63,7 +67,7 @@ enum Item {
 
 /// A job that ends a fold transaction and is handled after it.
 enum After {
-    Durable(mpsc::SyncSender<bool>),
+    Durable(Option<mpsc::SyncSender<bool>>),
     Compact(oneshot::Sender<Result<(), StoreError>>),
     Close(mpsc::SyncSender<()>),
 }
@@ -72,23 +76,34 @@ pub(super) struct Fold {
     shared: Arc<Shared>,
     receiver: mpsc::Receiver<FoldJob>,
     last_durable: Instant,
+    /// The last journal record the database holds.
+    folded: u64,
     /// Unit tests: journaled groups held back (`Shared::hold_fold`).
     #[cfg(test)]
     held: Vec<JournaledGroup>,
 }
 
 impl Fold {
-    pub(super) fn new(shared: Arc<Shared>, receiver: mpsc::Receiver<FoldJob>) -> Self {
+    /// A fold whose database holds the journal up to record `folded`.
+    pub(super) fn new(shared: Arc<Shared>, receiver: mpsc::Receiver<FoldJob>, folded: u64) -> Self {
+        shared.tail.start_at(folded);
         Self {
             shared,
             receiver,
             last_durable: Instant::now(),
+            folded,
             #[cfg(test)]
             held: Vec::new(),
         }
     }
 
     pub(super) fn run(mut self) {
+        self.fold_all();
+        // Reads waiting for a fold that will not come read what the database has.
+        self.shared.tail.stop();
+    }
+
+    fn fold_all(&mut self) {
         while let Ok(first) = self.receiver.recv() {
             let mut items = Vec::new();
             let mut after = None;
@@ -150,8 +165,8 @@ impl Fold {
             let durable = after.is_some() || self.last_durable.elapsed() >= DURABLE_EVERY;
             let committed = self.commit(items, durable);
             match after {
-                None => {}
-                Some(After::Durable(done)) => {
+                None | Some(After::Durable(None)) => {}
+                Some(After::Durable(Some(done))) => {
                     let _ = done.send(committed);
                 }
                 Some(After::Compact(reply)) => {
@@ -256,15 +271,22 @@ impl Fold {
         let committed = result.is_ok();
         match result {
             Ok(outcomes) => {
-                if durable || answers_writers {
+                let durable = durable || answers_writers;
+                if durable {
                     self.last_durable = Instant::now();
                 }
-                self.shared.tail.remove(&events);
+                if let Some(last) = events.last() {
+                    self.folded = last.jseq;
+                }
+                self.shared.tail.remove(&events, self.folded, durable);
                 if answers_writers {
                     state.answer(direct, outcomes, started.unwrap_or_else(Instant::now));
                 }
             }
-            Err(refusal) => StoreState::refuse(direct, || refusal.to_error()),
+            Err(refusal) => {
+                self.shared.tail.stop();
+                StoreState::refuse(direct, || refusal.to_error());
+            }
         }
         for done in waiting {
             let _ = done.send(());

@@ -1,12 +1,16 @@
-//! The event journal: `taskflow.journal` beside the database, an append-only file of event
-//! groups, each made durable by one write and one fdatasync (docs/design/event-journal.md).
+//! The event journal: `taskflow.journal` beside the database, an append-only file of groups
+//! of writes (events, steps, heartbeats), each made durable by one write and one fdatasync
+//! (docs/design/event-journal.md).
 //!
 //! A record is `len u32 | crc32c u32 | jseq u64 | payload` (little-endian; the checksum covers
 //! `jseq` and the payload). `jseq` counts records and never resets; the database remembers the
 //! last record it holds (`journal_applied`), so a record is applied exactly once. Records are
-//! read from the start of the file while each is whole and follows the one before: the first
-//! torn, zeroed or older record ends the journal (a record is overwritten only once the
-//! database holds it durably, so whatever follows the newest records is older than them).
+//! read from the start of each half of the file while each is whole and follows the one
+//! before: the first torn, zeroed or older record ends the half (a record is overwritten only
+//! once the database holds it durably, so whatever follows the newest records is older than
+//! them). The halves are used in turn; appends move to the other half when one is full, once
+//! the database durably holds every record in it (asked for as soon as the move before, so
+//! a move seldom waits).
 //!
 //! The file grows in written-out chunks, so an append's fdatasync commits data, not a block
 //! allocation: only the append that grows it also commits a size change, once per chunk.
@@ -16,12 +20,20 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The journal's size before it starts again from the beginning.
+/// The journal's size: two halves used in turn (unit tests fill a small one).
+#[cfg(not(test))]
 pub(super) const CAPACITY: u64 = 64 << 20;
+#[cfg(test)]
+pub(super) const CAPACITY: u64 = 4 << 20;
+/// One half.
+pub(super) const HALF: u64 = CAPACITY / 2;
 /// How much the file grows at a time, written out as zeros.
 const CHUNK: u64 = 1 << 20;
 /// `len`, `crc`, `jseq`.
 const HEADER: usize = 16;
+/// Tags of a [`JournaledWrite`].
+const STEP: u8 = 1;
+const HEARTBEAT: u8 = 2;
 
 /// One event as the journal and the fold carry it: its key, its seq and its stored value,
 /// encoded once.
@@ -32,11 +44,26 @@ pub(super) struct JournaledEvent {
     pub(super) value: Arc<[u8]>,
 }
 
-/// The events of one journal record, in commit order.
+/// A write other than an event that the journal acknowledges: a step, a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum JournaledWrite {
+    /// An encoded [`StepRecord`](crate::store::StepRecord) of a run.
+    Step {
+        task: u64,
+        key: String,
+        json: Vec<u8>,
+    },
+    /// A run's heartbeat at `now` (ms).
+    Heartbeat { task: u64, now: u64 },
+}
+
+/// The writes of one journal record: its events and its other writes, each in commit order
+/// (the two touch different tables, so their relative order does not matter).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct JournaledGroup {
     pub(super) jseq: u64,
     pub(super) events: Vec<JournaledEvent>,
+    pub(super) writes: Vec<JournaledWrite>,
 }
 
 impl JournaledGroup {
@@ -56,6 +83,24 @@ impl JournaledGroup {
             out.extend_from_slice(&e.seq.to_le_bytes());
             put_u32(&mut out, e.value.len());
             out.extend_from_slice(&e.value);
+        }
+        put_u32(&mut out, self.writes.len());
+        for w in &self.writes {
+            match w {
+                JournaledWrite::Step { task, key, json } => {
+                    out.push(STEP);
+                    out.extend_from_slice(&task.to_le_bytes());
+                    put_u32(&mut out, key.len());
+                    out.extend_from_slice(key.as_bytes());
+                    put_u32(&mut out, json.len());
+                    out.extend_from_slice(json);
+                }
+                JournaledWrite::Heartbeat { task, now } => {
+                    out.push(HEARTBEAT);
+                    out.extend_from_slice(&task.to_le_bytes());
+                    out.extend_from_slice(&now.to_le_bytes());
+                }
+            }
         }
         let len = u32::try_from(out.len() - HEADER).expect("a record is smaller than 4 GiB");
         out[8..16].copy_from_slice(&self.jseq.to_le_bytes());
@@ -85,12 +130,39 @@ impl JournaledGroup {
         for _ in 0..count {
             let ik_len = reader.u32()?;
             let ik = String::from_utf8(reader.take(ik_len)?.to_vec()).ok()?;
-            let seq = u64::from_le_bytes(reader.take(8)?.try_into().ok()?);
+            let seq = reader.u64()?;
             let value_len = reader.u32()?;
             let value = Arc::from(reader.take(value_len)?);
             events.push(JournaledEvent { ik, seq, value });
         }
-        reader.0.is_empty().then_some((Self { jseq, events }, end))
+        let count = reader.u32()?;
+        let mut writes = Vec::with_capacity(count.min(1 << 16));
+        for _ in 0..count {
+            let tag = reader.take(1)?[0];
+            let task = reader.u64()?;
+            writes.push(match tag {
+                STEP => {
+                    let key_len = reader.u32()?;
+                    let key = String::from_utf8(reader.take(key_len)?.to_vec()).ok()?;
+                    let json_len = reader.u32()?;
+                    let json = reader.take(json_len)?.to_vec();
+                    JournaledWrite::Step { task, key, json }
+                }
+                HEARTBEAT => JournaledWrite::Heartbeat {
+                    task,
+                    now: reader.u64()?,
+                },
+                _ => return None,
+            });
+        }
+        reader.0.is_empty().then_some((
+            Self {
+                jseq,
+                events,
+                writes,
+            },
+            end,
+        ))
     }
 }
 
@@ -111,10 +183,24 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
     fn u32(&mut self) -> Option<usize> {
         let bytes = self.take(4)?;
         usize::try_from(u32::from_le_bytes(bytes.try_into().ok()?)).ok()
     }
+}
+
+/// The records of a journal file's bytes, in jseq order: those at the start of each half.
+pub(super) fn read_journal(bytes: &[u8]) -> Vec<JournaledGroup> {
+    let half = usize::try_from(HALF).unwrap_or(usize::MAX).min(bytes.len());
+    let mut out = read_records(&bytes[..half]);
+    out.extend(read_records(&bytes[half..]));
+    out.sort_by_key(|g| g.jseq);
+    out.dedup_by_key(|g| g.jseq);
+    out
 }
 
 /// The records at the start of `bytes`: each whole and numbered one after the one before.
@@ -136,10 +222,14 @@ pub(super) fn read_records(bytes: &[u8]) -> Vec<JournaledGroup> {
 pub(super) struct Journal {
     path: PathBuf,
     file: File,
+    /// The half appends go to (0 or 1).
+    half: usize,
     /// Where the next record goes.
     pos: u64,
     /// How much of the file is written out.
     written: u64,
+    /// The last jseq appended to each half since the open (0: none).
+    last_in: [u64; 2],
 }
 
 impl Journal {
@@ -151,8 +241,10 @@ impl Journal {
         let journal = Self {
             path: path.to_owned(),
             file,
+            half: 0,
             pos: 0,
             written,
+            last_in: [0; 2],
         };
         Ok((journal, records))
     }
@@ -163,7 +255,7 @@ impl Journal {
             Ok(mut file) => {
                 let mut bytes = Vec::new();
                 file.read_to_end(&mut bytes)?;
-                Ok(read_records(&bytes))
+                Ok(read_journal(&bytes))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
@@ -186,7 +278,7 @@ impl Journal {
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        Ok((read_records(&bytes), file))
+        Ok((read_journal(&bytes), file))
     }
 
     /// The file's path, for messages.
@@ -194,19 +286,27 @@ impl Journal {
         &self.path
     }
 
-    /// Whether a record of `len` bytes fits before the end of the journal's capacity.
+    /// Whether a record of `len` bytes fits before the end of the current half.
     pub(super) fn fits(&self, len: usize) -> bool {
-        self.pos + len as u64 <= CAPACITY
+        self.pos + len as u64 <= (self.half as u64 + 1) * HALF
     }
 
-    /// Starts again from the beginning; only once the database durably holds every record.
-    pub(super) fn rewind(&mut self) {
-        self.pos = 0;
+    /// The last record in the other half: the database must hold it durably before appends
+    /// move there.
+    pub(super) fn other_half_last(&self) -> u64 {
+        self.last_in[1 - self.half]
     }
 
-    /// Writes `record` and makes it durable (one fdatasync; the first append past the
-    /// written-out part also writes out the next chunk of zeros).
-    pub(super) fn append(&mut self, record: &[u8]) -> io::Result<()> {
+    /// Moves appends to the start of the other half.
+    pub(super) fn switch_halves(&mut self) {
+        self.half = 1 - self.half;
+        self.pos = self.half as u64 * HALF;
+        self.last_in[self.half] = 0;
+    }
+
+    /// Writes `record` (numbered `jseq`) and makes it durable (one fdatasync; the first
+    /// append past the written-out part also writes out the next chunk of zeros).
+    pub(super) fn append(&mut self, jseq: u64, record: &[u8]) -> io::Result<()> {
         let end = self.pos + record.len() as u64;
         if end > self.written {
             let grown = end.div_ceil(CHUNK) * CHUNK;
@@ -219,6 +319,7 @@ impl Journal {
         self.file.write_all(record)?;
         self.file.sync_data()?;
         self.pos = end;
+        self.last_in[self.half] = jseq;
         Ok(())
     }
 }
@@ -265,6 +366,22 @@ mod tests {
                     ik: format!("key-{k}"),
                     seq: jseq * 10 + k,
                     value: Arc::from(format!("{{\"d\":{k}}}").into_bytes()),
+                })
+                .collect(),
+            writes: (0..n)
+                .map(|k| {
+                    if k % 2 == 0 {
+                        JournaledWrite::Step {
+                            task: jseq,
+                            key: format!("s#{k}"),
+                            json: b"{}".to_vec(),
+                        }
+                    } else {
+                        JournaledWrite::Heartbeat {
+                            task: jseq,
+                            now: 1_700_000_000_000 + k,
+                        }
+                    }
                 })
                 .collect(),
         }
@@ -327,7 +444,9 @@ mod tests {
         let (mut journal, records) = Journal::open(&path).expect("open");
         assert!(records.is_empty());
         for jseq in 1..=5 {
-            journal.append(&group(jseq, 3).encode()).expect("append");
+            journal
+                .append(jseq, &group(jseq, 3).encode())
+                .expect("append");
         }
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), CHUNK);
         drop(journal);
@@ -336,9 +455,19 @@ mod tests {
             records.iter().map(|g| g.jseq).collect::<Vec<_>>(),
             [1, 2, 3, 4, 5]
         );
-        journal.append(&group(6, 1).encode()).expect("append");
+        journal.append(6, &group(6, 1).encode()).expect("append");
         let records = Journal::records(&path).expect("read");
         assert_eq!(records.iter().map(|g| g.jseq).collect::<Vec<_>>(), [6]);
+        // The other half: its records follow the first half's, whichever is older.
+        assert_eq!(journal.other_half_last(), 0);
+        journal.switch_halves();
+        journal.append(7, &group(7, 2).encode()).expect("append");
+        assert_eq!(journal.other_half_last(), 6);
+        journal.switch_halves();
+        journal.append(8, &group(8, 2).encode()).expect("append");
+        let records = Journal::records(&path).expect("read");
+        assert_eq!(records.iter().map(|g| g.jseq).collect::<Vec<_>>(), [7, 8]);
+        assert_eq!(records[0], group(7, 2));
         std::fs::remove_dir_all(dir).expect("clean up");
     }
 

@@ -84,10 +84,12 @@ impl RedbStore {
     }
 
     /// Opens (or creates) `dir/taskflow.redb` with the event journal `dir/taskflow.journal`
-    /// in front of it (experimental): a group of queued emits is acknowledged after one
-    /// append and one fdatasync of the journal, and moved into the database by a second
-    /// thread afterwards, so an emit's latency is one small sync instead of a database commit
-    /// (every other write still commits the database durably, after the events before it).
+    /// in front of it (experimental): a group of queued emits, steps and heartbeats is
+    /// acknowledged after one append and one fdatasync of the journal, and moved into the
+    /// database by a second thread afterwards, so an emit's latency is one small sync instead
+    /// of a database commit (every other write still commits the database durably, after the
+    /// writes before it; reads of runs and steps wait for the fold to pass what was journaled
+    /// before them, reads of events never wait).
     /// The journal's records the database does not hold yet are applied at open, so nothing
     /// acknowledged is lost to a crash; a store opened later without the journal applies
     /// them too. Blocking, as [`open`](Self::open).
@@ -111,7 +113,7 @@ impl RedbStore {
         let (sender, receiver) = mpsc::channel();
         let (fold_sender, fold_receiver) = mpsc::channel();
         let spawn_error = |e| BuildError::Storage(StoreError::io(e));
-        let fold = fold::Fold::new(shared.clone(), fold_receiver);
+        let fold = fold::Fold::new(shared.clone(), fold_receiver, next_jseq - 1);
         let fold_thread = std::thread::Builder::new()
             .name("taskflow-fold".into())
             .spawn(move || fold.run())
@@ -209,8 +211,19 @@ impl RedbStore {
         sender.send(request).map_err(|_| StoreError::Closed)
     }
 
-    /// Runs `f` on a read transaction on the blocking pool.
+    /// Runs `f` on a read transaction on the blocking pool, once the database holds every
+    /// step and heartbeat journaled before the call.
     fn read<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.read_after(self.shared.tail.writes_journaled(), f)
+    }
+
+    /// Runs `f` on a read transaction on the blocking pool, once the database holds journal
+    /// record `jseq` (0: at once).
+    fn read_after<T, F>(&self, jseq: u64, f: F) -> StoreFuture<'_, T>
     where
         T: Send + 'static,
         F: FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
@@ -218,6 +231,7 @@ impl RedbStore {
         let shared = self.shared.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
+                shared.tail.wait_folded(jseq);
                 let guard = shared.db.read().unwrap_or_else(PoisonError::into_inner);
                 let db = guard.as_ref().ok_or(StoreError::Closed)?;
                 let txn = db.begin_read().map_err(StoreError::io)?;
@@ -448,7 +462,8 @@ impl Store for RedbStore {
         let ik = ik.as_str().to_owned();
         // The tail before the database (see `tail`).
         let unfolded = self.shared.tail.after(&ik, after.0, limit);
-        self.read(move |txn| {
+        // Events need no wait: the unfolded ones are in the tail.
+        self.read_after(0, move |txn| {
             let events = txn.open_table(EVENTS).map_err(storage)?;
             let start = after.0.saturating_add(1);
             let mut out = Vec::new();

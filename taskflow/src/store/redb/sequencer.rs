@@ -1,11 +1,12 @@
 //! The sequencer: with the event journal on, the thread that owns the order of every write.
 //!
-//! A run of queued batches made only of events (what `ctx.emit` queues) is fenced and
-//! numbered here, from what this thread knows of each key's last seq and each run's epoch,
-//! written to the journal as one record with one fdatasync, and answered; the fold thread
-//! moves it into the database afterwards. Any other batch goes to the fold thread, which
-//! commits it durably after every journaled group before it, and this thread waits for that
-//! (so a stop's epoch bump orders after the emits before it and before the emits after it).
+//! A run of queued batches made only of events, steps and heartbeats (what `ctx.emit`,
+//! `ctx.step` and a running attempt queue) is fenced and numbered here, from what this thread
+//! knows of each key's last seq and each run's epoch, written to the journal as one record
+//! with one fdatasync, and answered; the fold thread moves it into the database afterwards.
+//! Any other batch goes to the fold thread, which commits it durably after every journaled
+//! group before it; this thread waits for that when it changes what it decides with (so a
+//! stop's epoch bump orders after the emits before it and before the emits after it).
 //!
 //! What this thread knows comes from the database the first time it needs it and is then
 //! kept: it is the only writer, so its copy cannot go stale, and every key with events the
@@ -22,14 +23,15 @@ use redb::ReadableDatabase;
 use super::Shared;
 use super::committer::{MAX_GROUP, Request};
 use super::fold::FoldJob;
-use super::journal::{CAPACITY, Journal, JournaledEvent, JournaledGroup};
+use super::journal::{HALF, Journal, JournaledEvent, JournaledGroup, JournaledWrite};
 use super::schema::{EPOCHS, KEYS};
 use super::tables::encode_event;
 use crate::error::StoreError;
+use crate::ids::Epoch;
 use crate::ids::Seq;
 use crate::status::StoredEvent;
 use crate::store::state::{Pending, StoreState};
-use crate::store::{Committed, Write, WriteBatch};
+use crate::store::{Committed, TaskPatch, Write, WriteBatch};
 
 /// Journaled events the fold may lag behind before appends wait for it.
 const MAX_UNFOLDED: usize = 1 << 16;
@@ -131,14 +133,14 @@ impl Sequencer {
         }
     }
 
-    /// Journals the events at the head of `group` and commits the rest (from the first batch
-    /// that is not only events) as one direct group, in order. Events queued behind another
-    /// write go with it rather than splitting the group into many small database commits
+    /// Journals the head of `group` and commits the rest (from the first batch the journal
+    /// does not take) as one direct group, in order. Writes queued behind another write go
+    /// with it rather than splitting the group into many small database commits
     /// (500 runs' heartbeats amid their emits would otherwise cost 500 commits).
     fn commit(&mut self, mut group: Vec<Pending>) {
         let head = group
             .iter()
-            .position(|p| !is_events_only(&p.batch))
+            .position(|p| !is_journaled(&p.batch))
             .unwrap_or(group.len());
         let rest = group.split_off(head);
         if !group.is_empty() {
@@ -197,9 +199,10 @@ impl Sequencer {
             self.forget();
         }
         let mut events = Vec::new();
+        let mut writes = Vec::new();
         let mut outcomes = Vec::with_capacity(run.len());
         for pending in &mut run {
-            match self.decide(&mut pending.batch, &mut events) {
+            match self.decide(&mut pending.batch, &mut events, &mut writes) {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(error) => {
                     self.fail(run, &error);
@@ -207,16 +210,17 @@ impl Sequencer {
                 }
             }
         }
-        if events.is_empty() {
+        if events.is_empty() && writes.is_empty() {
             self.shared.state.answer(run, outcomes, started);
             return;
         }
         let group = JournaledGroup {
             jseq: self.next_jseq,
             events,
+            writes,
         };
         let record = group.encode();
-        if record.len() as u64 > CAPACITY / 4 {
+        if record.len() as u64 > HALF / 4 {
             // Too big for the journal: the fold commits it durably instead, under its jseq.
             self.next_jseq += 1;
             self.shared.tail.push(&group);
@@ -229,14 +233,16 @@ impl Sequencer {
             return;
         }
         if !self.journal.fits(record.len()) {
-            // Its space is reused only once the database holds every record in it.
-            if !self.make_durable() {
+            // The other half is reused only once the database durably holds every record in
+            // it: asked for when appends moved away from it, so this seldom waits.
+            if self.shared.tail.durable() < self.journal.other_half_last() && !self.make_durable() {
                 StoreState::refuse(run, || StoreError::FailStopped);
                 return;
             }
-            self.journal.rewind();
+            self.journal.switch_halves();
+            let _ = self.send(FoldJob::Durable { done: None });
         }
-        if let Err(error) = self.journal.append(&record) {
+        if let Err(error) = self.journal.append(group.jseq, &record) {
             let error = std::io::Error::new(
                 error.kind(),
                 format!("{}: {error}", self.journal.path().display()),
@@ -253,7 +259,7 @@ impl Sequencer {
     /// Waits until the database durably holds everything journaled; false when it failed.
     fn make_durable(&self) -> bool {
         let (done, wait) = mpsc::sync_channel(1);
-        self.send(FoldJob::Durable { done }).is_ok() && wait.recv().unwrap_or(false)
+        self.send(FoldJob::Durable { done: Some(done) }).is_ok() && wait.recv().unwrap_or(false)
     }
 
     fn fail(&self, run: Vec<Pending>, error: &StoreError) {
@@ -265,47 +271,73 @@ impl Sequencer {
     }
 
     /// What the database would decide for `batch` (as `Tables::apply` does): refused when
-    /// its fence is stale, else each event gets its key's next seq. Its payloads move into
-    /// the outcome; their stored values go to `events`.
+    /// its fence is stale or it writes to a run that is gone, else each event gets its key's
+    /// next seq. Its payloads move into the outcome and `events` / `writes`.
     fn decide(
         &mut self,
         batch: &mut WriteBatch,
         events: &mut Vec<JournaledEvent>,
+        writes: &mut Vec<JournaledWrite>,
     ) -> Result<Result<Vec<Committed>, StoreError>, StoreError> {
         if let Some(fence) = batch.fence
             && self.epoch(fence.task.0)? != Some(fence.epoch.0)
         {
             return Ok(Err(StoreError::Fenced));
         }
+        for write in &batch.writes {
+            if let Write::Update { task, .. } | Write::Step { task, .. } = write
+                && batch.fence.is_none_or(|f| f.task != *task)
+                && self.epoch(task.0)?.is_none()
+            {
+                return Ok(Err(StoreError::Fenced));
+            }
+        }
         let mut out = Vec::with_capacity(batch.writes.len());
         for write in &mut batch.writes {
-            let Write::Event {
-                ik,
-                task,
-                name,
-                data,
-            } = write
-            else {
-                unreachable!("only event batches are journaled");
-            };
-            let seq = self.last_seq(ik.as_str())? + 1;
-            let value = encode_event(*task, name, data)?;
-            match self.last_seqs.get_mut(ik.as_str()) {
-                Some(last) => *last = seq,
-                None => {
-                    self.last_seqs.insert(ik.as_str().to_owned(), seq);
+            match write {
+                Write::Event {
+                    ik,
+                    task,
+                    name,
+                    data,
+                } => {
+                    let seq = self.last_seq(ik.as_str())? + 1;
+                    let value = encode_event(*task, name, data)?;
+                    match self.last_seqs.get_mut(ik.as_str()) {
+                        Some(last) => *last = seq,
+                        None => {
+                            self.last_seqs.insert(ik.as_str().to_owned(), seq);
+                        }
+                    }
+                    events.push(JournaledEvent {
+                        ik: ik.as_str().to_owned(),
+                        seq,
+                        value: value.into(),
+                    });
+                    out.push(Committed::Event(StoredEvent {
+                        seq: Seq(seq),
+                        name: name.clone(),
+                        data: std::mem::take(data),
+                    }));
                 }
+                Write::Step { task, key, json } => {
+                    writes.push(JournaledWrite::Step {
+                        task: task.0,
+                        key: key.as_str().to_owned(),
+                        json: std::mem::take(json),
+                    });
+                    out.push(Committed::Done);
+                }
+                Write::Update { task, patch } => {
+                    let epoch = self.epoch(task.0)?.expect("checked above: the run exists");
+                    writes.push(JournaledWrite::Heartbeat {
+                        task: task.0,
+                        now: patch.now.as_millis(),
+                    });
+                    out.push(Committed::Epoch(Epoch(epoch)));
+                }
+                _ => unreachable!("only what `is_journaled` accepts is journaled"),
             }
-            events.push(JournaledEvent {
-                ik: ik.as_str().to_owned(),
-                seq,
-                value: value.into(),
-            });
-            out.push(Committed::Event(StoredEvent {
-                seq: Seq(seq),
-                name: name.clone(),
-                data: std::mem::take(data),
-            }));
         }
         Ok(Ok(out))
     }
@@ -360,11 +392,20 @@ fn changes_decisions(batch: &WriteBatch) -> bool {
     })
 }
 
-/// Whether `batch` holds only events (and at least one).
-fn is_events_only(batch: &WriteBatch) -> bool {
+/// Whether the journal takes `batch`: at least one write, each an event, a step or a
+/// heartbeat (an update that changes nothing but the heartbeat).
+fn is_journaled(batch: &WriteBatch) -> bool {
     !batch.writes.is_empty()
-        && batch
-            .writes
-            .iter()
-            .all(|w| matches!(w, Write::Event { .. }))
+        && batch.writes.iter().all(|w| match w {
+            Write::Event { .. } | Write::Step { .. } => true,
+            Write::Update { patch, .. } => is_heartbeat(patch),
+            _ => false,
+        })
+}
+
+/// Whether `patch` only records a heartbeat.
+fn is_heartbeat(patch: &TaskPatch) -> bool {
+    let mut heartbeat = TaskPatch::at(patch.now);
+    heartbeat.heartbeat = true;
+    *patch == heartbeat
 }

@@ -2,7 +2,7 @@
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::journal::JournaledGroup;
+use super::journal::{JournaledGroup, JournaledWrite};
 use super::schema::{
     EPOCHS, EVENTS, JOURNAL_APPLIED, KEYS, META, OWNER_RUNS, STATE_RUNS, STEPS, StoredEventRef,
     StoredEventValue, TASKS, owner_key,
@@ -268,7 +268,8 @@ impl<'txn> Tables<'txn> {
         Ok(Ok(out))
     }
 
-    /// Writes the events of journal records, in order, and records the last one as applied.
+    /// Writes the events and the other writes of journal records, in order, and records the
+    /// last one as applied.
     /// Each event must follow its key's last seq (the journal decided them against this
     /// very state); anything else means the journal and the file do not belong together.
     pub(super) fn fold(&mut self, groups: &[JournaledGroup]) -> Result<(), redb::Error> {
@@ -283,6 +284,36 @@ impl<'txn> Tables<'txn> {
             }
             self.events()?.insert((ik, event.seq), &*event.value)?;
             self.keys()?.insert(ik, (current, event.seq))?;
+        }
+        for write in groups.iter().flat_map(|g| &g.writes) {
+            let (task, write) = match write {
+                JournaledWrite::Step { task, key, json } => (
+                    *task,
+                    Write::Step {
+                        task: TaskId(*task),
+                        key: crate::ids::StepKey::from_stored(key.clone()),
+                        json: json.clone(),
+                    },
+                ),
+                JournaledWrite::Heartbeat { task, now } => {
+                    let mut patch =
+                        crate::store::TaskPatch::at(crate::clock::Timestamp::from_millis(*now));
+                    patch.heartbeat = true;
+                    (
+                        *task,
+                        Write::Update {
+                            task: TaskId(*task),
+                            patch,
+                        },
+                    )
+                }
+            };
+            if self.apply(&mut WriteBatch::new(vec![write]))?.is_err() {
+                return Err(corrupt(&format!(
+                    "the journal writes to run t{task}, which the database does not hold: \
+                     taskflow.journal does not belong to this taskflow.redb"
+                )));
+            }
         }
         if let Some(last) = groups.last() {
             self.meta()?.insert(JOURNAL_APPLIED, last.jseq)?;
