@@ -98,9 +98,10 @@ impl Fold {
     }
 
     pub(super) fn run(mut self) {
+        // However the fold ends (a panic too), reads and appends waiting for it stop waiting:
+        // they read what the database has, or find the store closed or failed.
+        let _stop = StopTail(self.shared.clone());
         self.fold_all();
-        // Reads waiting for a fold that will not come read what the database has.
-        self.shared.tail.stop();
     }
 
     fn fold_all(&mut self) {
@@ -303,6 +304,15 @@ impl Fold {
         let db = guard.as_mut().ok_or(StoreError::Closed)?;
         db.compact().map_err(StoreError::io)?;
         Ok(())
+    }
+}
+
+/// Wakes everyone waiting for the fold when it goes.
+struct StopTail(Arc<Shared>);
+
+impl Drop for StopTail {
+    fn drop(&mut self) {
+        self.0.tail.stop();
     }
 }
 

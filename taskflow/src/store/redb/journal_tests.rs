@@ -355,3 +355,31 @@ fn appends_move_between_the_halves_and_a_crash_after_the_moves_loses_nothing() {
         store.close().await.expect("close");
     });
 }
+
+#[test]
+fn a_read_waiting_for_a_fold_that_never_comes_ends_when_the_store_crashes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    rt().block_on(async {
+        let store = std::sync::Arc::new(open(dir.path()));
+        let ik = key("h");
+        let (task, epoch) = create(&store, &ik).await;
+        store.shared.hold_fold.store(true, Ordering::SeqCst);
+        store
+            .enqueue(step(task, epoch, "held"))
+            .await
+            .expect("step");
+        let reader = store.clone();
+        let mut read = tokio::spawn(async move { reader.steps(task).await.map(|s| s.len()) });
+        tokio::task::yield_now().await;
+        assert!(!read.is_finished(), "the read waits for the held fold");
+        store.crash();
+        let Ok(ended) = tokio::time::timeout(std::time::Duration::from_secs(10), &mut read).await
+        else {
+            // Let the blocked read go, or the runtime would wait for it forever.
+            store.shared.tail.stop();
+            panic!("the read did not end once the fold was gone");
+        };
+        let ended = ended.expect("no panic");
+        assert!(matches!(ended, Err(_) | Ok(0)), "{ended:?}");
+    });
+}

@@ -120,10 +120,11 @@ impl Tail {
         self.shrunk.notify_all();
     }
 
-    /// Waits until at most `max` events are unfolded (the fold's backpressure).
+    /// Waits until at most `max` writes are unfolded (the fold's backpressure; at once when
+    /// the fold is gone).
     pub(super) fn wait_below(&self, max: usize) {
         let mut unfolded = self.lock();
-        while unfolded.len > max {
+        while unfolded.len > max && !unfolded.stopped {
             unfolded = self
                 .shrunk
                 .wait(unfolded)
