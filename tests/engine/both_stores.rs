@@ -25,8 +25,9 @@ fn the_suite_passes_on_the_other_stores() {
 fn run_the_suite_on(other: &str) {
     let output = Command::new(std::env::current_exe().unwrap())
         .env(TEST_STORE, other)
-        // `storage` and `faults` are about the redb file itself (their own TempDataDir, never
-        // the store TASKFLOW_TEST_STORE names): they ran in this run already.
+        // `storage`, `faults` and `power_loss` are about the redb files themselves (their own
+        // TempDataDir or in-memory backends, never the store TASKFLOW_TEST_STORE names): they
+        // ran in this run already.
         .args([
             "--skip",
             "both_stores::",
@@ -34,6 +35,8 @@ fn run_the_suite_on(other: &str) {
             "storage::",
             "--skip",
             "faults::",
+            "--skip",
+            "power_loss::",
             "--test-threads",
             "4",
         ])

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use taskflow::prelude::*;
 use taskflow::store::RedbStore;
-use taskflow::testing::{CrashPoint, Cut, PowerCutBackend, Recording, TempDataDir};
+use taskflow::testing::{CrashPoint, Cut, FileId, PowerCutBackend, Recording, TempDataDir};
 use taskflow::{ControlError, IdempotencyKey, ManualClock, StoredEvent, TaskState, Timestamp};
 
 #[events]
@@ -118,14 +118,38 @@ pub async fn power_cut_work(ctx: TaskContext<Beat>, plan: Plan) -> Result<Vec<u6
 
 const T0: u64 = 1_700_000_000_000;
 
-fn builder(
-    dir: &TempDataDir,
-    backend: PowerCutBackend,
-    ledger: Arc<Ledger>,
-) -> taskflow::TaskFlowBuilder {
-    TaskFlow::builder()
-        .storage_backend(dir.path(), backend)
-        .register(power_cut_work)
+/// The files a workload writes: the database alone, or the database and the event journal in
+/// front of it (two files of one disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Files {
+    Database,
+    WithJournal,
+}
+
+/// The disk's files: the database, and the journal when there is one.
+#[derive(Debug, Clone)]
+struct Disk {
+    db: PowerCutBackend,
+    journal: Option<PowerCutBackend>,
+}
+
+impl Disk {
+    /// A disk holding these images (as a power cut left them), recording nothing.
+    fn from_images(db: Vec<u8>, journal: Option<Vec<u8>>) -> Self {
+        Self {
+            db: PowerCutBackend::from_image(db),
+            journal: journal.map(PowerCutBackend::from_image),
+        }
+    }
+}
+
+fn builder(dir: &TempDataDir, disk: Disk, ledger: Arc<Ledger>) -> taskflow::TaskFlowBuilder {
+    let flow = TaskFlow::builder();
+    let flow = match disk.journal {
+        Some(journal) => flow.storage_backend_with_journal(dir.path(), disk.db, journal),
+        None => flow.storage_backend(dir.path(), disk.db),
+    };
+    flow.register(power_cut_work)
         .state(ledger)
         .clock(ManualClock::new(Timestamp::from_millis(T0)))
         .max_concurrent(8)
@@ -144,11 +168,12 @@ enum Workload {
     RetentionWithCompaction,
 }
 
-/// Runs `workload` on a recording backend: what the disk was asked to do, what was acknowledged.
-async fn record(workload: Workload) -> (Recording, Acks) {
+/// Runs `workload` on recording backends: what the disk was asked to do, what was
+/// acknowledged, and which file of the disk the journal is.
+async fn record(workload: Workload, files: Files) -> (Recording, Acks, Option<FileId>) {
     let dir = TempDataDir::new();
-    // The file exists already (its first creation is a test of its own).
-    let created = PowerCutBackend::from_image(Vec::new());
+    // The files exist already (the database's first creation is a test of its own).
+    let created = Disk::from_images(Vec::new(), (files == Files::WithJournal).then(Vec::new));
     builder(&dir, created.clone(), Arc::default())
         .build()
         .await
@@ -156,13 +181,21 @@ async fn record(workload: Workload) -> (Recording, Acks) {
         .shutdown()
         .await
         .unwrap();
-    let backend = PowerCutBackend::recording_from(created.image());
+    let backend = PowerCutBackend::recording_from(created.db.image());
+    let journal = created
+        .journal
+        .map(|journal| backend.another_file(journal.image()));
+    let journal_file = journal.as_ref().map(PowerCutBackend::file);
     let ledger = Arc::new(Ledger {
         backend: Some(backend.clone()),
         ..Ledger::default()
     });
     let clock = ManualClock::new(Timestamp::from_millis(T0));
-    let flow = builder(&dir, backend.clone(), ledger.clone())
+    let disk = Disk {
+        db: backend.clone(),
+        journal,
+    };
+    let flow = builder(&dir, disk, ledger.clone())
         .clock(clock.clone())
         .build()
         .await
@@ -214,7 +247,7 @@ async fn record(workload: Workload) -> (Recording, Acks) {
     }
     flow.shutdown().await.unwrap();
     let acks = ledger.acks.lock().unwrap().clone();
-    (backend.recording_so_far(), acks)
+    (backend.recording_so_far(), acks, journal_file)
 }
 
 /// Starts every plan at once, follows each run's events, waits for all.
@@ -256,14 +289,33 @@ async fn run_all(flow: &TaskFlow, ledger: &Arc<Ledger>, plans: Vec<Plan>) {
     futures_util::future::join_all(runs).await;
 }
 
-/// The cheap check, on every cut: the image opens as a store (no engine) and holds every
-/// acknowledged run, step result, event and removal, with gapless event ids.
-fn inspect(dir: &Path, image: Vec<u8>, synced: u64, acks: &Acks) -> Result<(), String> {
-    let store = RedbStore::open_on(dir, PowerCutBackend::from_image(image))
-        .map_err(|e| format!("does not open: {e}"))?;
+/// The cheap check, on every cut: the images open as a store (no engine; the journal's
+/// records applied) and hold every acknowledged run, step result, event and removal, with
+/// gapless event ids, and nothing of a run that is not there (a journal record applied again
+/// after its run was removed would show as one).
+fn inspect(dir: &Path, disk: Disk, synced: u64, acks: &Acks) -> Result<(), String> {
+    let store = match disk.journal {
+        Some(journal) => RedbStore::open_on_with_journal(dir, disk.db, journal),
+        None => RedbStore::open_on(dir, disk.db),
+    }
+    .map_err(|e| format!("does not open: {e}"))?;
     let contents = store.contents().map_err(|e| format!("does not read: {e}"));
     drop(store);
     let contents = contents?;
+    if let Some(ik) = contents
+        .events
+        .keys()
+        .find(|ik| !contents.runs.contains_key(*ik))
+    {
+        return Err(format!("events of {ik:?}, which has no run"));
+    }
+    if let Some(id) = contents
+        .steps
+        .keys()
+        .find(|id| !contents.runs.values().any(|run| run.id == **id))
+    {
+        return Err(format!("steps of run {id:?}, which is not there"));
+    }
     for (key, ik, at) in &acks.removed {
         if *at <= synced && contents.runs.contains_key(ik) {
             return Err(format!("{key}: removed (acknowledged) but present"));
@@ -315,15 +367,14 @@ fn gapless(key: &str, events: &[StoredEvent]) -> Result<(), String> {
 /// completes every run; nothing acknowledged is lost, run again or doubled.
 async fn check(
     dir: &TempDataDir,
-    point: &CrashPoint<'_>,
-    cut: Cut,
+    point: &Point<'_>,
+    cut: JointCut,
     acks: &Acks,
 ) -> Result<(), String> {
-    let synced = point.synced();
-    let image = point.image(cut);
+    let synced = point.crash.synced();
     let ledger = Arc::new(Ledger::default());
     let opened = {
-        let builder = builder(dir, PowerCutBackend::from_image(image), ledger.clone());
+        let builder = builder(dir, point.disk(cut), ledger.clone());
         tokio::spawn(async move { builder.build().await })
             .await
             .map_err(|e| format!("opening panicked: {e}"))?
@@ -475,11 +526,15 @@ fn setting(name: &str, default: usize) -> (usize, bool) {
 }
 
 /// The first `n` cuts of each kind among `cuts`: the ones the full check recovers.
-fn some_of_each_kind(cuts: &[Cut], n: usize) -> Vec<Cut> {
-    let mut seen: Vec<(std::mem::Discriminant<Cut>, usize)> = Vec::new();
+fn some_of_each_kind<C: Copy, K: PartialEq>(
+    cuts: &[C],
+    n: usize,
+    kind: impl Fn(&C) -> K,
+) -> Vec<C> {
+    let mut seen: Vec<(K, usize)> = Vec::new();
     let mut out = Vec::new();
     for cut in cuts {
-        let kind = std::mem::discriminant(cut);
+        let kind = kind(cut);
         let k = match seen.iter_mut().find(|(d, _)| *d == kind) {
             Some((_, k)) => k,
             None => {
@@ -495,49 +550,143 @@ fn some_of_each_kind(cuts: &[Cut], n: usize) -> Vec<Cut> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_cut_of_every_sync_boundary_keeps_what_was_acknowledged_and_recovers() {
+/// A cut of each file of the disk: the power went once, for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct JointCut {
+    db: Cut,
+    journal: Cut,
+}
+
+impl JointCut {
+    fn kind(&self) -> (std::mem::Discriminant<Cut>, std::mem::Discriminant<Cut>) {
+        (
+            std::mem::discriminant(&self.db),
+            std::mem::discriminant(&self.journal),
+        )
+    }
+}
+
+/// A crash point of a recording, and which file of it the journal is.
+struct Point<'a> {
+    crash: &'a CrashPoint,
+    journal: Option<FileId>,
+}
+
+impl Point<'_> {
+    /// The cuts of this point: each cut of the database with the journal's writes in flight
+    /// lost or kept, each cut of the journal with the database's lost or kept, and seeded
+    /// random cuts of both at once.
+    fn cuts(&self, per_kind: usize, seed: u64) -> Vec<JointCut> {
+        let db = self.crash.cuts(per_kind, seed);
+        let Some(file) = self.journal else {
+            return db
+                .into_iter()
+                .map(|db| JointCut {
+                    db,
+                    journal: Cut::NothingInFlight,
+                })
+                .collect();
+        };
+        let journal = self.crash.cuts_of(file, per_kind, seed + 500);
+        let ends = [Cut::NothingInFlight, Cut::AllInFlight];
+        let ends = &ends[..if self.crash.in_flight_of(file) == 0 {
+            1
+        } else {
+            2
+        }];
+        let mut cuts: Vec<JointCut> = db
+            .iter()
+            .flat_map(|&db| ends.iter().map(move |&journal| JointCut { db, journal }))
+            .collect();
+        let db_ends = if db.len() > 1 {
+            &[Cut::NothingInFlight, Cut::AllInFlight][..]
+        } else {
+            &[Cut::NothingInFlight][..]
+        };
+        cuts.extend(
+            journal
+                .iter()
+                .skip(ends.len())
+                .flat_map(|&journal| db_ends.iter().map(move |&db| JointCut { db, journal })),
+        );
+        if journal.len() > 1 && db.len() > 1 {
+            for s in 0..per_kind as u64 {
+                cuts.push(JointCut {
+                    db: Cut::Pages(seed + 700 + s),
+                    journal: Cut::Pages(seed + 900 + s),
+                });
+            }
+        }
+        cuts
+    }
+
+    fn disk(&self, cut: JointCut) -> Disk {
+        Disk::from_images(
+            self.crash.image(cut.db),
+            self.journal
+                .map(|file| self.crash.image_of(file, cut.journal)),
+        )
+    }
+
+    fn at(&self, cut: &JointCut) -> String {
+        match self.journal {
+            Some(file) => format!(
+                "after sync {} ({} in flight to the database, {} to the journal), {cut:?}",
+                self.crash.synced(),
+                self.crash.in_flight() - self.crash.in_flight_of(file),
+                self.crash.in_flight_of(file)
+            ),
+            None => format!(
+                "after sync {} ({} in flight), {:?}",
+                self.crash.synced(),
+                self.crash.in_flight(),
+                cut.db
+            ),
+        }
+    }
+}
+
+/// Records each workload on `files`, then inspects every cut of every crash point and
+/// recovers some with a flow; fails listing the cuts that lost something acknowledged.
+async fn sweep(
+    files: Files,
+    workloads: &[Workload],
+    per_kind: usize,
+    recoveries: (usize, bool),
+) -> Tally {
     let dir = TempDataDir::new();
-    let (per_kind, chosen) = setting("TASKFLOW_POWER_CUTS_PER_KIND", 75);
-    let (recoveries, all_kinds) = setting("TASKFLOW_POWER_RECOVERIES_PER_KIND", 1);
+    let (recoveries, all_kinds) = recoveries;
     let mut total = Tally::default();
-    let started = Instant::now();
-    for workload in [
-        Workload::Submit,
-        Workload::StepsAndEvents,
-        Workload::RetentionWithCompaction,
-    ] {
-        let (recording, acks) = record(workload).await;
+    for &workload in workloads {
+        let (recording, acks, journal) = record(workload, files).await;
         let mut failures = Vec::new();
         let mut here = Tally::default();
-        for point in recording.crash_points() {
-            here.points += 1;
-            let cuts = point.cuts(per_kind, point.synced() * 1_000);
-            let at = |cut: &Cut| {
-                format!(
-                    "after sync {} ({} in flight), {cut:?}",
-                    point.synced(),
-                    point.in_flight()
-                )
+        for crash in recording.crash_points() {
+            let point = Point {
+                crash: &crash,
+                journal,
             };
+            here.points += 1;
+            let cuts = point.cuts(per_kind, crash.synced() * 1_000);
             let t = Instant::now();
             // Opening images is synchronous work: two threads share the cuts.
             let found: Vec<String> = std::thread::scope(|scope| {
                 let workers: Vec<_> = (0..2)
                     .map(|w| {
-                        let (point, acks, dir, at) = (&point, &acks, &dir, &at);
+                        let (point, acks, dir) = (&point, &acks, &dir);
                         let cuts = cuts.iter().skip(w).step_by(2);
                         scope.spawn(move || {
                             cuts.filter_map(|&cut| {
-                                let image = point.image(cut);
+                                let disk = point.disk(cut);
+                                let synced = point.crash.synced();
                                 let inspected =
                                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                        inspect(dir.path(), image, point.synced(), acks)
+                                        inspect(dir.path(), disk, synced, acks)
                                     }));
                                 match inspected {
                                     Ok(Ok(())) => None,
-                                    Ok(Err(e)) => Some(format!("{}: {e}", at(&cut))),
-                                    Err(_) => Some(format!("{}: panicked", at(&cut))),
+                                    Ok(Err(e)) => Some(format!("{}: {e}", point.at(&cut))),
+                                    Err(_) => Some(format!("{}: panicked", point.at(&cut))),
                                 }
                             })
                             .collect::<Vec<_>>()
@@ -553,7 +702,7 @@ async fn every_cut_of_every_sync_boundary_keeps_what_was_acknowledged_and_recove
             failures.extend(found);
             here.inspecting += t.elapsed();
             let t = Instant::now();
-            let mut recover = some_of_each_kind(&cuts, recoveries);
+            let mut recover = some_of_each_kind(&cuts, recoveries, JointCut::kind);
             if !all_kinds && recover.len() > 2 {
                 let n = recover.len();
                 let p = here.points;
@@ -562,24 +711,39 @@ async fn every_cut_of_every_sync_boundary_keeps_what_was_acknowledged_and_recove
             for cut in recover {
                 here.recovered += 1;
                 if let Err(e) = check(&dir, &point, cut, &acks).await {
-                    failures.push(format!("{}, recovering: {e}", at(&cut)));
+                    failures.push(format!("{}, recovering: {e}", point.at(&cut)));
                 }
             }
             here.recovering += t.elapsed();
         }
         println!(
-            "{workload:?}: {} syncs, {} failed; {here}",
+            "{files:?}, {workload:?}: {} syncs, {} failed; {here}",
             recording.syncs(),
             failures.len(),
         );
         assert!(
             failures.is_empty(),
-            "{workload:?}: {} cuts failed:\n{}",
+            "{files:?}, {workload:?}: {} cuts failed:\n{}",
             failures.len(),
             failures[..failures.len().min(20)].join("\n")
         );
         total.add(&here);
     }
+    total
+}
+
+const WORKLOADS: [Workload; 3] = [
+    Workload::Submit,
+    Workload::StepsAndEvents,
+    Workload::RetentionWithCompaction,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cut_of_every_sync_boundary_keeps_what_was_acknowledged_and_recovers() {
+    let (per_kind, chosen) = setting("TASKFLOW_POWER_CUTS_PER_KIND", 75);
+    let recoveries = setting("TASKFLOW_POWER_RECOVERIES_PER_KIND", 1);
+    let started = Instant::now();
+    let total = sweep(Files::Database, &WORKLOADS, per_kind, recoveries).await;
     println!(
         "power loss: {total}; nothing acknowledged lost ({:.1} s)",
         started.elapsed().as_secs_f64()
@@ -588,6 +752,28 @@ async fn every_cut_of_every_sync_boundary_keeps_what_was_acknowledged_and_recove
     assert!(
         chosen || total.inspected >= 50_000,
         "{} cuts: the default must make at least 50,000",
+        total.inspected
+    );
+}
+
+/// The event journal and the database are two files: a sync of one promises nothing of the
+/// other, so every crash point cuts what is in flight to each, alone and together. Records
+/// the database holds durably must never be applied twice, and records only the journal holds
+/// must be applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_event_journal_every_cut_of_both_files_keeps_what_was_acknowledged() {
+    let (per_kind, chosen) = setting("TASKFLOW_POWER_CUTS_PER_KIND", 20);
+    let recoveries = setting("TASKFLOW_POWER_RECOVERIES_PER_KIND", 1);
+    let started = Instant::now();
+    let total = sweep(Files::WithJournal, &WORKLOADS, per_kind, recoveries).await;
+    println!(
+        "power loss with the event journal: {total}; nothing acknowledged lost ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(total.points >= 100, "{} crash points", total.points);
+    assert!(
+        chosen || total.inspected >= 10_000,
+        "{} cuts: the default must make at least 10,000",
         total.inspected
     );
 }
@@ -632,7 +818,11 @@ async fn a_cut_while_the_file_is_first_created_never_leaves_one_that_cannot_open
     // name and renames the file into place only once it is complete and synced.
     let scratch = TempDataDir::new();
     let backend = PowerCutBackend::recording();
-    builder(&scratch, backend.clone(), Arc::default())
+    let disk = Disk {
+        db: backend.clone(),
+        journal: None,
+    };
+    builder(&scratch, disk, Arc::default())
         .build()
         .await
         .unwrap()
@@ -661,7 +851,7 @@ async fn a_cut_while_the_file_is_first_created_never_leaves_one_that_cannot_open
         }
         // As taskflow creates it: the image is a leftover under the temporary name, and the
         // next start removes it, creates the file again and runs work.
-        for cut in some_of_each_kind(&all, 1) {
+        for cut in some_of_each_kind(&all, 1, std::mem::discriminant) {
             started += 1;
             let data = TempDataDir::new();
             let leftover = data.path().join("taskflow.redb.creating-4242-17");

@@ -118,7 +118,12 @@ pub(crate) enum StoreChoice {
     Custom(crate::store::DynStore),
     /// A redb file through an instrumented backend (tests).
     #[cfg(feature = "test-util")]
-    Backend(PathBuf, crate::testing::BoxedBackend),
+    /// With the event journal's file through another one.
+    Backend(
+        PathBuf,
+        crate::testing::BoxedBackend,
+        Option<crate::testing::BoxedBackend>,
+    ),
 }
 
 /// Configures and opens a [`TaskFlow`].
@@ -241,6 +246,26 @@ impl TaskFlowBuilder {
         self.store = StoreChoice::Backend(
             dir.as_ref().to_owned(),
             crate::testing::BoxedBackend::new(backend),
+            None,
+        );
+        self
+    }
+
+    /// Test hook (feature `test-util`): as [`storage_backend`](Self::storage_backend), with
+    /// the [`event_journal`](Self::event_journal) in front of the database and its file
+    /// through `journal` (a [`PowerCutBackend`](crate::testing::PowerCutBackend) on the
+    /// database's disk: the power-cut matrix of the two files).
+    #[cfg(feature = "test-util")]
+    pub fn storage_backend_with_journal(
+        mut self,
+        dir: impl AsRef<Path>,
+        backend: impl crate::testing::TestBackend,
+        journal: impl crate::testing::TestBackend,
+    ) -> Self {
+        self.store = StoreChoice::Backend(
+            dir.as_ref().to_owned(),
+            crate::testing::BoxedBackend::new(backend),
+            Some(crate::testing::BoxedBackend::new(journal)),
         );
         self
     }

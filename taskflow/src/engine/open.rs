@@ -56,8 +56,12 @@ impl TaskFlow {
             }
             StoreChoice::Custom(store) => store,
             #[cfg(feature = "test-util")]
-            StoreChoice::Backend(dir, backend) => {
+            StoreChoice::Backend(dir, backend, None) => {
                 Arc::new(RedbStore::open_with_backend(&dir, backend)?)
+            }
+            #[cfg(feature = "test-util")]
+            StoreChoice::Backend(dir, backend, Some(journal)) => {
+                Arc::new(RedbStore::open_with_backends(&dir, backend, journal)?)
             }
         };
         hub.set_shared(store.lease().is_some());

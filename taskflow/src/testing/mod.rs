@@ -23,7 +23,7 @@ pub use self::crash_matrix::{
     CommitPoint, CrashMatrix, CrashSide, MatrixError, MatrixReport, RunReport, run,
 };
 pub use self::instrumented::{BackendProbe, InstrumentedBackend};
-pub use self::power_cut::{CrashPoint, CrashPoints, Cut, PAGE, PowerCutBackend, Recording};
+pub use self::power_cut::{CrashPoint, CrashPoints, Cut, FileId, PAGE, PowerCutBackend, Recording};
 pub use self::step_log::{StepCall, StepLog};
 
 #[cfg(feature = "postgres")]

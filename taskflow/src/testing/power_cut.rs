@@ -1,12 +1,16 @@
-//! Power loss, simulated: a redb backend in memory that records every write, resize and sync,
-//! and builds the images a disk could hold after a power cut at any sync boundary.
+//! Power loss, simulated: redb backends in memory, the files of one disk, that record every
+//! write, resize and sync in one order, and build the images the disk could hold after a power
+//! cut at any sync boundary.
 //!
-//! A cut after sync `k` keeps everything written before that sync returned (the disk promised
-//! it) and some of what was written after it and before the next sync (in flight when the
-//! power went): none of it, all of it, a prefix, a later part without an earlier one
-//! (reordered), a random choice, a write torn at a page boundary, a random choice of pages,
-//! or pages past the old end of the file that read back as zeros. redb's own
-//! `crash_consistency` tests work this way; this one records a whole taskflow workload.
+//! A cut after the disk's sync `k` keeps, of each file, everything written before that file's
+//! own last sync up to then returned (the disk promised it) and some of what was written to it
+//! after that sync (in flight when the power went): none of it, all of it, a prefix, a later
+//! part without an earlier one (reordered), a random choice, a write torn at a page boundary,
+//! a random choice of pages, or pages past the old end of the file that read back as zeros.
+//! A sync of one file promises nothing of another: a file synced long ago keeps everything
+//! written to it since in flight. redb's own `crash_consistency` tests work this way; this one
+//! records a whole taskflow workload, on the database alone or on the database and the event
+//! journal together.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,29 +27,47 @@ enum Op {
     Sync,
 }
 
+/// One file of a disk.
 #[derive(Default)]
-struct Recorded {
+struct FileState {
     /// What reads see: every write so far, synced or not (the page cache).
     current: Vec<u8>,
     /// The durable file recording started from.
     initial: Vec<u8>,
-    ops: Vec<Op>,
+}
+
+#[derive(Default)]
+struct Disk {
+    files: Vec<FileState>,
+    /// Every file's operations, in the order they were asked for.
+    ops: Vec<(FileId, Op)>,
+    /// `sync_data` calls completed on any file.
     syncs: u64,
     recording: bool,
 }
 
+/// Which file of a disk: the one [`PowerCutBackend::file`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId(usize);
+
 /// A redb storage backend in memory that records what it is asked to do; give it to
-/// [`TaskFlowBuilder::storage_backend`](crate::TaskFlowBuilder::storage_backend).
+/// [`TaskFlowBuilder::storage_backend`](crate::TaskFlowBuilder::storage_backend). Several
+/// files can share one disk ([`another_file`](Self::another_file)), so a recording holds
+/// the order of their operations.
 #[derive(Clone)]
-pub struct PowerCutBackend(Arc<Mutex<Recorded>>);
+pub struct PowerCutBackend {
+    disk: Arc<Mutex<Disk>>,
+    file: FileId,
+}
 
 impl fmt::Debug for PowerCutBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = self.lock();
+        let d = self.lock();
         f.debug_struct("PowerCutBackend")
-            .field("len", &r.current.len())
-            .field("ops", &r.ops.len())
-            .field("syncs", &r.syncs)
+            .field("file", &self.file.0)
+            .field("len", &d.files[self.file.0].current.len())
+            .field("ops", &d.ops.len())
+            .field("syncs", &d.syncs)
             .finish()
     }
 }
@@ -54,10 +76,7 @@ impl PowerCutBackend {
     /// An empty file that records every operation.
     #[must_use]
     pub fn recording() -> Self {
-        Self(Arc::new(Mutex::new(Recorded {
-            recording: true,
-            ..Recorded::default()
-        })))
+        Self::recording_from(Vec::new())
     }
 
     /// A file holding `image`, durable, that records every later operation: a workload on a
@@ -65,63 +84,103 @@ impl PowerCutBackend {
     /// [`image`](Self::image)).
     #[must_use]
     pub fn recording_from(image: Vec<u8>) -> Self {
-        Self(Arc::new(Mutex::new(Recorded {
-            current: image.clone(),
-            initial: image,
-            recording: true,
-            ..Recorded::default()
-        })))
-    }
-
-    /// The file as reads see it now.
-    #[must_use]
-    pub fn image(&self) -> Vec<u8> {
-        self.lock().current.clone()
+        Self::on_new_disk(image, true)
     }
 
     /// A file holding `image` (one a [`CrashPoint`] built), recording nothing: what a
     /// restart after the power cut opens.
     #[must_use]
     pub fn from_image(image: Vec<u8>) -> Self {
-        Self(Arc::new(Mutex::new(Recorded {
-            current: image,
-            ..Recorded::default()
-        })))
+        Self::on_new_disk(image, false)
     }
 
-    /// `sync_data` calls completed so far. Read it where a write is acknowledged: a cut after
-    /// that many syncs must keep the write.
+    fn on_new_disk(image: Vec<u8>, recording: bool) -> Self {
+        let disk = Disk {
+            files: vec![FileState {
+                current: image.clone(),
+                initial: image,
+            }],
+            recording,
+            ..Disk::default()
+        };
+        Self {
+            disk: Arc::new(Mutex::new(disk)),
+            file: FileId(0),
+        }
+    }
+
+    /// A second file on this one's disk holding `image`, durable (empty for a new file),
+    /// recorded if this one is: the event journal beside the database.
+    #[must_use]
+    pub fn another_file(&self, image: Vec<u8>) -> Self {
+        let mut d = self.lock();
+        d.files.push(FileState {
+            current: image.clone(),
+            initial: image,
+        });
+        Self {
+            disk: self.disk.clone(),
+            file: FileId(d.files.len() - 1),
+        }
+    }
+
+    /// Which file of its disk this is, for [`CrashPoint::image_of`].
+    #[must_use]
+    pub fn file(&self) -> FileId {
+        self.file
+    }
+
+    /// The file as reads see it now.
+    #[must_use]
+    pub fn image(&self) -> Vec<u8> {
+        self.lock().files[self.file.0].current.clone()
+    }
+
+    /// `sync_data` calls completed so far on any file of the disk. Read it where a write is
+    /// acknowledged: a cut after that many syncs must keep the write.
     #[must_use]
     pub fn syncs(&self) -> u64 {
         self.lock().syncs
     }
 
-    /// What was recorded so far.
+    /// What was recorded so far, of every file of the disk.
     #[must_use]
     pub fn recording_so_far(&self) -> Recording {
-        let r = self.lock();
+        let d = self.lock();
         Recording {
-            initial: r.initial.clone(),
-            ops: r.ops.clone(),
+            initial: d.files.iter().map(|f| f.initial.clone()).collect(),
+            ops: d.ops.clone(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Disk> {
+        self.disk.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Does `op` to this file: applies it to what reads see and records it.
+    fn perform(&self, op: Op) {
+        let mut d = self.lock();
+        apply(&mut d.files[self.file.0].current, &op, None);
+        if matches!(op, Op::Sync) {
+            d.syncs += 1;
+        }
+        if d.recording {
+            d.ops.push((self.file, op));
+        }
     }
 }
 
 impl StorageBackend for PowerCutBackend {
     fn len(&self) -> Result<u64, std::io::Error> {
-        Ok(self.lock().current.len() as u64)
+        Ok(self.lock().files[self.file.0].current.len() as u64)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-        let r = self.lock();
+        let d = self.lock();
         let start = usize::try_from(offset).map_err(std::io::Error::other)?;
         let bytes = start
             .checked_add(out.len())
-            .and_then(|end| r.current.get(start..end))
+            .and_then(|end| d.files[self.file.0].current.get(start..end))
             .ok_or_else(|| {
                 std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end")
             })?;
@@ -130,32 +189,20 @@ impl StorageBackend for PowerCutBackend {
     }
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        let mut r = self.lock();
-        resize(&mut r.current, len);
-        if r.recording {
-            r.ops.push(Op::SetLen(len));
-        }
+        self.perform(Op::SetLen(len));
         Ok(())
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        let mut r = self.lock();
-        if r.recording {
-            r.ops.push(Op::Sync);
-        }
-        r.syncs += 1;
+        self.perform(Op::Sync);
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        let mut r = self.lock();
-        write_at(&mut r.current, offset, data);
-        if r.recording {
-            r.ops.push(Op::Write {
-                offset,
-                data: data.into(),
-            });
-        }
+        self.perform(Op::Write {
+            offset,
+            data: data.into(),
+        });
         Ok(())
     }
 }
@@ -176,16 +223,18 @@ fn write_at(file: &mut Vec<u8>, offset: u64, data: &[u8]) {
     file[start..end].copy_from_slice(data);
 }
 
-/// The operations a [`PowerCutBackend`] recorded, and the crash points between them.
+/// The operations the files of a [`PowerCutBackend`]'s disk recorded, and the crash points
+/// between them.
 #[derive(Clone)]
 pub struct Recording {
-    initial: Vec<u8>,
-    ops: Vec<Op>,
+    initial: Vec<Vec<u8>>,
+    ops: Vec<(FileId, Op)>,
 }
 
 impl fmt::Debug for Recording {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Recording")
+            .field("files", &self.initial.len())
             .field("ops", &self.ops.len())
             .field("syncs", &self.syncs())
             .finish()
@@ -193,14 +242,17 @@ impl fmt::Debug for Recording {
 }
 
 impl Recording {
-    /// Syncs recorded.
+    /// Syncs recorded, of every file.
     #[must_use]
     pub fn syncs(&self) -> u64 {
-        self.ops.iter().filter(|op| matches!(op, Op::Sync)).count() as u64
+        self.ops
+            .iter()
+            .filter(|(_, op)| matches!(op, Op::Sync))
+            .count() as u64
     }
 
-    /// Every sync boundary in order: before the first sync, after each one (the last one holds
-    /// what was written after the last sync).
+    /// Every sync boundary of the disk in order: before the first sync, after each one (the
+    /// last one holds what was written after the last sync).
     #[must_use]
     pub fn crash_points(&self) -> CrashPoints<'_> {
         CrashPoints {
@@ -208,19 +260,23 @@ impl Recording {
             next: 0,
             synced: 0,
             base: self.initial.clone(),
+            unsynced: vec![Vec::new(); self.initial.len()],
             done: false,
         }
     }
 }
 
-/// The iterator of [`Recording::crash_points`]; it builds each point's durable image from
-/// the one before, so a sweep costs one pass over the recording.
+/// The iterator of [`Recording::crash_points`]; it builds each point's durable images from
+/// the ones before, so a sweep costs one pass over the recording.
 #[derive(Debug)]
 pub struct CrashPoints<'a> {
-    ops: &'a [Op],
+    ops: &'a [(FileId, Op)],
     next: usize,
     synced: u64,
-    base: Vec<u8>,
+    /// Each file as its last sync left it.
+    base: Vec<Vec<u8>>,
+    /// Each file's operations since its last sync.
+    unsynced: Vec<Vec<Op>>,
     done: bool,
 }
 
@@ -234,48 +290,55 @@ impl fmt::Debug for Op {
     }
 }
 
-impl<'a> Iterator for CrashPoints<'a> {
-    type Item = CrashPoint<'a>;
+impl Iterator for CrashPoints<'_> {
+    type Item = CrashPoint;
 
-    fn next(&mut self) -> Option<CrashPoint<'a>> {
+    fn next(&mut self) -> Option<CrashPoint> {
         if self.done {
             return None;
         }
-        let start = self.next;
-        let end = self.ops[start..]
-            .iter()
-            .position(|op| matches!(op, Op::Sync))
-            .map_or(self.ops.len(), |k| start + k);
+        let mut sync = None;
+        while let Some((file, op)) = self.ops.get(self.next) {
+            self.next += 1;
+            if let Op::Sync = op {
+                sync = Some(*file);
+                break;
+            }
+            self.unsynced[file.0].push(op.clone());
+        }
         let point = CrashPoint {
             synced: self.synced,
             base: self.base.clone(),
-            in_flight: &self.ops[start..end],
+            in_flight: self.unsynced.clone(),
         };
-        if end == self.ops.len() {
-            self.done = true;
-        } else {
-            for op in &self.ops[start..end] {
-                apply(&mut self.base, op, None);
+        match sync {
+            Some(file) => {
+                for op in self.unsynced[file.0].drain(..) {
+                    apply(&mut self.base[file.0], &op, None);
+                }
+                self.synced += 1;
             }
-            self.next = end + 1;
-            self.synced += 1;
+            None => self.done = true,
         }
         Some(point)
     }
 }
 
-/// One sync boundary: what the disk holds for sure, and what was in flight.
-pub struct CrashPoint<'a> {
+/// One sync boundary: what the disk holds for sure, and what was in flight, of each file.
+pub struct CrashPoint {
     synced: u64,
-    base: Vec<u8>,
-    in_flight: &'a [Op],
+    base: Vec<Vec<u8>>,
+    in_flight: Vec<Vec<Op>>,
 }
 
-impl fmt::Debug for CrashPoint<'_> {
+impl fmt::Debug for CrashPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CrashPoint")
             .field("synced", &self.synced)
-            .field("durable_len", &self.base.len())
+            .field(
+                "durable_len",
+                &self.base.iter().map(Vec::len).collect::<Vec<_>>(),
+            )
             .field("in_flight", &self.in_flight)
             .finish()
     }
@@ -310,25 +373,39 @@ pub enum Cut {
     ZeroTail(u64),
 }
 
-impl CrashPoint<'_> {
-    /// Syncs that completed before this point: every write acknowledged by then is durable.
+impl CrashPoint {
+    /// Syncs of the disk that completed before this point: every write acknowledged by then
+    /// is durable.
     #[must_use]
     pub fn synced(&self) -> u64 {
         self.synced
     }
 
-    /// Operations in flight at this point.
+    /// Operations in flight at this point, of every file.
     #[must_use]
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.iter().map(Vec::len).sum()
     }
 
-    /// Every deterministic cut of this point (nothing, all, each prefix, each reordered
-    /// suffix, each torn page of each write, capped at `per_kind` each) and `per_kind` seeded
-    /// cuts of each random kind, seeds starting at `seed`.
+    /// Operations in flight at this point, of `file`.
+    #[must_use]
+    pub fn in_flight_of(&self, file: FileId) -> usize {
+        self.in_flight[file.0].len()
+    }
+
+    /// [`cuts_of`](Self::cuts_of) the disk's first file (the database).
     #[must_use]
     pub fn cuts(&self, per_kind: usize, seed: u64) -> Vec<Cut> {
-        let n = self.in_flight.len();
+        self.cuts_of(FileId(0), per_kind, seed)
+    }
+
+    /// Every deterministic cut of `file` at this point (nothing, all, each prefix, each
+    /// reordered suffix, each torn page of each write, capped at `per_kind` each) and
+    /// `per_kind` seeded cuts of each random kind, seeds starting at `seed`.
+    #[must_use]
+    pub fn cuts_of(&self, file: FileId, per_kind: usize, seed: u64) -> Vec<Cut> {
+        let in_flight = &self.in_flight[file.0];
+        let n = in_flight.len();
         let mut cuts = vec![Cut::NothingInFlight];
         if n == 0 {
             return cuts;
@@ -336,7 +413,7 @@ impl CrashPoint<'_> {
         cuts.push(Cut::AllInFlight);
         cuts.extend((1..n).take(per_kind).map(Cut::Prefix));
         cuts.extend((1..n).take(per_kind).map(Cut::Reordered));
-        let torn = self.in_flight.iter().enumerate().flat_map(|(k, op)| {
+        let torn = in_flight.iter().enumerate().flat_map(|(k, op)| {
             let pages = match op {
                 Op::Write { offset, data } => pages_of(*offset, data.len()).len(),
                 _ => 0,
@@ -352,12 +429,18 @@ impl CrashPoint<'_> {
         cuts
     }
 
-    /// The file as the disk holds it after `cut`.
+    /// [`image_of`](Self::image_of) the disk's first file (the database).
     #[must_use]
     pub fn image(&self, cut: Cut) -> Vec<u8> {
-        let mut file = self.base.clone();
+        self.image_of(FileId(0), cut)
+    }
+
+    /// `file` as the disk holds it after `cut` of what was in flight to it.
+    #[must_use]
+    pub fn image_of(&self, file: FileId, cut: Cut) -> Vec<u8> {
+        let ops = &self.in_flight[file.0];
+        let mut file = self.base[file.0].clone();
         let durable_len = file.len() as u64;
-        let ops = self.in_flight;
         match cut {
             Cut::NothingInFlight => {}
             Cut::AllInFlight => ops.iter().for_each(|op| apply(&mut file, op, None)),
@@ -496,5 +579,42 @@ mod tests {
                 .cuts(4, 0)
                 .contains(&Cut::TornWrite { ops: 0, pages: 1 })
         );
+    }
+
+    #[test]
+    fn a_sync_of_one_file_keeps_nothing_of_another() {
+        let db = PowerCutBackend::recording();
+        let journal = db.another_file(vec![9; 4]);
+        db.write(0, &[1; 8]).unwrap();
+        journal.write(0, &[2; 4]).unwrap();
+        journal.sync_data().unwrap();
+        db.write(8, &[3; 8]).unwrap();
+        db.sync_data().unwrap();
+        journal.write(4, &[4; 4]).unwrap();
+        assert_eq!(db.syncs(), 2, "the disk counts the syncs of both files");
+        let rec = db.recording_so_far();
+        let points: Vec<_> = rec.crash_points().collect();
+        assert_eq!(points.len(), 3);
+        let (j, d) = (journal.file(), db.file());
+        // After the journal's sync: the journal's write is kept, the database's earlier
+        // write is still in flight (no sync of its own yet).
+        let after_journal = &points[1];
+        assert_eq!(after_journal.image_of(j, Cut::NothingInFlight), vec![2; 4]);
+        assert_eq!(after_journal.in_flight_of(d), 2);
+        assert_eq!(
+            after_journal.image_of(d, Cut::NothingInFlight),
+            Vec::<u8>::new()
+        );
+        assert_eq!(after_journal.image_of(d, Cut::Prefix(1)), vec![1; 8]);
+        // After the database's sync: both of its writes kept; the journal's later write in
+        // flight.
+        let last = &points[2];
+        assert_eq!(last.image(Cut::NothingInFlight).len(), 16);
+        assert_eq!(last.in_flight_of(j), 1);
+        assert_eq!(
+            last.image_of(j, Cut::AllInFlight),
+            [[2; 4], [4; 4]].concat()
+        );
+        assert_eq!(points[0].image_of(j, Cut::NothingInFlight), vec![9; 4]);
     }
 }

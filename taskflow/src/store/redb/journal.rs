@@ -217,11 +217,59 @@ pub(super) fn read_records(bytes: &[u8]) -> Vec<JournaledGroup> {
     out
 }
 
+/// The bytes under a journal: the file itself, or (feature `test-util`) a power-cut
+/// recording of it.
+pub(super) trait JournalFile: Send + std::fmt::Debug {
+    /// The whole file.
+    fn read_all(&mut self) -> io::Result<Vec<u8>>;
+    /// Writes `data` at `offset`, growing the file if it ends before.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes every write so far durable.
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+impl JournalFile for File {
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.seek(SeekFrom::Start(0))?;
+        self.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.seek(SeekFrom::Start(offset))?;
+        self.write_all(data)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+#[cfg(feature = "test-util")]
+impl JournalFile for crate::testing::BoxedBackend {
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        use redb::StorageBackend as _;
+        let len = usize::try_from(self.len()?).map_err(io::Error::other)?;
+        let mut bytes = vec![0; len];
+        self.read(0, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        redb::StorageBackend::write(self, offset, data)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        redb::StorageBackend::sync_data(self)
+    }
+}
+
 /// The journal file open for appending, from its beginning.
 #[derive(Debug)]
 pub(super) struct Journal {
     path: PathBuf,
-    file: File,
+    file: Box<dyn JournalFile>,
     /// The half appends go to (0 or 1).
     half: usize,
     /// Where the next record goes.
@@ -236,17 +284,37 @@ impl Journal {
     /// Opens (or creates) the journal at `path` and reads its records; appends then start at
     /// the beginning (call it only once the database holds every record it returns).
     pub(super) fn open(path: &Path) -> io::Result<(Self, Vec<JournaledGroup>)> {
-        let (records, file) = Self::read(path)?;
-        let written = file.metadata()?.len();
+        let created = !path.exists();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if created {
+            // The new name is durable only once the directory is.
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        Self::on(path, Box::new(file))
+    }
+
+    /// The journal on `file` (`path` names it in messages), as [`open`](Self::open).
+    pub(super) fn on(
+        path: &Path,
+        mut file: Box<dyn JournalFile>,
+    ) -> io::Result<(Self, Vec<JournaledGroup>)> {
+        let bytes = file.read_all()?;
         let journal = Self {
             path: path.to_owned(),
             file,
             half: 0,
             pos: 0,
-            written,
+            written: bytes.len() as u64,
             last_in: [0; 2],
         };
-        Ok((journal, records))
+        Ok((journal, read_journal(&bytes)))
     }
 
     /// The records of the journal at `path` (none when there is no file).
@@ -260,25 +328,6 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
         }
-    }
-
-    fn read(path: &Path) -> io::Result<(Vec<JournaledGroup>, File)> {
-        let created = !path.exists();
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        if created {
-            // The new name is durable only once the directory is.
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-        }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok((read_journal(&bytes), file))
     }
 
     /// The file's path, for messages.
@@ -310,13 +359,11 @@ impl Journal {
         let end = self.pos + record.len() as u64;
         if end > self.written {
             let grown = end.div_ceil(CHUNK) * CHUNK;
-            self.file.seek(SeekFrom::Start(self.written))?;
             let zeros = vec![0; usize::try_from(grown - self.written).unwrap_or(usize::MAX)];
-            self.file.write_all(&zeros)?;
+            self.file.write_at(self.written, &zeros)?;
             self.written = grown;
         }
-        self.file.seek(SeekFrom::Start(self.pos))?;
-        self.file.write_all(record)?;
+        self.file.write_at(self.pos, record)?;
         self.file.sync_data()?;
         self.pos = end;
         self.last_in[self.half] = jseq;

@@ -49,6 +49,18 @@ pub(crate) struct Shared {
     pub(crate) hold_fold: std::sync::atomic::AtomicBool,
 }
 
+impl Shared {
+    fn new(db: Database) -> Self {
+        Self {
+            db: RwLock::new(Some(db)),
+            state: StoreState::default(),
+            tail: Tail::default(),
+            #[cfg(test)]
+            hold_fold: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
 /// The embedded store: one redb file (`taskflow.redb` in a data dir), written by one
 /// committer thread that group-commits whatever is queued in one transaction and one fsync.
 /// [`TaskFlowBuilder::data_dir`](crate::TaskFlowBuilder::data_dir) opens one; open it yourself
@@ -101,15 +113,19 @@ impl RedbStore {
         let (path, db) = Self::open_file(dir.as_ref())?;
         init_schema(&db)?;
         let journal = journal_path(&path);
-        let (journal, records) = Journal::open(&journal).map_err(journal_error(&journal))?;
+        let opened = Journal::open(&journal).map_err(journal_error(&journal))?;
+        Self::start_journaled(&path, db, opened)
+    }
+
+    /// Starts the sequencer and the fold on `db` and the journal `opened` found, once the
+    /// database holds every record in it.
+    fn start_journaled(
+        path: &Path,
+        db: Database,
+        (journal, records): (Journal, Vec<journal::JournaledGroup>),
+    ) -> Result<Self, BuildError> {
         let next_jseq = replay_journal(&db, &records)? + 1;
-        let shared = Arc::new(Shared {
-            db: RwLock::new(Some(db)),
-            state: StoreState::default(),
-            tail: Tail::default(),
-            #[cfg(test)]
-            hold_fold: std::sync::atomic::AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(db));
         let (sender, receiver) = mpsc::channel();
         let (fold_sender, fold_receiver) = mpsc::channel();
         let spawn_error = |e| BuildError::Storage(StoreError::io(e));
@@ -131,7 +147,7 @@ impl RedbStore {
             .spawn(move || sequencer.run())
             .map_err(spawn_error)?;
         Ok(Self {
-            path: path.clone(),
+            path: path.to_owned(),
             shared,
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
@@ -163,6 +179,44 @@ impl RedbStore {
         Self::open_with_backend(dir.as_ref(), crate::testing::BoxedBackend::new(backend))
     }
 
+    /// Opens the database and the event journal on test backends (feature `test-util`):
+    /// the two files a power cut could leave, the journal's records applied at open as
+    /// [`open_with_event_journal`](Self::open_with_event_journal) does. Blocking, as
+    /// [`open`](Self::open).
+    ///
+    /// # Errors
+    /// As [`open_with_event_journal`](Self::open_with_event_journal).
+    #[cfg(feature = "test-util")]
+    pub fn open_on_with_journal(
+        dir: impl AsRef<Path>,
+        backend: impl crate::testing::TestBackend,
+        journal: impl crate::testing::TestBackend,
+    ) -> Result<Self, BuildError> {
+        Self::open_with_backends(
+            dir.as_ref(),
+            crate::testing::BoxedBackend::new(backend),
+            crate::testing::BoxedBackend::new(journal),
+        )
+    }
+
+    /// Opens a database and its event journal on custom backends (the power-cut matrix).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn open_with_backends(
+        dir: &Path,
+        backend: impl redb::StorageBackend,
+        journal: crate::testing::BoxedBackend,
+    ) -> Result<Self, BuildError> {
+        let path = database_path(dir)?;
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(&path, e))?;
+        init_schema(&db)?;
+        let journal_path = journal_path(&path);
+        let opened =
+            Journal::on(&journal_path, Box::new(journal)).map_err(journal_error(&journal_path))?;
+        Self::start_journaled(&path, db, opened)
+    }
+
     /// Arms a crash at an exact commit (the crash matrix).
     #[cfg(feature = "test-util")]
     pub(crate) fn arm_crash_at(&self, trigger: Arc<crate::testing::CrashAtCommit>) {
@@ -184,13 +238,7 @@ impl RedbStore {
     }
 
     fn start(path: &Path, db: Database) -> Result<Self, BuildError> {
-        let shared = Arc::new(Shared {
-            db: RwLock::new(Some(db)),
-            state: StoreState::default(),
-            tail: Tail::default(),
-            #[cfg(test)]
-            hold_fold: std::sync::atomic::AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(db));
         let (sender, receiver) = mpsc::channel();
         let committer = Committer::new(shared.clone(), receiver);
         let thread = std::thread::Builder::new()
@@ -306,7 +354,7 @@ fn replay_journal(db: &Database, records: &[journal::JournaledGroup]) -> Result<
     };
     if first.jseq != applied + 1 {
         return Err(BuildError::Storage(StoreError::Corrupt(format!(
-            "the event journal starts at record {} but the database holds records up to {applied}:              taskflow.journal does not belong to this taskflow.redb (restore both files of one data dir)",
+            "the event journal starts at record {} but the database holds records up to {applied}: taskflow.journal does not belong to this taskflow.redb (restore both files of one data dir)",
             first.jseq
         ))));
     }

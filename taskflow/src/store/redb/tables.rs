@@ -278,7 +278,7 @@ impl<'txn> Tables<'txn> {
             let (current, last) = self.keys()?.get(ik)?.map_or((0, 0), |v| v.value());
             if event.seq != last + 1 {
                 return Err(corrupt(&format!(
-                    "the journal's event {} of key {ik:?} does not follow the database's last                      seq {last}: taskflow.journal does not belong to this taskflow.redb",
+                    "the journal's event {} of key {ik:?} does not follow the database's last seq {last}: taskflow.journal does not belong to this taskflow.redb",
                     event.seq
                 )));
             }
