@@ -206,11 +206,7 @@ impl RedbStore {
         backend: impl redb::StorageBackend,
         journal: crate::testing::BoxedBackend,
     ) -> Result<Self, BuildError> {
-        let path = database_path(dir)?;
-        let db = redb::Builder::new()
-            .create_with_backend(backend)
-            .map_err(|e| open_error(&path, e))?;
-        init_schema(&db)?;
+        let (path, db) = Self::database_on(dir, backend)?;
         let journal_path = journal_path(&path);
         let opened =
             Journal::on(&journal_path, Box::new(journal)).map_err(journal_error(&journal_path))?;
@@ -229,12 +225,22 @@ impl RedbStore {
         dir: &Path,
         backend: impl redb::StorageBackend,
     ) -> Result<Self, BuildError> {
+        let (path, db) = Self::database_on(dir, backend)?;
+        Self::start(&path, db)
+    }
+
+    /// The database on `backend`, its schema ready; `dir` names it in messages.
+    #[cfg(feature = "test-util")]
+    fn database_on(
+        dir: &Path,
+        backend: impl redb::StorageBackend,
+    ) -> Result<(PathBuf, Database), BuildError> {
         let path = database_path(dir)?;
         let db = redb::Builder::new()
             .create_with_backend(backend)
             .map_err(|e| open_error(&path, e))?;
         init_schema(&db)?;
-        Self::start(&path, db)
+        Ok((path, db))
     }
 
     fn start(path: &Path, db: Database) -> Result<Self, BuildError> {
