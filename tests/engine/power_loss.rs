@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use taskflow::prelude::*;
 use taskflow::store::RedbStore;
-use taskflow::testing::{CrashPoint, Cut, FileId, PowerCutBackend, Recording, TempDataDir};
+use taskflow::testing::{
+    CrashPoint, Cut, FileId, PowerCutBackend, Recording, TEST_JOURNAL_HALF, TempDataDir,
+};
 use taskflow::{ControlError, IdempotencyKey, ManualClock, StoredEvent, TaskState, Timestamp};
 
 #[events]
@@ -63,6 +65,48 @@ struct Acks {
     removed: Vec<(String, IdempotencyKey, u64)>,
 }
 
+impl Acks {
+    /// What a kill -9 after `synced` syncs cannot take away, acknowledged before any sync of
+    /// the restart (`at` 0): every acknowledgement no later than that sync. Every submitted
+    /// plan stays: a client resubmits what it has no answer for.
+    fn durable_by(&self, synced: u64) -> Self {
+        let kept = |at: &u64| *at <= synced;
+        Self {
+            plans: self.plans.clone(),
+            runs: self
+                .runs
+                .iter()
+                .filter(|(_, (_, _, at))| kept(at))
+                .map(|(k, (plan, ik, _))| (k.clone(), (plan.clone(), ik.clone(), 0)))
+                .collect(),
+            steps: self
+                .steps
+                .iter()
+                .filter(|(_, (_, at))| kept(at))
+                .map(|(k, (value, _))| (k.clone(), (*value, 0)))
+                .collect(),
+            events: self
+                .events
+                .iter()
+                .map(|(k, seen)| {
+                    let seen = seen
+                        .iter()
+                        .filter(|(_, at)| kept(at))
+                        .map(|(e, _)| (e.clone(), 0))
+                        .collect();
+                    (k.clone(), seen)
+                })
+                .collect(),
+            removed: self
+                .removed
+                .iter()
+                .filter(|(_, _, at)| kept(at))
+                .map(|(k, ik, _)| (k.clone(), ik.clone(), 0))
+                .collect(),
+        }
+    }
+}
+
 impl Ledger {
     fn syncs(&self) -> u64 {
         self.backend.as_ref().map_or(0, PowerCutBackend::syncs)
@@ -88,11 +132,14 @@ impl Ledger {
 
     fn step_returned(&self, key: &str, i: u32, value: u64) {
         let at = self.syncs();
+        // A step acknowledged before a restart keeps that acknowledgement: were it run again,
+        // the check sees the new value differ.
         self.acks
             .lock()
             .unwrap()
             .steps
-            .insert((key.to_owned(), i), (value, at));
+            .entry((key.to_owned(), i))
+            .or_insert((value, at));
     }
 }
 
@@ -168,9 +215,20 @@ enum Workload {
     RetentionWithCompaction,
 }
 
-/// Runs `workload` on recording backends: what the disk was asked to do, what was
-/// acknowledged, and which file of the disk the journal is.
-async fn record(workload: Workload, files: Files) -> (Recording, Acks, Option<FileId>) {
+/// What a workload did: what the disk was asked to do, what was acknowledged, and which
+/// file of the disk each file is.
+struct Recorded {
+    recording: Recording,
+    acks: Acks,
+    db: FileId,
+    journal: Option<FileId>,
+    /// The workload filled the journal's first half and moved on (the half switch is in
+    /// the recording).
+    second_half_used: bool,
+}
+
+/// Runs `workload` on recording backends.
+async fn record(workload: Workload, files: Files) -> Recorded {
     let dir = TempDataDir::new();
     // The files exist already (the database's first creation is a test of its own).
     let created = Disk::from_images(Vec::new(), (files == Files::WithJournal).then(Vec::new));
@@ -186,6 +244,7 @@ async fn record(workload: Workload, files: Files) -> (Recording, Acks, Option<Fi
         .journal
         .map(|journal| backend.another_file(journal.image()));
     let journal_file = journal.as_ref().map(PowerCutBackend::file);
+    let journal_disk = journal.clone();
     let ledger = Arc::new(Ledger {
         backend: Some(backend.clone()),
         ..Ledger::default()
@@ -247,26 +306,46 @@ async fn record(workload: Workload, files: Files) -> (Recording, Acks, Option<Fi
     }
     flow.shutdown().await.unwrap();
     let acks = ledger.acks.lock().unwrap().clone();
-    (backend.recording_so_far(), acks, journal_file)
+    Recorded {
+        recording: backend.recording_so_far(),
+        acks,
+        db: backend.file(),
+        journal: journal_file,
+        second_half_used: journal_disk.is_some_and(|j| second_half_used(&j.image())),
+    }
+}
+
+/// Whether appends moved to the journal's second half: a record starts there.
+fn second_half_used(journal: &[u8]) -> bool {
+    let at = usize::try_from(TEST_JOURNAL_HALF).unwrap();
+    journal
+        .get(at..at + 16)
+        .is_some_and(|header| header.iter().any(|&b| b != 0))
 }
 
 /// Starts every plan at once, follows each run's events, waits for all.
 async fn run_all(flow: &TaskFlow, ledger: &Arc<Ledger>, plans: Vec<Plan>) {
-    ledger
-        .acks
-        .lock()
-        .unwrap()
-        .plans
-        .extend(plans.iter().cloned());
+    {
+        let mut acks = ledger.acks.lock().unwrap();
+        for plan in &plans {
+            if !acks.plans.iter().any(|p| p.key == plan.key) {
+                acks.plans.push(plan.clone());
+            }
+        }
+    }
     let runs = plans.into_iter().map(|plan| {
         let (flow, ledger) = (flow.clone(), ledger.clone());
         async move {
             let handle = flow.start(power_cut_work, plan.clone()).await.unwrap();
             let at = ledger.syncs();
-            ledger.acks.lock().unwrap().runs.insert(
-                plan.key.clone(),
-                (plan.clone(), handle.idempotency_key.clone(), at),
-            );
+            // A resubmit after a restart keeps the first acknowledgement.
+            ledger
+                .acks
+                .lock()
+                .unwrap()
+                .runs
+                .entry(plan.key.clone())
+                .or_insert((plan.clone(), handle.idempotency_key.clone(), at));
             let mut sub = flow
                 .subscribe(&handle.idempotency_key, SubscribeFrom::Start)
                 .await
@@ -655,81 +734,102 @@ async fn sweep(
     recoveries: (usize, bool),
 ) -> Tally {
     let dir = TempDataDir::new();
-    let (recoveries, all_kinds) = recoveries;
     let mut total = Tally::default();
     for &workload in workloads {
-        let (recording, acks, journal) = record(workload, files).await;
-        let mut failures = Vec::new();
-        let mut here = Tally::default();
-        for crash in recording.crash_points() {
-            let point = Point {
-                crash: &crash,
-                journal,
-            };
-            here.points += 1;
-            let cuts = point.cuts(per_kind, crash.synced() * 1_000);
-            let t = Instant::now();
-            // Opening images is synchronous work: two threads share the cuts.
-            let found: Vec<String> = std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..2)
-                    .map(|w| {
-                        let (point, acks, dir) = (&point, &acks, &dir);
-                        let cuts = cuts.iter().skip(w).step_by(2);
-                        scope.spawn(move || {
-                            cuts.filter_map(|&cut| {
-                                let disk = point.disk(cut);
-                                let synced = point.crash.synced();
-                                let inspected =
-                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                        inspect(dir.path(), disk, synced, acks)
-                                    }));
-                                match inspected {
-                                    Ok(Ok(())) => None,
-                                    Ok(Err(e)) => Some(format!("{}: {e}", point.at(&cut))),
-                                    Err(_) => Some(format!("{}: panicked", point.at(&cut))),
-                                }
-                            })
-                            .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    .flat_map(|w| w.join().expect("an inspection thread"))
-                    .collect()
-            });
-            here.inspected += cuts.len();
-            failures.extend(found);
-            here.inspecting += t.elapsed();
-            let t = Instant::now();
-            let mut recover = some_of_each_kind(&cuts, recoveries, JointCut::kind);
-            if !all_kinds && recover.len() > 2 {
-                let n = recover.len();
-                let p = here.points;
-                recover = vec![recover[p % n], recover[(p + n / 2) % n]];
+        let recorded = record(workload, files).await;
+        let label = format!(
+            "{files:?}, {workload:?}{}",
+            if recorded.second_half_used {
+                " (the journal's second half used)"
+            } else {
+                ""
             }
-            for cut in recover {
-                here.recovered += 1;
-                if let Err(e) = check(&dir, &point, cut, &acks).await {
-                    failures.push(format!("{}, recovering: {e}", point.at(&cut)));
-                }
-            }
-            here.recovering += t.elapsed();
-        }
-        println!(
-            "{files:?}, {workload:?}: {} syncs, {} failed; {here}",
-            recording.syncs(),
-            failures.len(),
         );
-        assert!(
-            failures.is_empty(),
-            "{files:?}, {workload:?}: {} cuts failed:\n{}",
-            failures.len(),
-            failures[..failures.len().min(20)].join("\n")
-        );
-        total.add(&here);
+        total.halves_moved += usize::from(recorded.second_half_used);
+        total.add(&cut_everywhere(&dir, &label, &recorded, per_kind, recoveries).await);
     }
     total
+}
+
+/// Inspects every cut of every crash point of `recorded` and recovers some with a flow;
+/// fails listing the cuts that lost something acknowledged.
+async fn cut_everywhere(
+    dir: &TempDataDir,
+    label: &str,
+    recorded: &Recorded,
+    per_kind: usize,
+    (recoveries, all_kinds): (usize, bool),
+) -> Tally {
+    let (recording, acks, journal) = (&recorded.recording, &recorded.acks, recorded.journal);
+    let mut failures = Vec::new();
+    let mut here = Tally::default();
+    for crash in recording.crash_points() {
+        let point = Point {
+            crash: &crash,
+            journal,
+        };
+        here.points += 1;
+        let cuts = point.cuts(per_kind, crash.synced() * 1_000);
+        let t = Instant::now();
+        // Opening images is synchronous work: two threads share the cuts.
+        let found: Vec<String> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..2)
+                .map(|w| {
+                    let point = &point;
+                    let cuts = cuts.iter().skip(w).step_by(2);
+                    scope.spawn(move || {
+                        cuts.filter_map(|&cut| {
+                            let disk = point.disk(cut);
+                            let synced = point.crash.synced();
+                            let inspected =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    inspect(dir.path(), disk, synced, acks)
+                                }));
+                            match inspected {
+                                Ok(Ok(())) => None,
+                                Ok(Err(e)) => Some(format!("{}: {e}", point.at(&cut))),
+                                Err(_) => Some(format!("{}: panicked", point.at(&cut))),
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("an inspection thread"))
+                .collect()
+        });
+        here.inspected += cuts.len();
+        failures.extend(found);
+        here.inspecting += t.elapsed();
+        let t = Instant::now();
+        let mut recover = some_of_each_kind(&cuts, recoveries, JointCut::kind);
+        if !all_kinds && recover.len() > 2 {
+            let n = recover.len();
+            let p = here.points;
+            recover = vec![recover[p % n], recover[(p + n / 2) % n]];
+        }
+        for cut in recover {
+            here.recovered += 1;
+            if let Err(e) = check(dir, &point, cut, acks).await {
+                failures.push(format!("{}, recovering: {e}", point.at(&cut)));
+            }
+        }
+        here.recovering += t.elapsed();
+    }
+    println!(
+        "{label}: {} syncs, {} failed; {here}",
+        recording.syncs(),
+        failures.len(),
+    );
+    assert!(
+        failures.is_empty(),
+        "{label}: {} cuts failed:\n{}",
+        failures.len(),
+        failures[..failures.len().min(20)].join("\n")
+    );
+    here
 }
 
 const WORKLOADS: [Workload; 3] = [
@@ -772,14 +872,112 @@ async fn with_the_event_journal_every_cut_of_both_files_keeps_what_was_acknowled
     );
     assert!(total.points >= 100, "{} crash points", total.points);
     assert!(
+        total.halves_moved >= 2,
+        "{} workloads moved to the journal's second half",
+        total.halves_moved
+    );
+    assert!(
         chosen || total.inspected >= 10_000,
         "{} cuts: the default must make at least 10,000",
         total.inspected
     );
 }
 
+/// A kill -9 leaves the last writes in the page cache only: a database commit whose sync
+/// had not returned reads as committed after the restart, yet a power cut later can still
+/// take it away. Each workload is killed just before syncs of either file; the restart
+/// recovers and resubmits every run and starts two more, recorded; then every crash point of
+/// the restart is cut as above. Nothing acknowledged before the kill or after the restart may
+/// be lost, and no step acknowledged before the kill may run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_event_journal_a_power_cut_after_a_kill_and_a_restart_keeps_what_was_acknowledged()
+{
+    let (per_kind, _) = setting("TASKFLOW_POWER_CUTS_PER_KIND", 6);
+    let recoveries = setting("TASKFLOW_POWER_RECOVERIES_PER_KIND", 1);
+    let kills_per_workload = 2;
+    let started = Instant::now();
+    let dir = TempDataDir::new();
+    let mut total = Tally::default();
+    let mut kills = 0;
+    for workload in [Workload::Submit, Workload::StepsAndEvents] {
+        let first = record(workload, Files::WithJournal).await;
+        let journal = first.journal.expect("a journal");
+        let mut points = first.recording.kill_points(first.db);
+        points.extend(first.recording.kill_points(journal));
+        points.sort_unstable();
+        let every = (points.len() / kills_per_workload).max(1);
+        for &at in points
+            .iter()
+            .skip(every / 2)
+            .step_by(every)
+            .take(kills_per_workload)
+        {
+            kills += 1;
+            let killed = first.recording.after_kill(at);
+            let (db, journal_disk) = (killed.files[0].clone(), killed.files[1].clone());
+            let ledger = Arc::new(Ledger {
+                backend: Some(db.clone()),
+                acks: Mutex::new(first.acks.durable_by(killed.synced)),
+                ..Ledger::default()
+            });
+            let disk = Disk {
+                db: db.clone(),
+                journal: Some(journal_disk.clone()),
+            };
+            let flow = builder(&dir, disk, ledger.clone())
+                .build()
+                .await
+                .unwrap_or_else(|e| panic!("{workload:?} killed at op {at}: restart: {e}"));
+            let plans = ledger.acks.lock().unwrap().plans.clone();
+            run_all(&flow, &ledger, plans).await;
+            let more = (0..2)
+                .map(|k| Plan {
+                    key: format!("after-kill-{k}"),
+                    steps: 2,
+                    emits: 2,
+                })
+                .collect();
+            run_all(&flow, &ledger, more).await;
+            flow.shutdown().await.unwrap();
+            let acks = ledger.acks.lock().unwrap().clone();
+            let durable = first.acks.durable_by(killed.synced);
+            let reran: Vec<_> = ledger
+                .executions
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(key, i)| durable.steps.contains_key(&(key.clone(), *i)))
+                .cloned()
+                .collect();
+            assert!(
+                reran.is_empty(),
+                "{workload:?} killed at op {at}: acknowledged steps ran again: {reran:?}"
+            );
+            let restart = Recorded {
+                recording: db.recording_so_far(),
+                acks,
+                db: db.file(),
+                journal: Some(journal_disk.file()),
+                second_half_used: second_half_used(&journal_disk.image()),
+            };
+            let label = format!(
+                "{workload:?} killed at op {at} (after sync {}), restarted",
+                killed.synced
+            );
+            total.add(&cut_everywhere(&dir, &label, &restart, per_kind, recoveries).await);
+        }
+    }
+    println!(
+        "kill, restart, power cut: {kills} kills; {total}; nothing acknowledged lost ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(kills, 2 * kills_per_workload);
+}
+
 #[derive(Debug, Default)]
 struct Tally {
+    /// Workloads whose journal moved to its second half.
+    halves_moved: usize,
     points: usize,
     inspected: usize,
     recovered: usize,
@@ -789,6 +987,7 @@ struct Tally {
 
 impl Tally {
     fn add(&mut self, other: &Tally) {
+        self.halves_moved += other.halves_moved;
         self.points += other.points;
         self.inspected += other.inspected;
         self.recovered += other.recovered;

@@ -254,7 +254,8 @@ impl TaskFlowBuilder {
     /// Test hook (feature `test-util`): as [`storage_backend`](Self::storage_backend), with
     /// the [`event_journal`](Self::event_journal) in front of the database and its file
     /// through `journal` (a [`PowerCutBackend`](crate::testing::PowerCutBackend) on the
-    /// database's disk: the power-cut matrix of the two files).
+    /// database's disk: the power-cut matrix of the two files), its halves
+    /// [`TEST_JOURNAL_HALF`](crate::testing::TEST_JOURNAL_HALF) each.
     #[cfg(feature = "test-util")]
     pub fn storage_backend_with_journal(
         mut self,

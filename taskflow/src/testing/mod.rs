@@ -23,7 +23,9 @@ pub use self::crash_matrix::{
     CommitPoint, CrashMatrix, CrashSide, MatrixError, MatrixReport, RunReport, run,
 };
 pub use self::instrumented::{BackendProbe, InstrumentedBackend};
-pub use self::power_cut::{CrashPoint, CrashPoints, Cut, FileId, PAGE, PowerCutBackend, Recording};
+pub use self::power_cut::{
+    AfterKill, CrashPoint, CrashPoints, Cut, FileId, PAGE, PowerCutBackend, Recording,
+};
 pub use self::step_log::{StepCall, StepLog};
 
 #[cfg(feature = "postgres")]
@@ -34,6 +36,13 @@ pub use self::test_context::{CallReport, TestContext};
 use std::path::Path;
 
 use crate::{TaskFlow, TaskFlowBuilder};
+
+/// The size of each half of the event journal on a test backend
+/// ([`RedbStore::open_on_with_journal`](crate::store::RedbStore::open_on_with_journal),
+/// [`TaskFlowBuilder::storage_backend_with_journal`]): 4 KiB, where a journal file has
+/// 32 MiB halves, so a power-cut workload of a few hundred events moves between the halves
+/// several times. A record bigger than a quarter of it is committed to the database instead.
+pub const TEST_JOURNAL_HALF: u64 = 4 << 10;
 
 /// Simulates `kill -9` of the process a flow lives in, so one test process can crash a flow
 /// and open its data dir again: every handler is aborted, queued writes are dropped, nothing

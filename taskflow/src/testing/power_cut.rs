@@ -251,6 +251,70 @@ impl Recording {
             .count() as u64
     }
 
+    /// Where a kill -9 of the process hurts most for `file`: just before each of its syncs,
+    /// the writes the sync would make durable all done (positions for
+    /// [`after_kill`](Self::after_kill)).
+    #[must_use]
+    pub fn kill_points(&self, file: FileId) -> Vec<usize> {
+        self.ops
+            .iter()
+            .enumerate()
+            .filter(|(_, (f, op))| *f == file && matches!(op, Op::Sync))
+            .map(|(at, _)| at)
+            .collect()
+    }
+
+    /// The disk a kill -9 of the process after its first `ops` operations leaves: every file
+    /// reads as all of its writes so far (the page cache outlives the process), but only what
+    /// was synced is durable. The new disk records, starting with those unsynced writes in
+    /// flight, so a power cut after the restart can still lose them.
+    #[must_use]
+    pub fn after_kill(&self, ops: usize) -> AfterKill {
+        let done = &self.ops[..ops.min(self.ops.len())];
+        let mut files: Vec<FileState> = self
+            .initial
+            .iter()
+            .map(|image| FileState {
+                current: image.clone(),
+                initial: image.clone(),
+            })
+            .collect();
+        let mut unsynced: Vec<Vec<Op>> = vec![Vec::new(); files.len()];
+        let mut synced = 0;
+        for (file, op) in done {
+            apply(&mut files[file.0].current, op, None);
+            if let Op::Sync = op {
+                for op in unsynced[file.0].drain(..) {
+                    apply(&mut files[file.0].initial, &op, None);
+                }
+                synced += 1;
+            } else {
+                unsynced[file.0].push(op.clone());
+            }
+        }
+        let ops = unsynced
+            .into_iter()
+            .enumerate()
+            .flat_map(|(k, ops)| ops.into_iter().map(move |op| (FileId(k), op)))
+            .collect();
+        let disk = Arc::new(Mutex::new(Disk {
+            files,
+            ops,
+            syncs: 0,
+            recording: true,
+        }));
+        let n = self.initial.len();
+        AfterKill {
+            files: (0..n)
+                .map(|k| PowerCutBackend {
+                    disk: disk.clone(),
+                    file: FileId(k),
+                })
+                .collect(),
+            synced,
+        }
+    }
+
     /// Every sync boundary of the disk in order: before the first sync, after each one (the
     /// last one holds what was written after the last sync).
     #[must_use]
@@ -264,6 +328,17 @@ impl Recording {
             done: false,
         }
     }
+}
+
+/// What [`Recording::after_kill`] leaves: the disk's files in their order (the first is the
+/// database), and the syncs done before the kill (what was acknowledged by then is durable).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AfterKill {
+    /// Each file of the disk, recording.
+    pub files: Vec<PowerCutBackend>,
+    /// Syncs completed before the kill.
+    pub synced: u64,
 }
 
 /// The iterator of [`Recording::crash_points`]; it builds each point's durable images from
@@ -579,6 +654,44 @@ mod tests {
                 .cuts(4, 0)
                 .contains(&Cut::TornWrite { ops: 0, pages: 1 })
         );
+    }
+
+    #[test]
+    fn after_a_kill_reads_see_every_write_and_a_later_cut_can_still_lose_the_unsynced() {
+        let db = PowerCutBackend::recording();
+        let journal = db.another_file(Vec::new());
+        db.write(0, &[1; 8]).unwrap();
+        db.sync_data().unwrap();
+        db.write(0, &[2; 4]).unwrap();
+        journal.write(0, &[3; 4]).unwrap();
+        db.sync_data().unwrap();
+        let rec = db.recording_so_far();
+        assert_eq!(rec.kill_points(db.file()), vec![1, 4]);
+        // Killed just before the second sync: both files read as written, only the first
+        // sync is durable.
+        let killed = rec.after_kill(4);
+        assert_eq!(killed.synced, 1);
+        let (db2, journal2) = (&killed.files[0], &killed.files[1]);
+        assert_eq!(db2.image(), [[2; 4], [1; 4]].concat());
+        assert_eq!(journal2.image(), vec![3; 4]);
+        assert_eq!(db2.syncs(), 0);
+        db2.write(8, &[4; 4]).unwrap();
+        db2.sync_data().unwrap();
+        let points: Vec<_> = db2.recording_so_far().crash_points().collect();
+        // Before the restart's first sync, the unsynced writes of before the kill may be lost.
+        assert_eq!(points[0].image(Cut::NothingInFlight), vec![1; 8]);
+        assert_eq!(points[0].in_flight_of(journal2.file()), 1);
+        assert_eq!(
+            points[0].image_of(journal2.file(), Cut::NothingInFlight),
+            Vec::<u8>::new()
+        );
+        // The restart's sync of the database makes them durable; the journal's write it does
+        // not.
+        assert_eq!(
+            points[1].image(Cut::NothingInFlight),
+            [[2; 4], [1; 4], [4; 4]].concat()
+        );
+        assert_eq!(points[1].in_flight_of(journal2.file()), 1);
     }
 
     #[test]

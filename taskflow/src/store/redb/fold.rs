@@ -160,7 +160,10 @@ impl Fold {
                 return;
             }
             #[cfg(test)]
-            if self.hold(&mut items, after.is_none()) {
+            if self.hold(
+                &mut items,
+                matches!(after, None | Some(After::Durable(None))),
+            ) {
                 continue;
             }
             let durable = after.is_some() || self.last_durable.elapsed() >= DURABLE_EVERY;
@@ -186,8 +189,9 @@ impl Fold {
         }
     }
 
-    /// Unit tests: keeps journaled groups back while `Shared::hold_fold` is set; true when
-    /// there is nothing else to commit.
+    /// Unit tests: keeps journaled groups back while `Shared::hold_fold` is set, unless the
+    /// sequencer waits for them (a direct group, a durable commit it waits for, compaction,
+    /// close); true when they are kept.
     #[cfg(test)]
     fn hold(&mut self, items: &mut Vec<Item>, nothing_after: bool) -> bool {
         let mut held: Vec<Item> = std::mem::take(&mut self.held)

@@ -4,11 +4,12 @@
 //!
 //! A record is `len u32 | crc32c u32 | jseq u64 | payload` (little-endian; the checksum covers
 //! `jseq` and the payload). `jseq` counts records and never resets; the database remembers the
-//! last record it holds (`journal_applied`), so a record is applied exactly once. Records are
-//! read from the start of each half of the file while each is whole and follows the one
-//! before: the first torn, zeroed or older record ends the half (a record is overwritten only
-//! once the database holds it durably, so whatever follows the newest records is older than
-//! them). The halves are used in turn; appends move to the other half when one is full, once
+//! last record it holds (`journal_applied`), so a record is applied exactly once. A group too
+//! big for a record keeps its jseq but goes to the database, durably, before the next record
+//! is appended, so numbers may be skipped. Records are read from the start of each half of
+//! the file while each is whole and newer than the one before: the first torn, zeroed or
+//! older record ends the half (a record is overwritten only once the database holds it
+//! durably, so whatever follows the newest records is older than them). The halves are used in turn; appends move to the other half when one is full, once
 //! the database durably holds every record in it (asked for as soon as the move before, so
 //! a move seldom waits).
 //!
@@ -22,12 +23,12 @@ use std::sync::Arc;
 
 /// The journal's size: two halves used in turn (unit tests fill a small one).
 #[cfg(not(test))]
-pub(super) const CAPACITY: u64 = 64 << 20;
+const CAPACITY: u64 = 64 << 20;
 #[cfg(test)]
-pub(super) const CAPACITY: u64 = 4 << 20;
-/// One half.
+const CAPACITY: u64 = 4 << 20;
+/// One half of a journal file.
 pub(super) const HALF: u64 = CAPACITY / 2;
-/// How much the file grows at a time, written out as zeros.
+/// How much the file grows at a time, written out as zeros (at most the whole journal).
 const CHUNK: u64 = 1 << 20;
 /// `len`, `crc`, `jseq`.
 const HEADER: usize = 16;
@@ -193,9 +194,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The records of a journal file's bytes, in jseq order: those at the start of each half.
-pub(super) fn read_journal(bytes: &[u8]) -> Vec<JournaledGroup> {
-    let half = usize::try_from(HALF).unwrap_or(usize::MAX).min(bytes.len());
+/// The records of a journal file's bytes (halves of `half_size`), in jseq order: those at
+/// the start of each half.
+pub(super) fn read_journal(bytes: &[u8], half_size: u64) -> Vec<JournaledGroup> {
+    let half = usize::try_from(half_size)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
     let mut out = read_records(&bytes[..half]);
     out.extend(read_records(&bytes[half..]));
     out.sort_by_key(|g| g.jseq);
@@ -203,12 +207,13 @@ pub(super) fn read_journal(bytes: &[u8]) -> Vec<JournaledGroup> {
     out
 }
 
-/// The records at the start of `bytes`: each whole and numbered one after the one before.
+/// The records at the start of `bytes`: each whole and numbered after the one before (not
+/// always the next number: a group too big for a record skips one).
 pub(super) fn read_records(bytes: &[u8]) -> Vec<JournaledGroup> {
     let mut out: Vec<JournaledGroup> = Vec::new();
     let mut at = 0;
     while let Some((group, len)) = bytes.get(at..).and_then(JournaledGroup::decode) {
-        if out.last().is_some_and(|last| last.jseq + 1 != group.jseq) {
+        if out.last().is_some_and(|last| group.jseq <= last.jseq) {
             break;
         }
         at += len;
@@ -270,6 +275,8 @@ impl JournalFile for crate::testing::BoxedBackend {
 pub(super) struct Journal {
     path: PathBuf,
     file: Box<dyn JournalFile>,
+    /// The size of one half.
+    half_size: u64,
     /// The half appends go to (0 or 1).
     half: usize,
     /// Where the next record goes.
@@ -297,24 +304,27 @@ impl Journal {
                 File::open(dir)?.sync_all()?;
             }
         }
-        Self::on(path, Box::new(file))
+        Self::on(path, Box::new(file), HALF)
     }
 
-    /// The journal on `file` (`path` names it in messages), as [`open`](Self::open).
+    /// The journal on `file` (`path` names it in messages) with halves of `half_size`, as
+    /// [`open`](Self::open). A file must always be opened with the same half size.
     pub(super) fn on(
         path: &Path,
         mut file: Box<dyn JournalFile>,
+        half_size: u64,
     ) -> io::Result<(Self, Vec<JournaledGroup>)> {
         let bytes = file.read_all()?;
         let journal = Self {
             path: path.to_owned(),
             file,
+            half_size,
             half: 0,
             pos: 0,
             written: bytes.len() as u64,
             last_in: [0; 2],
         };
-        Ok((journal, read_journal(&bytes)))
+        Ok((journal, read_journal(&bytes, half_size)))
     }
 
     /// The records of the journal at `path` (none when there is no file).
@@ -323,7 +333,7 @@ impl Journal {
             Ok(mut file) => {
                 let mut bytes = Vec::new();
                 file.read_to_end(&mut bytes)?;
-                Ok(read_journal(&bytes))
+                Ok(read_journal(&bytes, HALF))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
@@ -335,9 +345,14 @@ impl Journal {
         &self.path
     }
 
+    /// The largest record appended: a bigger group is committed to the database instead.
+    pub(super) fn largest_record(&self) -> u64 {
+        self.half_size / 4
+    }
+
     /// Whether a record of `len` bytes fits before the end of the current half.
     pub(super) fn fits(&self, len: usize) -> bool {
-        self.pos + len as u64 <= (self.half as u64 + 1) * HALF
+        self.pos + len as u64 <= (self.half as u64 + 1) * self.half_size
     }
 
     /// The last record in the other half: the database must hold it durably before appends
@@ -349,7 +364,7 @@ impl Journal {
     /// Moves appends to the start of the other half.
     pub(super) fn switch_halves(&mut self) {
         self.half = 1 - self.half;
-        self.pos = self.half as u64 * HALF;
+        self.pos = self.half as u64 * self.half_size;
         self.last_in[self.half] = 0;
     }
 
@@ -358,7 +373,8 @@ impl Journal {
     pub(super) fn append(&mut self, jseq: u64, record: &[u8]) -> io::Result<()> {
         let end = self.pos + record.len() as u64;
         if end > self.written {
-            let grown = end.div_ceil(CHUNK) * CHUNK;
+            let chunk = CHUNK.min(2 * self.half_size);
+            let grown = end.div_ceil(chunk) * chunk;
             let zeros = vec![0; usize::try_from(grown - self.written).unwrap_or(usize::MAX)];
             self.file.write_at(self.written, &zeros)?;
             self.written = grown;
@@ -477,6 +493,17 @@ mod tests {
         bytes.extend(group(2, 1).encode());
         let read: Vec<u64> = read_records(&bytes).iter().map(|g| g.jseq).collect();
         assert_eq!(read, vec![7, 8]);
+    }
+
+    #[test]
+    fn a_number_skipped_by_a_group_too_big_for_a_record_does_not_end_the_journal() {
+        let mut bytes = Vec::new();
+        for jseq in [1, 2, 4, 5, 7] {
+            bytes.extend(group(jseq, 1).encode());
+        }
+        bytes.extend(group(3, 1).encode());
+        let read: Vec<u64> = read_records(&bytes).iter().map(|g| g.jseq).collect();
+        assert_eq!(read, vec![1, 2, 4, 5, 7], "the older 3 after 7 ends it");
     }
 
     #[test]

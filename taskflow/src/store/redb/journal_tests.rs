@@ -214,6 +214,41 @@ fn a_torn_record_after_the_last_whole_one_is_not_applied() {
 }
 
 #[test]
+fn events_journaled_after_a_group_too_big_for_a_record_survive_a_crash() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Bigger than a quarter of a half: committed to the database under its jseq, which the
+    // journal then skips.
+    let big = "x".repeat(usize::try_from(super::journal::HALF / 4).expect("fits") + 1);
+    rt().block_on(async {
+        let store = open(dir.path());
+        let ik = key("d");
+        let (task, epoch) = create(&store, &ik).await;
+        emit(&store, &ik, task, epoch, 1).await.expect("emit");
+        let batch = WriteBatch::fenced(
+            Fence { task, epoch },
+            vec![Write::Event {
+                ik: ik.clone(),
+                task,
+                name: "big".into(),
+                data: serde_json::json!({ "n": 2, "pad": big }),
+            }],
+        );
+        assert_eq!(seqs(&store.enqueue(batch).await.expect("big")), vec![2]);
+        // Only the journal holds these.
+        store.shared.hold_fold.store(true, Ordering::SeqCst);
+        for n in 3..=5 {
+            emit(&store, &ik, task, epoch, n).await.expect("emit");
+        }
+        store.crash();
+        drop(store);
+        let store = open(dir.path());
+        let read: Vec<u64> = read(&store, &ik, 0, 10).await.iter().map(|e| e.1).collect();
+        assert_eq!(read, vec![1, 2, 3, 4, 5]);
+        store.close().await.expect("close");
+    });
+}
+
+#[test]
 fn a_journal_that_does_not_continue_the_database_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let other = tempfile::tempdir().expect("temp dir");
@@ -357,6 +392,43 @@ fn appends_move_between_the_halves_and_a_crash_after_the_moves_loses_nothing() {
 }
 
 #[test]
+fn appends_go_back_to_a_half_only_once_the_database_holds_it_durably() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let big = "x".repeat(4 * 1024);
+    let n = 1_200u64;
+    rt().block_on(async {
+        let store = open(dir.path());
+        let ik = key("j");
+        let (task, epoch) = create(&store, &ik).await;
+        // The fold commits nothing it is not made to: when appends come back to the first
+        // half, only the wait for a durable fold keeps its records.
+        store.shared.hold_fold.store(true, Ordering::SeqCst);
+        for k in 1..=n {
+            let batch = WriteBatch::fenced(
+                Fence { task, epoch },
+                vec![Write::Event {
+                    ik: ik.clone(),
+                    task,
+                    name: "big".into(),
+                    data: serde_json::json!({ "n": k, "pad": big }),
+                }],
+            );
+            assert_eq!(seqs(&store.enqueue(batch).await.expect("emit")), vec![k]);
+        }
+        store.crash();
+        drop(store);
+        let store = open(dir.path());
+        let events = store.events(&ik, Seq::ZERO, 2_000).await.expect("events");
+        let numbers: Vec<u64> = events
+            .iter()
+            .map(|e| e.data["n"].as_u64().expect("n"))
+            .collect();
+        assert_eq!(numbers, (1..=n).collect::<Vec<_>>());
+        store.close().await.expect("close");
+    });
+}
+
+#[test]
 fn a_read_waiting_for_a_fold_that_never_comes_ends_when_the_store_crashes() {
     let dir = tempfile::tempdir().expect("temp dir");
     rt().block_on(async {
@@ -381,5 +453,86 @@ fn a_read_waiting_for_a_fold_that_never_comes_ends_when_the_store_crashes() {
         };
         let ended = ended.expect("no panic");
         assert!(matches!(ended, Err(_) | Ok(0)), "{ended:?}");
+    });
+}
+
+/// kill -9 during the database's durable commit, restart, power cut: the commit's header
+/// reached the page cache, not the disk, so the restart reads it as committed while a power
+/// cut can still take it away. The restart must make it durable before the journal's appends
+/// overwrite the records only that commit holds.
+#[cfg(feature = "test-util")]
+#[test]
+fn a_commit_a_kill_left_in_the_page_cache_is_made_durable_before_the_journal_is_overwritten() {
+    use crate::testing::{Cut, PowerCutBackend};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ik = key("k");
+    rt().block_on(async {
+        // The files, created and closed.
+        let (db, journal) = (
+            PowerCutBackend::from_image(Vec::new()),
+            PowerCutBackend::from_image(Vec::new()),
+        );
+        let store = RedbStore::open_on_with_journal(dir.path(), db.clone(), journal.clone())
+            .expect("create");
+        store.close().await.expect("close");
+        // Three events journaled, then a direct write: the fold commits all of them durably,
+        // and the process is killed just before that commit's sync.
+        let db = PowerCutBackend::recording_from(db.image());
+        let journal = db.another_file(journal.image());
+        let store = RedbStore::open_on_with_journal(dir.path(), db.clone(), journal).expect("open");
+        let (task, epoch) = create(&store, &ik).await;
+        for n in 1..=3 {
+            emit(&store, &ik, task, epoch, n).await.expect("emit");
+        }
+        create(&store, &key("other")).await;
+        store.crash();
+        drop(store);
+        let first = db.recording_so_far();
+        let kill = *first.kill_points(db.file()).last().expect("a sync");
+        let killed = first.after_kill(kill);
+        let (db, journal) = (killed.files[0].clone(), killed.files[1].clone());
+
+        // The restart reads all three events, and journals a fourth.
+        let store = RedbStore::open_on_with_journal(dir.path(), db.clone(), journal.clone())
+            .expect("restart");
+        assert_eq!(read(&store, &ik, 0, 10).await.len(), 3);
+        emit(&store, &ik, task, epoch, 4).await.expect("emit");
+        let acknowledged = db.syncs();
+        store.crash();
+        drop(store);
+
+        // What makes it so: redb's open after a crash commits what it found, durably, before
+        // the journal's first append is synced.
+        let restart = db.recording_so_far();
+        assert!(
+            restart.kill_points(db.file())[0] < restart.kill_points(journal.file())[0],
+            "the restart's first sync is the database's"
+        );
+        // Every cut of every crash point of the restart keeps the three, and the fourth once
+        // acknowledged.
+        let mut cuts = 0;
+        for point in restart.crash_points() {
+            for db_cut in point.cuts(6, point.synced() * 100) {
+                for journal_cut in [Cut::NothingInFlight, Cut::AllInFlight] {
+                    cuts += 1;
+                    let at = format!(
+                        "after sync {}, {db_cut:?}, journal {journal_cut:?}",
+                        point.synced()
+                    );
+                    let store = RedbStore::open_on_with_journal(
+                        dir.path(),
+                        PowerCutBackend::from_image(point.image(db_cut)),
+                        PowerCutBackend::from_image(point.image_of(journal.file(), journal_cut)),
+                    )
+                    .unwrap_or_else(|e| panic!("{at}: does not open: {e}"));
+                    let n = read(&store, &ik, 0, 10).await.len();
+                    let want = if point.synced() >= acknowledged { 4 } else { 3 };
+                    assert!(n >= want, "{at}: {n} events, {want} acknowledged");
+                    store.crash();
+                }
+            }
+        }
+        assert!(cuts > 10, "{cuts} cuts");
     });
 }

@@ -181,7 +181,8 @@ impl RedbStore {
 
     /// Opens the database and the event journal on test backends (feature `test-util`):
     /// the two files a power cut could leave, the journal's records applied at open as
-    /// [`open_with_event_journal`](Self::open_with_event_journal) does. Blocking, as
+    /// [`open_with_event_journal`](Self::open_with_event_journal) does, the journal's halves
+    /// [`TEST_JOURNAL_HALF`](crate::testing::TEST_JOURNAL_HALF) each. Blocking, as
     /// [`open`](Self::open).
     ///
     /// # Errors
@@ -208,8 +209,12 @@ impl RedbStore {
     ) -> Result<Self, BuildError> {
         let (path, db) = Self::database_on(dir, backend)?;
         let journal_path = journal_path(&path);
-        let opened =
-            Journal::on(&journal_path, Box::new(journal)).map_err(journal_error(&journal_path))?;
+        let opened = Journal::on(
+            &journal_path,
+            Box::new(journal),
+            crate::testing::TEST_JOURNAL_HALF,
+        )
+        .map_err(journal_error(&journal_path))?;
         Self::start_journaled(&path, db, opened)
     }
 

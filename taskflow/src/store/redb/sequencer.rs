@@ -23,7 +23,7 @@ use redb::ReadableDatabase;
 use super::Shared;
 use super::committer::{MAX_GROUP, Request};
 use super::fold::FoldJob;
-use super::journal::{HALF, Journal, JournaledEvent, JournaledGroup, JournaledWrite};
+use super::journal::{Journal, JournaledEvent, JournaledGroup, JournaledWrite};
 use super::schema::{EPOCHS, KEYS};
 use super::tables::encode_event;
 use crate::error::StoreError;
@@ -220,7 +220,7 @@ impl Sequencer {
             writes,
         };
         let record = group.encode();
-        if record.len() as u64 > HALF / 4 {
+        if record.len() as u64 > self.journal.largest_record() {
             // Too big for the journal: the fold commits it durably instead, under its jseq.
             self.next_jseq += 1;
             self.shared.tail.push(&group);
