@@ -143,6 +143,17 @@ impl Ledger {
     }
 }
 
+/// `n` plans keyed `{prefix}-{k}`, each `steps` steps with `emits` emits before each.
+fn numbered_plans(prefix: &str, n: usize, steps: u32, emits: u32) -> Vec<Plan> {
+    (0..n)
+        .map(|k| Plan {
+            key: format!("{prefix}-{k}"),
+            steps,
+            emits,
+        })
+        .collect()
+}
+
 #[task(name = "power_cut_work")]
 pub async fn power_cut_work(ctx: TaskContext<Beat>, plan: Plan) -> Result<Vec<u64>, TaskError> {
     let ledger = ctx.state::<Arc<Ledger>>()?.clone();
@@ -260,27 +271,9 @@ async fn record(workload: Workload, files: Files) -> Recorded {
         .await
         .unwrap();
     let plans: Vec<Plan> = match workload {
-        Workload::Submit => (0..48)
-            .map(|k| Plan {
-                key: format!("submit-{k}"),
-                steps: 1,
-                emits: 0,
-            })
-            .collect(),
-        Workload::StepsAndEvents => (0..3)
-            .map(|k| Plan {
-                key: format!("steps-{k}"),
-                steps: 30,
-                emits: 3,
-            })
-            .collect(),
-        Workload::RetentionWithCompaction => (0..16)
-            .map(|k| Plan {
-                key: format!("kept-{k}"),
-                steps: 1,
-                emits: 1,
-            })
-            .collect(),
+        Workload::Submit => numbered_plans("submit", 48, 1, 0),
+        Workload::StepsAndEvents => numbered_plans("steps", 3, 30, 3),
+        Workload::RetentionWithCompaction => numbered_plans("kept", 16, 1, 1),
     };
     let wave = match workload {
         Workload::Submit => 2,
@@ -295,13 +288,7 @@ async fn record(workload: Workload, files: Files) -> Recorded {
         assert_eq!(flow.collect_garbage().await.unwrap(), plans.len());
         let at = ledger.syncs();
         ledger.forget_removed(&plans, at);
-        let more = (0..2)
-            .map(|k| Plan {
-                key: format!("after-{k}"),
-                steps: 2,
-                emits: 1,
-            })
-            .collect();
+        let more = numbered_plans("after", 2, 2, 1);
         run_all(&flow, &ledger, more).await;
     }
     flow.shutdown().await.unwrap();
@@ -930,13 +917,7 @@ async fn with_the_event_journal_a_power_cut_after_a_kill_and_a_restart_keeps_wha
                 .unwrap_or_else(|e| panic!("{workload:?} killed at op {at}: restart: {e}"));
             let plans = ledger.acks.lock().unwrap().plans.clone();
             run_all(&flow, &ledger, plans).await;
-            let more = (0..2)
-                .map(|k| Plan {
-                    key: format!("after-kill-{k}"),
-                    steps: 2,
-                    emits: 2,
-                })
-                .collect();
+            let more = numbered_plans("after-kill", 2, 2, 2);
             run_all(&flow, &ledger, more).await;
             flow.shutdown().await.unwrap();
             let acks = ledger.acks.lock().unwrap().clone();

@@ -70,6 +70,19 @@ fn emit(
     ))
 }
 
+/// An event numbered `n` carrying `pad`, fenced by `epoch`.
+fn padded(ik: &IdempotencyKey, task: TaskId, epoch: Epoch, n: u64, pad: &str) -> WriteBatch {
+    WriteBatch::fenced(
+        Fence { task, epoch },
+        vec![Write::Event {
+            ik: ik.clone(),
+            task,
+            name: "big".into(),
+            data: serde_json::json!({ "n": n, "pad": pad }),
+        }],
+    )
+}
+
 fn seqs(committed: &[Committed]) -> Vec<u64> {
     committed
         .iter()
@@ -224,15 +237,7 @@ fn events_journaled_after_a_group_too_big_for_a_record_survive_a_crash() {
         let ik = key("d");
         let (task, epoch) = create(&store, &ik).await;
         emit(&store, &ik, task, epoch, 1).await.expect("emit");
-        let batch = WriteBatch::fenced(
-            Fence { task, epoch },
-            vec![Write::Event {
-                ik: ik.clone(),
-                task,
-                name: "big".into(),
-                data: serde_json::json!({ "n": 2, "pad": big }),
-            }],
-        );
+        let batch = padded(&ik, task, epoch, 2, &big);
         assert_eq!(seqs(&store.enqueue(batch).await.expect("big")), vec![2]);
         // Only the journal holds these.
         store.shared.hold_fold.store(true, Ordering::SeqCst);
@@ -360,15 +365,7 @@ fn appends_move_between_the_halves_and_a_crash_after_the_moves_loses_nothing() {
         for k in 1..=n {
             let hold = k > n - 50;
             store.shared.hold_fold.store(hold, Ordering::SeqCst);
-            let batch = WriteBatch::fenced(
-                Fence { task, epoch },
-                vec![Write::Event {
-                    ik: ik.clone(),
-                    task,
-                    name: "big".into(),
-                    data: serde_json::json!({ "n": k, "pad": big }),
-                }],
-            );
+            let batch = padded(&ik, task, epoch, k, &big);
             assert_eq!(seqs(&store.enqueue(batch).await.expect("emit")), vec![k]);
         }
         let size = std::fs::metadata(dir.path().join("taskflow.journal"))
@@ -404,15 +401,7 @@ fn appends_go_back_to_a_half_only_once_the_database_holds_it_durably() {
         // half, only the wait for a durable fold keeps its records.
         store.shared.hold_fold.store(true, Ordering::SeqCst);
         for k in 1..=n {
-            let batch = WriteBatch::fenced(
-                Fence { task, epoch },
-                vec![Write::Event {
-                    ik: ik.clone(),
-                    task,
-                    name: "big".into(),
-                    data: serde_json::json!({ "n": k, "pad": big }),
-                }],
-            );
+            let batch = padded(&ik, task, epoch, k, &big);
             assert_eq!(seqs(&store.enqueue(batch).await.expect("emit")), vec![k]);
         }
         store.crash();
