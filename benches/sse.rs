@@ -16,7 +16,7 @@
 //!    axum pushing pre-made frames on the same cadence to 500 sockets is the floor of this
 //!    load generator, and one loop appending and fdatasyncing the same 5,000 events/s to a
 //!    plain file is the durable floor of this disk (what no durable stream can beat here);
-//!    the same load then runs on a second flow with the event journal (experimental, opt-in)
+//!    the same load then runs on a second flow with the event journal (opt-in)
 //!    against the same baselines;
 //! 6. the live burst of 4. on the PostgreSQL store (a schema of its own, dropped after):
 //!    events/s and commit round trips per 1,000 events.

@@ -96,7 +96,7 @@ impl RedbStore {
     }
 
     /// Opens (or creates) `dir/taskflow.redb` with the event journal `dir/taskflow.journal`
-    /// in front of it (experimental): a group of queued emits, steps and heartbeats is
+    /// in front of it: a group of queued emits, steps and heartbeats is
     /// acknowledged after one append and one fdatasync of the journal, and moved into the
     /// database by a second thread afterwards, so an emit's latency is one small sync instead
     /// of a database commit (every other write still commits the database durably, after the
