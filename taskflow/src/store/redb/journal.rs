@@ -9,9 +9,9 @@
 //! is appended, so numbers may be skipped. Records are read from the start of each half of
 //! the file while each is whole and newer than the one before: the first torn, zeroed or
 //! older record ends the half (a record is overwritten only once the database holds it
-//! durably, so whatever follows the newest records is older than them). The halves are used in turn; appends move to the other half when one is full, once
-//! the database durably holds every record in it (asked for as soon as the move before, so
-//! a move seldom waits).
+//! durably, so whatever follows the newest records is older than them). The halves are used
+//! in turn; appends move to the other half when one is full, once the database durably holds
+//! every record in it (asked for as soon as the move before, so a move seldom waits).
 //!
 //! The file grows in written-out chunks, so an append's fdatasync commits data, not a block
 //! allocation: only the append that grows it also commits a size change, once per chunk.
