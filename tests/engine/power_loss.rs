@@ -901,10 +901,11 @@ async fn with_the_event_journal_a_power_cut_after_a_kill_and_a_restart_keeps_wha
         {
             kills += 1;
             let killed = first.recording.after_kill(at);
+            let durable = first.acks.durable_by(killed.synced);
             let (db, journal_disk) = (killed.files[0].clone(), killed.files[1].clone());
             let ledger = Arc::new(Ledger {
                 backend: Some(db.clone()),
-                acks: Mutex::new(first.acks.durable_by(killed.synced)),
+                acks: Mutex::new(durable.clone()),
                 ..Ledger::default()
             });
             let disk = Disk {
@@ -921,7 +922,6 @@ async fn with_the_event_journal_a_power_cut_after_a_kill_and_a_restart_keeps_wha
             run_all(&flow, &ledger, more).await;
             flow.shutdown().await.unwrap();
             let acks = ledger.acks.lock().unwrap().clone();
-            let durable = first.acks.durable_by(killed.synced);
             let reran: Vec<_> = ledger
                 .executions
                 .lock()

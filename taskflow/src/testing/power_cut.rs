@@ -270,29 +270,31 @@ impl Recording {
     /// flight, so a power cut after the restart can still lose them.
     #[must_use]
     pub fn after_kill(&self, ops: usize) -> AfterKill {
-        let done = &self.ops[..ops.min(self.ops.len())];
-        let mut files: Vec<FileState> = self
-            .initial
-            .iter()
-            .map(|image| FileState {
-                current: image.clone(),
-                initial: image.clone(),
+        // The last crash point of the recording cut short there: what each file's last sync
+        // made durable, and everything written since in flight.
+        let point = CrashPoints {
+            ops: &self.ops[..ops.min(self.ops.len())],
+            ..self.crash_points()
+        }
+        .last()
+        .expect("a recording has at least one crash point");
+        let files = point
+            .base
+            .into_iter()
+            .zip(&point.in_flight)
+            .map(|(durable, in_flight)| {
+                let mut current = durable.clone();
+                in_flight
+                    .iter()
+                    .for_each(|op| apply(&mut current, op, None));
+                FileState {
+                    current,
+                    initial: durable,
+                }
             })
             .collect();
-        let mut unsynced: Vec<Vec<Op>> = vec![Vec::new(); files.len()];
-        let mut synced = 0;
-        for (file, op) in done {
-            apply(&mut files[file.0].current, op, None);
-            if let Op::Sync = op {
-                for op in unsynced[file.0].drain(..) {
-                    apply(&mut files[file.0].initial, &op, None);
-                }
-                synced += 1;
-            } else {
-                unsynced[file.0].push(op.clone());
-            }
-        }
-        let ops = unsynced
+        let ops = point
+            .in_flight
             .into_iter()
             .enumerate()
             .flat_map(|(k, ops)| ops.into_iter().map(move |op| (FileId(k), op)))
@@ -303,15 +305,14 @@ impl Recording {
             syncs: 0,
             recording: true,
         }));
-        let n = self.initial.len();
         AfterKill {
-            files: (0..n)
+            files: (0..self.initial.len())
                 .map(|k| PowerCutBackend {
                     disk: disk.clone(),
                     file: FileId(k),
                 })
                 .collect(),
-            synced,
+            synced: point.synced,
         }
     }
 
